@@ -1,0 +1,277 @@
+"""Data contracts: one YAML file per departmental dataset, validated on load.
+
+A contract is the single place where a column's meaning (its role) and its de-identification are
+decided. Everything downstream (assets, checks, suites, metadata) is derived from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+_IDENT = r"^[a-z][a-z0-9_]*$"
+
+
+class ContractError(ValueError):
+    """A contract file is missing, malformed or inconsistent; the message names file and field."""
+
+
+class Role(str, Enum):
+    direct_identifier = "direct_identifier"
+    quasi_identifier = "quasi_identifier"
+    sensitive_attribute = "sensitive_attribute"
+    free_text = "free_text"
+    join_key = "join_key"
+    plain_attribute = "plain_attribute"
+
+
+PERSONAL_ROLES = {Role.direct_identifier, Role.quasi_identifier, Role.join_key, Role.free_text}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- de-identification operators, one model each so a typo in a parameter is named on load ---------
+
+
+class Keep(_Strict):
+    operator: Literal["keep"]
+
+
+class Suppress(_Strict):
+    """Drop the column: it is never written to the de-identified table."""
+
+    operator: Literal["suppress"]
+
+
+class Redact(_Strict):
+    """Replace every value with NULL (the column stays, its content does not)."""
+
+    operator: Literal["redact"]
+
+
+class Replace(_Strict):
+    """Replace every value with a constant, by default the entity type, e.g. `<US_SSN>`."""
+
+    operator: Literal["replace"]
+    new_value: str | None = None
+
+
+class Mask(_Strict):
+    """Presidio's character masking; `keep_last` masks all but the last N characters of each value."""
+
+    operator: Literal["mask"]
+    masking_char: str = Field(default="*", min_length=1, max_length=1)
+    chars_to_mask: int | None = Field(default=None, gt=0)
+    keep_last: int | None = Field(default=None, ge=0)
+    from_end: bool = False
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "Mask":
+        if (self.chars_to_mask is None) == (self.keep_last is None):
+            raise ValueError("mask needs exactly one of chars_to_mask or keep_last")
+        return self
+
+
+class Pseudonymize(_Strict):
+    """Keyed pseudonym (HMAC-SHA256): the same value in the same domain gives the same token everywhere."""
+
+    operator: Literal["pseudonymize"]
+    domain: str | None = None  # defaults to the column's entity; shared domains make joins possible
+
+
+class Encrypt(_Strict):
+    """Reversible encryption for break-glass re-identification; off unless enabled in settings."""
+
+    operator: Literal["encrypt"]
+
+
+class Generalize(_Strict):
+    operator: Literal["generalize"]
+    method: Literal["age_band", "date_month", "date_year", "truncate", "numeric_bucket", "hierarchy"]
+    width: int | None = Field(default=None, gt=0)  # age_band, numeric_bucket
+    keep: int | None = Field(default=None, ge=0)  # truncate: characters kept
+    reference_date: date | None = None  # age_band: age at this date (default: the run's date)
+    hierarchy: str | None = None  # hierarchy: ARX-format file, relative to contracts/hierarchies/
+    level: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _required_parameters(self) -> "Generalize":
+        needed = {
+            "age_band": ["width"],
+            "numeric_bucket": ["width"],
+            "truncate": ["keep"],
+            "hierarchy": ["hierarchy", "level"],
+        }.get(self.method, [])
+        missing = [p for p in needed if getattr(self, p) is None]
+        if missing:
+            raise ValueError(f"generalize method '{self.method}' needs {', '.join(missing)}")
+        return self
+
+
+class ScanText(_Strict):
+    """Free text: find PII with Presidio and apply an operator per entity type."""
+
+    operator: Literal["scan"]
+    entities: list[str] | None = None  # None: every entity the detector supports
+    score_threshold: float | None = Field(default=None, ge=0, le=1)
+    # entity type -> operator name (pseudonymize | replace | redact | mask); "DEFAULT" for the rest
+    operators: dict[str, Literal["pseudonymize", "replace", "redact", "mask"]] = Field(
+        default_factory=lambda: {"DEFAULT": "replace"}
+    )
+
+
+Deidentification = Annotated[
+    Union[Keep, Suppress, Redact, Replace, Mask, Pseudonymize, Encrypt, Generalize, ScanText],
+    Field(discriminator="operator"),
+]
+
+ColumnType = Literal["string", "integer", "decimal", "boolean", "date", "timestamp"]
+
+
+class Column(_Strict):
+    name: str = Field(pattern=_IDENT)
+    type: ColumnType
+    role: Role
+    description: str = ""
+    entity: str | None = None  # Presidio entity type of the values, for personal columns
+    nullable: bool = True
+    unique: bool = False
+    allowed_values: list[str] | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    deidentify: Deidentification
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Column":
+        op = self.deidentify.operator
+        if self.role == Role.direct_identifier and op == "keep":
+            raise ValueError("a direct_identifier cannot be kept as is; choose an operator that masks it")
+        if self.role == Role.free_text and op not in {"scan", "suppress", "redact"}:
+            raise ValueError("a free_text column must be scanned (operator: scan), suppressed or redacted")
+        if op == "scan" and self.role != Role.free_text:
+            raise ValueError("operator 'scan' is for columns whose role is free_text")
+        if op == "pseudonymize" and not (self.entity or self.deidentify.domain):  # type: ignore[union-attr]
+            raise ValueError("pseudonymize needs the column's entity or an explicit domain")
+        if self.role in {Role.direct_identifier, Role.join_key} and not self.entity:
+            raise ValueError(f"a {self.role.value} column must declare its entity (e.g. EMAIL_ADDRESS)")
+        return self
+
+
+class Source(_Strict):
+    kind: Literal["file"] = "file"
+    path_pattern: str  # glob relative to the landing directory, e.g. "hr/employees_*.csv"
+    format: Literal["csv"] = "csv"
+    encoding: Literal["utf-8"] = "utf-8"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_cell_bytes: int = Field(default=65_536, gt=0)
+
+
+class PrivacyThresholds(_Strict):
+    k_anonymity: int = Field(default=5, ge=1)
+    l_diversity: int = Field(default=1, ge=1)
+    max_sample_uniqueness: float = Field(default=0.05, ge=0, le=1)
+    max_prosecutor_risk: float = Field(default=0.2, gt=0, le=1)
+    score_threshold: float = Field(default=0.5, ge=0, le=1)  # Presidio score for detection
+
+
+class QualityThresholds(_Strict):
+    min_rows: int = Field(default=1, ge=1)
+    max_rows: int = Field(default=50_000_000, ge=1)
+    max_null_fraction: float = Field(default=0.2, ge=0, le=1)
+    max_age_days: int | None = Field(default=None, ge=1)  # freshness of the landed file
+
+
+class Contract(_Strict):
+    dataset: str = Field(pattern=_IDENT)
+    department: str = Field(pattern=_IDENT)
+    version: int = Field(ge=1)
+    title: str
+    owner: str
+    steward: str
+    purpose: str
+    retention_days: int = Field(gt=0)
+    source: Source
+    columns: list[Column] = Field(min_length=1)
+    quality: QualityThresholds = QualityThresholds()
+    privacy: PrivacyThresholds = PrivacyThresholds()
+    # filled by the loader, not the author
+    path: Path | None = Field(default=None, exclude=True)
+    version_hash: str = Field(default="", exclude=True)
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, columns: list[Column]) -> list[Column]:
+        names = [c.name for c in columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate column names: {', '.join(dupes)}")
+        return columns
+
+    @model_validator(mode="after")
+    def _dataset_prefix(self) -> "Contract":
+        if not self.dataset.startswith(self.department + "_"):
+            raise ValueError(f"dataset '{self.dataset}' must start with its department '{self.department}_'")
+        return self
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def columns_with_role(self, *roles: Role) -> list[Column]:
+        return [c for c in self.columns if c.role in roles]
+
+    @property
+    def published_columns(self) -> list[Column]:
+        """Columns that reach the de-identified table (everything not suppressed)."""
+        return [c for c in self.columns if c.deidentify.operator != "suppress"]
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid contract {path.name}:"]
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        lines.append(f"  - field '{loc or '(root)'}': {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_contract(path: Path) -> Contract:
+    """Load and validate one contract file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data: Any = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ContractError(f"cannot read contract {path.name}: {type(e).__name__}: {e}") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"invalid contract {path.name}: expected a mapping at the top level")
+    try:
+        contract = Contract.model_validate(data)
+    except ValidationError as e:
+        raise ContractError(_describe(e, path)) from None
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return contract.model_copy(update={"path": path, "version_hash": digest})
+
+
+def load_contracts(directory: Path = CONTRACTS_DIR) -> list[Contract]:
+    """Load every `*.yaml` contract in a directory, sorted by dataset name."""
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise ContractError(f"no contracts (*.yaml) found in {directory}")
+    contracts = [load_contract(p) for p in paths]
+    seen: dict[str, Path] = {}
+    for c in contracts:
+        if c.dataset in seen:
+            raise ContractError(f"dataset '{c.dataset}' is declared twice: {seen[c.dataset].name} and {c.path.name}")
+        seen[c.dataset] = c.path  # type: ignore[assignment]
+    return contracts

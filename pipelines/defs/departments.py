@@ -1,0 +1,188 @@
+"""One factory builds every department's assets, sensor and job from its contract."""
+
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from pipelines.contracts import Contract
+from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
+from pipelines.privacy.deidentify import deidentify_frame, deidentification_markdown
+from pipelines.provenance import provenance
+from pipelines.resources import PipelineStorage, PrivacySettings
+
+INGEST_DTYPES = {"string": "string", "integer": "int", "decimal": "decimal", "boolean": "bool", "date": "date", "timestamp": "timestamp"}
+
+
+def raw_key(contract: Contract) -> dg.AssetKey:
+    return dg.AssetKey(f"raw_{contract.dataset}")
+
+
+def deidentified_key(contract: Contract) -> dg.AssetKey:
+    return dg.AssetKey(f"deidentified_{contract.dataset}")
+
+
+def landed_key(contract: Contract) -> dg.AssetKey:
+    return dg.AssetKey(f"landed_{contract.dataset}")
+
+
+def _owners(contract: Contract) -> list[str]:
+    return [contract.owner] if contract.owner.startswith("team:") or "@" in contract.owner else []
+
+
+def _raw_schema(contract: Contract) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, INGEST_DTYPES[c.type], description=f"role: {c.role.value}" + (f", entity: {c.entity}" if c.entity else ""))
+            for c in contract.columns
+        ]
+    )
+
+
+def _contract_metadata(contract: Contract) -> dict:
+    return {
+        "contract": f"{contract.dataset} v{contract.version}",
+        "contract_version_hash": contract.version_hash,
+        "owner": contract.owner,
+        "steward": contract.steward,
+        "purpose": contract.purpose,
+        "retention_days": contract.retention_days,
+    }
+
+
+def file_cursor(path: Path) -> str:
+    """Sortable identity of a landed file: modification time, then name."""
+    return f"{path.stat().st_mtime_ns:020d}:{path.name}"
+
+
+def build_department(contract: Contract) -> dg.Definitions:
+    """Assets (landed -> raw -> de-identified), a job and a landing sensor for one dataset."""
+    ds, group, owners = contract.dataset, contract.department, _owners(contract)
+    tags = {"department": group}
+
+    landed = dg.AssetSpec(
+        landed_key(contract),
+        group_name=group,
+        kinds={"csv"},
+        owners=owners,
+        tags=tags,
+        description=f"{contract.title}: files landing at landing/{contract.source.path_pattern}.",
+        metadata={"path_pattern": contract.source.path_pattern, **_contract_metadata(contract)},
+    )
+
+    @dg.asset(
+        key=raw_key(contract),
+        deps=[landed.key],
+        group_name=group,
+        kinds={"duckdb"},
+        owners=owners,
+        tags={**tags, "privacy_tier": "raw"},
+        code_version=contract.version_hash,
+        description=f"{contract.title} as landed, checked against its contract and typed (restricted raw database).",
+    )
+    def raw(context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.MaterializeResult:
+        storage.ensure()
+        path = newest_landed_file(storage.landing_dir, contract)
+        if path is None:
+            raise dg.Failure(
+                description=f"{ds}: no landed file matches landing/{contract.source.path_pattern}",
+                metadata={"landing_dir": str(storage.landing_dir)},
+            )
+        try:
+            with raw_database.get_connection() as con:
+                report = ingest_file(path, contract, con, ds)
+        except IngestError as error:
+            where = quarantine(path, storage.quarantine_dir, error, dataset=ds, run_id=context.run_id)
+            raise dg.Failure(
+                description=(
+                    f"{ds}: rejected {error}. The landed file is kept; a copy and a reason file are in "
+                    f"quarantine/{ds}/{where.name}; the raw table and everything downstream keep their last good version."
+                ),
+                metadata={"problem": error.problem, "quarantine": str(where), "file": path.name},
+            ) from None
+        context.log.info(f"{ds}: ingested {report.rows} rows from {report.file}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": report.rows,
+                "dagster/column_schema": _raw_schema(contract),
+                "source_file": report.to_metadata(),
+                "upstream": [landed.key.to_user_string()],
+                **_contract_metadata(contract),
+                "provenance": provenance(context),
+            },
+            data_version=dg.DataVersion(report.sha256[:16]),
+        )
+
+    @dg.asset(
+        key=deidentified_key(contract),
+        deps=[raw],
+        group_name=group,
+        kinds={"duckdb", "presidio"},
+        owners=owners,
+        tags={**tags, "privacy_tier": "deidentified"},
+        code_version=contract.version_hash,
+        description=f"{contract.title}, de-identified as its contract says (the only form dbt may read).",
+    )
+    def deidentified(
+        context: dg.AssetExecutionContext,
+        storage: PipelineStorage,
+        privacy: PrivacySettings,
+        raw_database: DuckDBResource,
+        deidentified_database: DuckDBResource,
+    ) -> dg.MaterializeResult:
+        with raw_database.get_connection() as con:
+            frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(ds)}").df()
+        ctx = privacy.operator_context(storage, run_date=date.today())
+        result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name())
+        with deidentified_database.get_connection() as con:
+            con.register("deidentified_frame", result.frame)
+            con.execute(f"CREATE OR REPLACE TABLE {quote_ident(ds)} AS SELECT * FROM deidentified_frame")
+            con.unregister("deidentified_frame")
+            schema = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                [ds],
+            ).fetchall()
+        columns = [r.to_dict() for r in result.columns]
+        context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.rows_out,
+                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in schema]),
+                "rows_in": result.rows_in,
+                "rows_out": result.rows_out,
+                "rows_suppressed": result.rows_suppressed,
+                "entities_masked": result.entities_masked,
+                "pseudonym_key_id": ctx.pseudonym_key.key_id,
+                "deidentification": dg.MetadataValue.json({"columns": columns}),
+                "deidentification_table": dg.MetadataValue.md(deidentification_markdown(result.columns)),
+                "detector": dg.MetadataValue.json(result.detector or {}),
+                "upstream": [raw_key(contract).to_user_string()],
+                **_contract_metadata(contract),
+                "provenance": provenance(context),
+            }
+        )
+
+    job = dg.define_asset_job(
+        f"{ds}_job",
+        selection=dg.AssetSelection.assets(raw, deidentified).downstream(),
+        description=f"Ingest and de-identify {contract.title}, then rebuild the approved models that use it.",
+        tags=tags,
+    )
+
+    @dg.sensor(name=f"{ds}_landing_sensor", job=job, minimum_interval_seconds=30, description=f"Starts {ds}_job when a new file lands.")
+    def landing_sensor(context: dg.SensorEvaluationContext, storage: PipelineStorage) -> dg.SensorResult | dg.SkipReason:
+        files = landed_files(storage.landing_dir, contract)
+        new = [f for f in files if file_cursor(f) > (context.cursor or "")]
+        if not new:
+            return dg.SkipReason(f"no new file at landing/{contract.source.path_pattern}")
+        newest = new[-1]  # a snapshot supersedes older ones landed since the last tick
+        cursor = file_cursor(newest)
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"{ds}:{cursor}", tags={"pipelines/landed_file": newest.name})],
+            cursor=cursor,
+        )
+
+    return dg.Definitions(assets=[landed, raw, deidentified], jobs=[job], sensors=[landing_sensor])
+

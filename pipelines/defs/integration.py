@@ -1,0 +1,57 @@
+"""Approved dbt models over the de-identified tables: one graph with the departments' assets."""
+
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from pipelines.resources import DBT_PROJECT_DIR, PipelineStorage
+
+
+class IntegrationTranslator(DagsterDbtTranslator):
+    """dbt folders become Dagster groups: staging views and approved marts."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        if dbt_resource_props.get("resource_type") == "model" and "marts" in fqn:
+            return "approved_marts"
+        return "integration_staging"
+
+
+def dbt_executable() -> str:
+    """dbt from this interpreter's environment, so an unactivated venv still finds it."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_resource(project: DbtProject) -> DbtCliResource:
+    return DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+
+
+@lru_cache(maxsize=1)
+def dbt_project() -> DbtProject:
+    """The dbt project, with its manifest parsed once if it is missing (fresh clone)."""
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    if not project.manifest_path.exists():
+        dbt_resource(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+    return project
+
+
+def build_integration() -> dg.Definitions:
+    project = dbt_project()
+    translator = IntegrationTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models")
+    def approved_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, storage: PipelineStorage) -> Iterator[Any]:
+        # profiles.yml locates the databases through this variable; set it for dbt's process
+        os.environ["PIPELINES_DATA_DIR"] = storage.data_dir
+        yield from dbt.cli(["build"], context=context).stream()
+
+    return dg.Definitions(assets=[approved_models], resources={"dbt": dbt_resource(project)})

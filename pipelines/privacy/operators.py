@@ -1,0 +1,195 @@
+"""De-identification operators for whole columns, and the keyed-pseudonym operator for Presidio.
+
+Column operators work on the distinct values of a column and broadcast the result back, so a
+million rows with ten thousand distinct values cost ten thousand operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from presidio_anonymizer.operators import Encrypt as PresidioEncrypt
+from presidio_anonymizer.operators import Mask as PresidioMask
+from presidio_anonymizer.operators import Operator, OperatorType
+
+from pipelines.contracts import Column, Generalize
+from pipelines.privacy.keys import SecretKey
+
+PSEUDONYM_HEX_CHARS = 16  # 64 bits: collisions stay negligible below ~100M distinct values per domain
+
+_NON_DIGITS = re.compile(r"\D+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize(domain: str, value: str) -> str:
+    """Canonical form of a value before hashing, so format variants of one identifier link."""
+    value = value.strip()
+    if domain == "EMAIL_ADDRESS":
+        return value.lower()
+    if domain == "PERSON":
+        return _SPACES.sub(" ", value).casefold()
+    if domain in {"PHONE_NUMBER", "US_SSN", "CREDIT_CARD"}:
+        digits = _NON_DIGITS.sub("", value)
+        # +1 (415) 555-0100 and (415) 555-0100 are the same US number
+        return digits[1:] if domain == "PHONE_NUMBER" and len(digits) == 11 and digits[0] == "1" else digits
+    if domain in {"IBAN_CODE", "EMPLOYEE_ID"}:
+        return value.replace(" ", "").upper()
+    return value
+
+
+def pseudonym(secret: bytes, domain: str, value: str) -> str:
+    """Keyed pseudonym of a value: `<domain>_<hex>`, HMAC-SHA256 over the domain and normalized value."""
+    message = f"{domain}\x1f{normalize(domain, value)}".encode("utf-8")
+    digest = hmac.new(secret, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
+    return f"{domain.lower()}_{digest}"
+
+
+class KeyedPseudonym(Operator):
+    """Presidio operator `pseudonymize`: the same keyed pseudonym in free text as in columns."""
+
+    def operate(self, text: str = None, params: dict | None = None) -> str:  # type: ignore[override]
+        params = params or {}
+        return pseudonym(params["secret"], params["domain"], text or "")
+
+    def validate(self, params: dict | None = None) -> None:
+        params = params or {}
+        if not isinstance(params.get("secret"), bytes) or len(params["secret"]) < 32:
+            raise ValueError("pseudonymize needs a secret of at least 32 bytes")
+        if not params.get("domain"):
+            raise ValueError("pseudonymize needs a domain")
+
+    def operator_name(self) -> str:
+        return "pseudonymize"
+
+    def operator_type(self) -> OperatorType:
+        return OperatorType.Anonymize
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What column operators need besides the values: keys, the run's date, where hierarchies live."""
+
+    pseudonym_key: SecretKey
+    run_date: date
+    hierarchies_dir: Path
+    reidentification_key: SecretKey | None = None  # None: break-glass encryption is disabled
+
+
+def _map_distinct(values: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
+    """Apply `fn` once per distinct non-null value and broadcast back; nulls stay null."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.array([fn(str(u)) for u in uniques], dtype=object)
+    out = np.empty(len(values), dtype=object)
+    valid = codes >= 0
+    out[valid] = mapped[codes[valid]]
+    out[~valid] = None
+    return pd.Series(out, index=values.index, dtype="string")
+
+
+def _age_band(values: pd.Series, width: int, reference: date) -> pd.Series:
+    born = pd.to_datetime(values, errors="raise")
+    ref = pd.Timestamp(reference)
+    had_birthday = (born.dt.month < ref.month) | ((born.dt.month == ref.month) & (born.dt.day <= ref.day))
+    age = ref.year - born.dt.year - (~had_birthday).astype(int)
+    low = (age // width) * width
+    label = low.astype("Int64").astype("string") + "-" + (low + width - 1).astype("Int64").astype("string")
+    return label.where(born.notna(), None).astype("string")
+
+
+def _numeric_bucket(values: pd.Series, width: int) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="raise")
+    low = (np.floor(numbers / width) * width).astype("Int64")
+    label = low.astype("string") + "-" + (low + width - 1).astype("string")
+    return label.where(numbers.notna(), None).astype("string")
+
+
+def _truncate(values: pd.Series, keep: int) -> pd.Series:
+    def cut(v: str) -> str:
+        return v[:keep] + "*" * max(len(v) - keep, 0)
+
+    return _map_distinct(values, cut)
+
+
+def _dates(values: pd.Series, fmt: str) -> pd.Series:
+    parsed = pd.to_datetime(values, errors="raise")
+    return parsed.dt.strftime(fmt).astype("string")
+
+
+def generalize(values: pd.Series, spec: Generalize, ctx: OperatorContext) -> tuple[pd.Series, dict]:
+    """Generalize a quasi-identifier; returns the new values and the parameters to record."""
+    params: dict[str, Any] = {"method": spec.method}
+    if spec.method == "age_band":
+        reference = spec.reference_date or ctx.run_date
+        params |= {"width": spec.width, "reference_date": reference.isoformat()}
+        return _age_band(values, spec.width, reference), params  # type: ignore[arg-type]
+    if spec.method == "date_month":
+        return _dates(values, "%Y-%m"), params
+    if spec.method == "date_year":
+        return _dates(values, "%Y"), params
+    if spec.method == "truncate":
+        params["keep"] = spec.keep
+        return _truncate(values, spec.keep), params  # type: ignore[arg-type]
+    if spec.method == "numeric_bucket":
+        params["width"] = spec.width
+        return _numeric_bucket(values, spec.width), params  # type: ignore[arg-type]
+    from pipelines.privacy.hierarchies import load_hierarchy
+
+    hierarchy = load_hierarchy(ctx.hierarchies_dir / spec.hierarchy)  # type: ignore[operator]
+    params |= {"hierarchy": spec.hierarchy, "level": spec.level}
+    return hierarchy.generalize(values.astype("string"), spec.level).astype("string"), params  # type: ignore[arg-type]
+
+
+def apply_column(values: pd.Series, column: Column, ctx: OperatorContext) -> tuple[pd.Series | None, dict]:
+    """Apply a structured column's operator; None means the column is suppressed (not published)."""
+    spec = column.deidentify
+    op = spec.operator
+    params: dict[str, Any] = {}
+    if op == "keep":
+        return values, params
+    if op == "suppress":
+        return None, params
+    if op == "redact":
+        return pd.Series(pd.NA, index=values.index, dtype="string"), params
+    if op == "replace":
+        new_value = spec.new_value or f"<{column.entity or 'REDACTED'}>"  # type: ignore[union-attr]
+        params["new_value"] = new_value
+        return pd.Series(new_value, index=values.index, dtype="string").where(values.notna(), None), params
+    if op == "mask":
+        masker = PresidioMask()
+        keep_last = spec.keep_last  # type: ignore[union-attr]
+
+        def mask(value: str) -> str:
+            count = spec.chars_to_mask if keep_last is None else max(len(value) - keep_last, 0)  # type: ignore[union-attr]
+            p = {"masking_char": spec.masking_char, "chars_to_mask": count, "from_end": spec.from_end}  # type: ignore[union-attr]
+            return masker.operate(value, p)
+
+        params = {"masking_char": spec.masking_char, "from_end": spec.from_end}  # type: ignore[union-attr]
+        params |= {"keep_last": keep_last} if keep_last is not None else {"chars_to_mask": spec.chars_to_mask}  # type: ignore[union-attr]
+        return _map_distinct(values, mask), params
+    if op == "pseudonymize":
+        domain = spec.domain or column.entity  # type: ignore[union-attr]
+        params = {"domain": domain, "algorithm": "HMAC-SHA256", "key_id": ctx.pseudonym_key.key_id}
+        secret = ctx.pseudonym_key.secret
+        return _map_distinct(values, lambda v: pseudonym(secret, domain, v)), params  # type: ignore[arg-type]
+    if op == "encrypt":
+        if ctx.reidentification_key is None:
+            raise PermissionError(
+                f"column '{column.name}' asks for break-glass encryption, which is disabled; "
+                "set PIPELINES_ENABLE_REIDENTIFICATION=1 and provide a re-identification key"
+            )
+        encryptor = PresidioEncrypt()
+        key = ctx.reidentification_key.secret[:32].decode("ascii")
+        params = {"algorithm": "AES-CBC (Presidio encrypt)", "key_id": ctx.reidentification_key.key_id}
+        return _map_distinct(values, lambda v: encryptor.operate(v, {"key": key})), params
+    if op == "generalize":
+        return generalize(values, spec, ctx)  # type: ignore[arg-type]
+    raise ValueError(f"operator '{op}' is not a structured-column operator (column '{column.name}')")

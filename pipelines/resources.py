@@ -1,0 +1,98 @@
+"""Resources: where data lives, and the privacy settings (model, keys)."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.privacy.keys import SecretKey, load_key
+from pipelines.privacy.operators import OperatorContext
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONTRACTS_DIR = PROJECT_ROOT / "contracts"
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+def default_data_dir() -> Path:
+    """`$PIPELINES_DATA_DIR`, else `data/` in the project."""
+    return Path(os.environ.get("PIPELINES_DATA_DIR") or PROJECT_ROOT / "data").resolve()
+
+
+class PipelineStorage(dg.ConfigurableResource):
+    """Where landed files, quarantine, the DuckDB files and local keys live (all under `data_dir`)."""
+
+    data_dir: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def raw_db(self) -> Path:
+        """Restricted: raw personal data. Never attached by dbt, never shown to analysts."""
+        return self.root / "raw.duckdb"
+
+    @property
+    def deidentified_db(self) -> Path:
+        return self.root / "deidentified.duckdb"
+
+    @property
+    def warehouse_db(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def marts_db(self) -> Path:
+        """The analysts' database: approved marts and nothing else."""
+        return self.root / "marts.duckdb"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def docs_dir(self) -> Path:
+        return self.root / "docs"
+
+    def ensure(self) -> None:
+        for d in (self.root, self.landing_dir, self.quarantine_dir, self.docs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+class PrivacySettings(dg.ConfigurableResource):
+    """The NLP model and the keys; secrets are read from the environment or key files when used."""
+
+    nlp_model: str = ""  # empty: $PIPELINES_NLP_MODEL, else the pinned small English model
+    pseudonym_key_env: str = "PIPELINES_PSEUDONYM_KEY"
+    enable_reidentification: bool = False
+    reidentification_key_env: str = "PIPELINES_REIDENTIFICATION_KEY"
+
+    def model_name(self) -> str | None:
+        return self.nlp_model or None
+
+    def pseudonym_key(self, storage: PipelineStorage) -> SecretKey:
+        return load_key(self.pseudonym_key_env, storage.keys_dir / "pseudonym.key")
+
+    def operator_context(self, storage: PipelineStorage, run_date: date) -> OperatorContext:
+        reid = (
+            load_key(self.reidentification_key_env, storage.keys_dir / "reidentification.key")
+            if self.enable_reidentification
+            else None
+        )
+        return OperatorContext(
+            pseudonym_key=self.pseudonym_key(storage),
+            run_date=run_date,
+            hierarchies_dir=CONTRACTS_DIR / "hierarchies",
+            reidentification_key=reid,
+        )
