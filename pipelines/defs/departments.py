@@ -8,8 +8,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from pipelines.contracts import Contract
+from pipelines.defs.checks import build_checks
 from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
-from pipelines.privacy.deidentify import deidentify_frame, deidentification_markdown
+from pipelines.privacy.deidentify import PrivacyThresholdError, deidentification_markdown, deidentify_frame
 from pipelines.provenance import provenance
 from pipelines.resources import PipelineStorage, PrivacySettings
 
@@ -135,7 +136,10 @@ def build_department(contract: Contract) -> dg.Definitions:
         with raw_database.get_connection() as con:
             frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(ds)}").df()
         ctx = privacy.operator_context(storage, run_date=date.today())
-        result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name())
+        try:
+            result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name())
+        except PrivacyThresholdError as error:
+            raise dg.Failure(description=f"{error} The de-identified table keeps its last good version.") from None
         with deidentified_database.get_connection() as con:
             con.register("deidentified_frame", result.frame)
             con.execute(f"CREATE OR REPLACE TABLE {quote_ident(ds)} AS SELECT * FROM deidentified_frame")
@@ -153,6 +157,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 "rows_in": result.rows_in,
                 "rows_out": result.rows_out,
                 "rows_suppressed": result.rows_suppressed,
+                "k_anonymity": dg.MetadataValue.json(result.k_anonymity),
                 "entities_masked": result.entities_masked,
                 "pseudonym_key_id": ctx.pseudonym_key.key_id,
                 "deidentification": dg.MetadataValue.json({"columns": columns}),
@@ -184,5 +189,6 @@ def build_department(contract: Contract) -> dg.Definitions:
             cursor=cursor,
         )
 
-    return dg.Definitions(assets=[landed, raw, deidentified], jobs=[job], sensors=[landing_sensor])
+    checks = build_checks(contract, raw_key(contract), deidentified_key(contract))
+    return dg.Definitions(assets=[landed, raw, deidentified], asset_checks=checks, jobs=[job], sensors=[landing_sensor])
 

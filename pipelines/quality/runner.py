@@ -1,0 +1,133 @@
+"""Run a Great Expectations suite on a table and keep only what is safe to publish (no cell values)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import count
+from typing import Any
+
+import pandas as pd
+
+# GE prints progress bars per validation; they would flood run logs
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+# Result fields that are counts or shares, never values from the data.
+SAFE_RESULT_KEYS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent")
+# Expectations whose observed value is an aggregate that names no person.
+_OBSERVED_IS_SAFE = {"expect_table_row_count_to_be_between", "expect_table_columns_to_match_set"}
+_ids = count()
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    success: bool
+    threshold: dict[str, Any]
+    observed: dict[str, Any]
+    notes: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")} | {"success": self.success}
+
+
+@dataclass
+class SuiteOutcome:
+    suite: str
+    success: bool
+    results: list[ExpectationOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ExpectationOutcome]:
+        return [r for r in self.results if not r.success]
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "expectations": len(self.results),
+            "failed": len(self.failed),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def markdown(self) -> str:
+        lines = ["| expectation | column | ok | observed | threshold |", "|---|---|---|---|---|"]
+        for r in self.results:
+            lines.append(
+                f"| {r.expectation} | {r.column or '-'} | {'yes' if r.success else '**no**'} | "
+                f"{_fmt(r.observed)} | {_fmt(r.threshold)} |"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
+
+
+@lru_cache(maxsize=1)
+def _context() -> Any:
+    import great_expectations as gx
+
+    return gx.get_context(mode="ephemeral")
+
+
+def _thresholds(kwargs: dict[str, Any]) -> dict[str, Any]:
+    keep = ("min_value", "max_value", "mostly", "value_set", "exact_match")
+    out = {k: kwargs[k] for k in keep if k in kwargs and kwargs[k] is not None}
+    if "regex_list" in kwargs:
+        out["patterns"] = len(kwargs["regex_list"])
+    return out
+
+
+def _observed(kind: str, column: str | None, result: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k in SAFE_RESULT_KEYS}
+    derived = column is not None and column.startswith("_")  # risk features computed by us, not cell values
+    if "observed_value" in result and (kind in _OBSERVED_IS_SAFE or derived):
+        value = result["observed_value"]
+        out["observed_value"] = sorted(value) if isinstance(value, (set, list)) and kind.endswith("match_set") else value
+    if kind == "expect_table_columns_to_match_set" and "details" in result:
+        mismatched = result["details"].get("mismatched", {})
+        out |= {k: sorted(v) for k, v in mismatched.items()}
+    return out
+
+
+def run_suite(suite: dict[str, Any], frame: pd.DataFrame) -> SuiteOutcome:
+    """Validate `frame` against a suite (as stored in `expectations/`); results carry no cell values."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    context = _context()
+    name = f"b{next(_ids)}"
+    source = context.data_sources.add_pandas(f"source_{name}")
+    batch = source.add_dataframe_asset(f"asset_{name}").add_batch_definition_whole_dataframe(name).get_batch(
+        batch_parameters={"dataframe": frame}
+    )
+    expectations = [
+        ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta", {})).to_domain_obj()
+        for e in suite["expectations"]
+    ]
+    gx_suite = gx.ExpectationSuite(name=f"{suite['name']}_{name}", expectations=expectations)
+    validation = batch.validate(gx_suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0})
+    outcomes = []
+    for spec, res in zip(suite["expectations"], validation.results):
+        kwargs = spec["kwargs"]
+        error = None
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            error = str(res.exception_info.get("exception_message", "error"))[:200]
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=spec["type"],
+                column=kwargs.get("column"),
+                success=bool(res.success),
+                threshold=_thresholds(kwargs),
+                observed=_observed(spec["type"], kwargs.get("column"), res.result or {}),
+                notes=spec.get("meta", {}).get("notes"),
+                error=error,
+            )
+        )
+    context.data_sources.delete(source.name)
+    return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes)
