@@ -64,6 +64,17 @@ class SuiteOutcome:
         return "\n".join(lines)
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and sets to JSON types, so results can be stored as metadata."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
 def _fmt(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
 
@@ -123,8 +134,8 @@ def run_suite(suite: dict[str, Any], frame: pd.DataFrame) -> SuiteOutcome:
                 expectation=spec["type"],
                 column=kwargs.get("column"),
                 success=bool(res.success),
-                threshold=_thresholds(kwargs),
-                observed=_observed(spec["type"], kwargs.get("column"), res.result or {}),
+                threshold=_plain(_thresholds(kwargs)),
+                observed=_plain(_observed(spec["type"], kwargs.get("column"), res.result or {})),
                 notes=spec.get("meta", {}).get("notes"),
                 error=error,
             )

@@ -71,7 +71,6 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                 "no direct identifier pattern survives",
                 column=c.name,
                 regex_list=list(PII_PATTERNS.values()),
-                match_on="any",
             )
         )
     quasi = [c.name for c in published if c.role == Role.quasi_identifier]

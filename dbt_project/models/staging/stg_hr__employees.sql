@@ -10,11 +10,9 @@ renamed as (
         -- generalized quasi-identifiers
         date_of_birth as age_band,
         gender,
-        postcode as postcode_prefix,
         job_title as job_family,
-        hire_date as hire_year,
-        -- attributes
         org_unit,
+        -- attributes
         salary as salary_band
     from source
 )

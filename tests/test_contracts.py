@@ -1,0 +1,76 @@
+"""Contract validation: good contracts load; bad ones fail with a message naming the field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.contracts import CONTRACTS_DIR, ContractError, load_contract, load_contracts
+
+
+def test_shipped_contracts_load():
+    contracts = load_contracts()
+    assert {c.dataset for c in contracts} == {
+        "hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets",
+    }
+    for c in contracts:
+        assert len(c.version_hash) == 16
+        assert c.published_columns, c.dataset
+
+
+def _base() -> dict:
+    return yaml.safe_load((CONTRACTS_DIR / "hr_employees.yaml").read_text())
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, field_named",
+    [
+        (lambda d: d.pop("owner"), "owner"),
+        (lambda d: d.update(retention_days=0), "retention_days"),
+        (lambda d: d.update(dataset="Bad Name"), "dataset"),
+        (lambda d: d["columns"][0].update(type="text"), "columns.0.type"),
+        (lambda d: d["columns"][0].update(role="secret"), "columns.0.role"),
+        (lambda d: d["columns"][1].update(deidentify={"operator": "shred"}), "columns.1.deidentify"),
+        (lambda d: d["columns"][1].update(deidentify={"operator": "keep"}), "columns.1"),
+        (lambda d: d["columns"][3].update(deidentify={"operator": "mask"}), "columns.3.deidentify.mask"),
+        (lambda d: d["columns"][5].update(deidentify={"operator": "generalize", "method": "age_band"}), "columns.5.deidentify.generalize"),
+        (lambda d: d["columns"].append(dict(d["columns"][0])), "columns"),
+        (lambda d: d["source"].update(encodng="utf-8"), "source.encodng"),
+        (lambda d: d["privacy"].update(k_anonymity=0), "privacy.k_anonymity"),
+    ],
+)
+def test_bad_contract_names_the_field(tmp_path, mutate, field_named):
+    data = _base()
+    mutate(data)
+    with pytest.raises(ContractError) as err:
+        load_contract(_write(tmp_path, data))
+    assert f"field '{field_named}" in str(err.value), str(err.value)
+
+
+def test_free_text_must_be_scanned(tmp_path):
+    data = yaml.safe_load((CONTRACTS_DIR / "finance_expense_claims.yaml").read_text())
+    memo = next(c for c in data["columns"] if c["name"] == "memo")
+    memo["deidentify"] = {"operator": "keep"}
+    with pytest.raises(ContractError, match="free_text column must be scanned"):
+        load_contract(_write(tmp_path, data))
+
+
+def test_not_yaml_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ContractError, match="expected a mapping"):
+        load_contract(path)
+
+
+def test_duplicate_dataset(tmp_path):
+    text = (CONTRACTS_DIR / "hr_employees.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text(text)
+    with pytest.raises(ContractError, match="declared twice"):
+        load_contracts(tmp_path)

@@ -1,0 +1,88 @@
+"""Every structured-column operator, and keyed pseudonyms."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from pipelines.contracts import Column
+from pipelines.privacy.keys import SecretKey, fingerprint
+from pipelines.privacy.operators import OperatorContext, apply_column, pseudonym
+from pipelines.resources import CONTRACTS_DIR
+
+SECRET = b"k" * 32
+CTX = OperatorContext(SecretKey(fingerprint(SECRET), "test", SECRET), date(2026, 1, 31), CONTRACTS_DIR / "hierarchies")
+
+
+def col(role="quasi_identifier", entity=None, type_="string", **deid) -> Column:
+    return Column(name="c", type=type_, role=role, entity=entity, deidentify=deid)
+
+
+@pytest.mark.parametrize(
+    "deid, values, expected",
+    [
+        ({"operator": "keep"}, ["a", None], ["a", None]),
+        ({"operator": "redact"}, ["a", "b"], [None, None]),
+        ({"operator": "replace"}, ["123-45-6789", None], ["<US_SSN>", None]),
+        ({"operator": "replace", "new_value": "[x]"}, ["a"], ["[x]"]),
+        ({"operator": "mask", "keep_last": 4}, ["4111 1111 1111 1234"], ["***************1234"]),
+        ({"operator": "mask", "chars_to_mask": 3, "masking_char": "#"}, ["abcdef"], ["###def"]),
+        ({"operator": "generalize", "method": "truncate", "keep": 3}, ["94107", None], ["941**", None]),
+        ({"operator": "generalize", "method": "date_month"}, ["2025-07-14", "2025-12-01"], ["2025-07", "2025-12"]),
+        ({"operator": "generalize", "method": "date_year"}, ["2025-07-14"], ["2025"]),
+        ({"operator": "generalize", "method": "age_band", "width": 10, "reference_date": "2026-01-31"},
+         ["1990-02-01", "1990-01-31", None], ["30-39", "30-39", None]),
+        ({"operator": "generalize", "method": "age_band", "width": 10, "reference_date": "2026-01-30"},
+         ["1996-01-31"], ["20-29"]),
+        ({"operator": "generalize", "method": "numeric_bucket", "width": 20000}, [55000, 20000, None], ["40000-59999", "20000-39999", None]),
+    ],
+)
+def test_operator_table(deid, values, expected):
+    masking = deid["operator"] in {"replace", "redact", "mask"}
+    column = col(role="direct_identifier" if masking else "quasi_identifier", entity="US_SSN" if masking else None, **deid)
+    out, params = apply_column(pd.Series(values), column, CTX)
+    assert [None if pd.isna(v) else v for v in out] == expected
+    assert "secret" not in params
+
+
+def test_suppress_drops_column():
+    out, _ = apply_column(pd.Series(["a"]), col(role="direct_identifier", entity="PERSON", operator="suppress"), CTX)
+    assert out is None
+
+
+def test_pseudonym_consistent_across_formats_and_columns():
+    column = col(role="join_key", entity="EMAIL_ADDRESS", operator="pseudonymize")
+    out, params = apply_column(pd.Series(["Jane.Doe@Example.com", " jane.doe@example.com", None]), column, CTX)
+    assert out[0] == out[1] == pseudonym(SECRET, "EMAIL_ADDRESS", "jane.doe@example.com")
+    assert out[0].startswith("email_address_") and len(out[0]) == len("email_address_") + 16
+    assert pd.isna(out[2])
+    assert params["key_id"] == CTX.pseudonym_key.key_id and "secret" not in str(params)
+
+
+@pytest.mark.parametrize(
+    "domain, a, b",
+    [("PHONE_NUMBER", "+1 (415) 555-0100", "415.555.0100"), ("PERSON", "Jane  Doe", "jane doe"), ("EMPLOYEE_ID", "e0001234", "E0001234")],
+)
+def test_pseudonym_normalizes(domain, a, b):
+    assert pseudonym(SECRET, domain, a) == pseudonym(SECRET, domain, b)
+
+
+def test_pseudonym_depends_on_key_and_domain():
+    assert pseudonym(SECRET, "PERSON", "x") != pseudonym(b"z" * 32, "PERSON", "x")
+    assert pseudonym(SECRET, "PERSON", "x").split("_")[-1] != pseudonym(SECRET, "EMPLOYEE_ID", "x").split("_")[-1]
+
+
+def test_encrypt_disabled_by_default():
+    with pytest.raises(PermissionError, match="break-glass"):
+        apply_column(pd.Series(["a"]), col(role="direct_identifier", entity="PERSON", operator="encrypt"), CTX)
+
+
+def test_encrypt_round_trip_with_presidio_decrypt():
+    from presidio_anonymizer.operators import Decrypt
+
+    reid = b"r" * 32
+    ctx = OperatorContext(CTX.pseudonym_key, CTX.run_date, CTX.hierarchies_dir, SecretKey(fingerprint(reid), "t", reid))
+    out, params = apply_column(pd.Series(["Jane Doe"]), col(role="direct_identifier", entity="PERSON", operator="encrypt"), ctx)
+    assert out[0] != "Jane Doe"
+    assert Decrypt().operate(out[0], {"key": reid.decode()}) == "Jane Doe"
+    assert params["key_id"] == fingerprint(reid)
