@@ -126,7 +126,9 @@ class Hierarchy:
         self._check_level(level)
         values = pd.Series(values)
         codes, uniques = pd.factorize(values)  # nulls -> -1; work on distinct values only
-        rows = self.lookup(pd.Series(uniques, dtype=values.dtype), column=values.name)
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+        rows = self.lookup(pd.Series(uniques, dtype=values.dtype), column=values.name,
+                           counts=counts)
         if level == 0:
             return values.copy()
         labels = self._labels[level][rows]
@@ -135,19 +137,23 @@ class Hierarchy:
         out = np.append(labels, np.array([null_label], dtype=object))[codes]
         return pd.Series(out, index=values.index, name=values.name)
 
-    def lookup(self, values: pd.Series, column: object = None) -> np.ndarray:
-        """Row position of each non-null value; ValueError (count only) if any is unknown."""
+    def lookup(self, values: pd.Series, column: object = None,
+               counts: np.ndarray | None = None) -> np.ndarray:
+        """Row position of each value (-1 for nulls); ValueError with counts only if unknown."""
+        # ``counts`` (records behind each value) lets the error report records, not only
+        # distinct values, without ever naming a value.
         keys = value_keys(values)
         present = np.array([key is not None for key in keys], dtype=bool)
         rows = np.full(len(keys), -1, dtype=np.int64)
         if present.any():
             rows[present] = self._index.get_indexer(keys[present])
-        unknown = int(np.count_nonzero(present & (rows < 0)))
-        if unknown:
+        unknown = present & (rows < 0)
+        if unknown.any():
             where = f" in column {column!r}" if column is not None else ""
+            records = "" if counts is None else f"{int(np.asarray(counts)[unknown].sum())} record(s), "
             raise ValueError(
-                f"hierarchy {self._name!r}: {unknown} distinct value(s){where} are not covered "
-                f"by the hierarchy (values not shown; they may be personal data)"
+                f"hierarchy {self._name!r}: {records}{int(unknown.sum())} distinct value(s)"
+                f"{where} not covered by the hierarchy (values not shown: they may be personal data)"
             )
         return rows
 

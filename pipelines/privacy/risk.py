@@ -77,7 +77,9 @@ def _as_names(columns: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str], role: str) -> None:
-    """ValueError naming the first column of ``columns`` missing from ``df``."""
+    """ValueError naming the first column of ``columns`` missing from ``df`` (or repeated)."""
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{role} columns are listed more than once: {list(columns)}")
     for column in columns:
         if column not in df.columns:
             raise ValueError(f"{role} column {column!r} is not in the data frame")
@@ -272,9 +274,10 @@ class _Encoded:
 
 
 def _level_codes(series: pd.Series, hierarchy: Hierarchy) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """Raw codes per row, plus per level the dense code of each raw value and its count."""
+    """Raw codes per row, plus per level the dense code of each raw value and the code count."""
     raw, uniques = pd.factorize(series, use_na_sentinel=False)
-    rows = hierarchy.lookup(pd.Series(uniques, dtype=series.dtype), column=series.name)
+    rows = hierarchy.lookup(pd.Series(uniques, dtype=series.dtype), column=series.name,
+                            counts=np.bincount(raw, minlength=len(uniques)))
     is_null = rows < 0  # lookup() has already rejected unknown non-null values
     per_level, cards = [], []
     for level in range(hierarchy.num_levels):
@@ -395,8 +398,9 @@ class _Search:
         return anonymous
 
     def climb(self, node: tuple[int, ...], dims: Sequence[int]) -> None:
-        """From a failing node, raise levels greedily (binary search per dimension) to a
-        maximal failing node, whose down-set is then pruned in one step."""
+        """Raise a failing node's levels to a maximal failing node, pruning its down-set."""
+        # Binary search per dimension; the result is maximal because raising a level never
+        # turns an anonymous node back into a failing one.
         current = list(node)
         for dim in dims:
             low, high = current[dim], self.top[dim]
@@ -486,13 +490,10 @@ def generalization_loss(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
 def apply_generalization(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
                          levels: Mapping[str, int], k: int, max_suppression: float = 0.0,
                          *, suppressed: Literal["drop", "flag"] = "drop") -> pd.DataFrame:
-    """Generalize the quasi-identifiers to ``levels`` and suppress records in classes below k.
-
-    ``suppressed="drop"`` removes those records; ``"flag"`` keeps them with every
-    quasi-identifier set to the hierarchy root (as ARX outputs them) and adds a boolean
-    ``SUPPRESSED_COLUMN``. Raises ValueError if more than ``max_suppression`` of the
-    records would have to be suppressed, so the output always meets k.
-    """
+    """Generalize the quasi-identifiers to ``levels`` and suppress records in classes below k."""
+    # "drop" removes suppressed records; "flag" keeps them with every quasi-identifier set
+    # to the hierarchy root (as ARX outputs them) plus a boolean SUPPRESSED_COLUMN. Needing
+    # more suppression than allowed is an error, so the output always meets k.
     qis = tuple(levels)
     _validate_search(df, qis, hierarchies, k, max_suppression)
     if suppressed not in ("drop", "flag"):
