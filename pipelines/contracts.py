@@ -183,7 +183,7 @@ class PrivacyThresholds(_Strict):
     max_prosecutor_risk: float = Field(default=0.2, gt=0, le=1)
     # records in classes smaller than k are suppressed, up to this share; beyond it the run fails
     max_suppression: float = Field(default=0.05, ge=0, le=1)
-    score_threshold: float = Field(default=0.5, ge=0, le=1)  # Presidio score for detection
+    score_threshold: float = Field(default=0.4, ge=0, le=1)  # Presidio score for detection (its default)
 
 
 class QualityThresholds(_Strict):

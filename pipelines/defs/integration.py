@@ -52,6 +52,6 @@ def build_integration() -> dg.Definitions:
     def approved_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, storage: PipelineStorage) -> Iterator[Any]:
         # profiles.yml locates the databases through this variable; set it for dbt's process
         os.environ["PIPELINES_DATA_DIR"] = storage.data_dir
-        yield from dbt.cli(["build"], context=context).stream()
+        yield from dbt.cli(["build"], context=context).stream().fetch_row_counts().fetch_column_metadata()
 
     return dg.Definitions(assets=[approved_models], resources={"dbt": dbt_resource(project)})

