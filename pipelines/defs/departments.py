@@ -7,10 +7,11 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from pipelines.contracts import Contract
+from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import build_checks
 from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
-from pipelines.privacy.deidentify import PrivacyThresholdError, deidentification_markdown, deidentify_frame
+from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_frame
+from pipelines.privacy.known import known_identifiers_from_raw
 from pipelines.provenance import provenance
 from pipelines.resources import PipelineStorage, PrivacySettings
 
@@ -135,10 +136,12 @@ def build_department(contract: Contract) -> dg.Definitions:
     ) -> dg.MaterializeResult:
         with raw_database.get_connection() as con:
             frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(ds)}").df()
+            # every department's identifiers: a name HR knows is found in Finance's memos too
+            known = known_identifiers_from_raw(con, load_contracts(contract.path.parent)) if contract.path else None
         ctx = privacy.operator_context(storage, run_date=date.today())
         try:
-            result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name())
-        except PrivacyThresholdError as error:
+            result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name(), known=known)
+        except (PrivacyThresholdError, ResidualPIIError) as error:
             raise dg.Failure(description=f"{error} The de-identified table keeps its last good version.") from None
         with deidentified_database.get_connection() as con:
             con.register("deidentified_frame", result.frame)
@@ -158,6 +161,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 "rows_out": result.rows_out,
                 "rows_suppressed": result.rows_suppressed,
                 "k_anonymity": dg.MetadataValue.json(result.k_anonymity),
+                "residual_scan": dg.MetadataValue.json(result.residual_scan),
                 "entities_masked": result.entities_masked,
                 "pseudonym_key_id": ctx.pseudonym_key.key_id,
                 "deidentification": dg.MetadataValue.json({"columns": columns}),

@@ -40,7 +40,8 @@ WORK_DOMAIN = "example-corp.com"
 HOST_DOMAIN = "corp.example-corp.com"
 
 CHUNK_ROWS = 100_000
-MAX_ROWS = 5_000_000  # employee ids have 7 digits; keep them sparse enough to look random
+# rows // 2 incidents must fit INC-NNNNNN (6 digits); also keeps memory well under 4 GiB (~1.7 GB at 2M).
+MAX_ROWS = 1_999_999
 DEPARTMENTS = ("hr", "finance", "it", "support")
 GROUND_TRUTH_DIR = "_ground_truth"
 PII_VALUES_FILE = "pii_values.csv"
@@ -394,11 +395,6 @@ def digit_pattern(pattern: str, **fields: np.ndarray) -> np.ndarray:
 def id_strings(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
     """Sequential business keys like CLM-0000001."""
     return digit_pattern(prefix + "{n:" + str(width) + "}", n=numbers)
-
-
-def id_width(minimum: int, total: int) -> int:
-    """Digits of a sequential key: the contract width, widened only if the count needs it."""
-    return max(minimum, len(str(total)))
 
 
 def day_strings(days: np.ndarray) -> np.ndarray:
@@ -873,6 +869,11 @@ def with_text(spec: DatasetSpec, columns: dict[str, np.ndarray], rendered: Rende
     return Chunk(columns, rendered.spans, [(spec.text_column, e, v) for e, v in rendered.found])
 
 
+TITLE_NAMES = objects((t[0] for t in TITLES), len(TITLES))
+ORG_UNIT_NAMES = objects(ORG_UNITS, len(ORG_UNITS))
+CATEGORY_NAMES = objects(INCIDENT_CATEGORIES, len(INCIDENT_CATEGORIES))
+
+
 def hr_chunk(ctx: Context, start: int, stop: int) -> Chunk:
     """HR employee rows [start, stop)."""
     emp, vocab = ctx.employees, ctx.vocab
@@ -886,8 +887,8 @@ def hr_chunk(ctx: Context, start: int, stop: int) -> Chunk:
         "date_of_birth": day_strings(emp.dob[idx]),
         "gender": GENDERS[emp.gender[idx]],
         "postcode": vocab.zips[emp.zip[idx]],
-        "job_title": objects((TITLES[t][0] for t in emp.title[idx].tolist()), len(idx)),
-        "org_unit": objects((ORG_UNITS[o] for o in emp.org[idx].tolist()), len(idx)),
+        "job_title": TITLE_NAMES[emp.title[idx]],
+        "org_unit": ORG_UNIT_NAMES[emp.org[idx]],
         "salary": int_strings(emp.salary[idx]),
         "hire_date": day_strings(emp.hire[idx]),
     }
@@ -944,7 +945,7 @@ def finance_chunk(ctx: Context, plan: FinancePlan, start: int, stop: int) -> Chu
     who = plan.claimant[sl]
     p1, p2, fmt = plan.p1[sl], plan.p2[sl], plan.phone_fmt[sl]
     columns = {
-        "claim_id": id_strings("CLM-", np.arange(start + 1, stop + 1), id_width(7, len(plan.claimant))),
+        "claim_id": id_strings("CLM-", np.arange(start + 1, stop + 1), 7),
         "employee_id": emp.ids(who),
         "card_number": format_cards(emp.card[who], plan.spaced_card[sl]),
         "iban": emp.iban[who],
@@ -1045,12 +1046,12 @@ def it_chunk(ctx: Context, plan: ItPlan, start: int, stop: int) -> Chunk:
     ips = format_ips(plan.ip[sl])
     ext = plan.external
     columns = {
-        "incident_id": id_strings("INC-", np.arange(start + 1, stop + 1), id_width(6, len(plan.day))),
+        "incident_id": id_strings("INC-", np.arange(start + 1, stop + 1), 6),
         "reported_at": minute_timestamps(plan.day[sl], plan.minute[sl]),
         "reporter_email": emp.emails(vocab, reporter),
         "host": np.where(fqdn, short + "." + HOST_DOMAIN, short),
         "ip_address": ips,
-        "category": objects((INCIDENT_CATEGORIES[c] for c in plan.category[sl].tolist()), stop - start),
+        "category": CATEGORY_NAMES[plan.category[sl]],
         "severity": SEVERITIES[plan.severity[sl]],
     }
     slots: dict[str, SlotFn] = {
@@ -1136,7 +1137,7 @@ def support_chunk(ctx: Context, plan: SupportPlan, start: int, stop: int) -> Chu
     emails = plan.emails[c]
     products = PRODUCTS[plan.product[sl]]
     columns = {
-        "ticket_id": id_strings("TCK-", np.arange(start + 1, stop + 1), id_width(7, len(plan.customer))),
+        "ticket_id": id_strings("TCK-", np.arange(start + 1, stop + 1), 7),
         "customer_name": names,
         "customer_email": emails,
         "customer_phone": format_phones(plan.phone[c], plan.phone_fmt[c]),

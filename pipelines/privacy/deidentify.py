@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -12,6 +13,7 @@ from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
 from pipelines.contracts import Column, Contract, Role, ScanText
+from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import KeyedPseudonym, OperatorContext, apply_column
 
 
@@ -50,6 +52,7 @@ class DeidentifiedTable:
     rows_suppressed: int = 0
     detector: dict[str, Any] | None = None  # model, versions, recognizers: set when free text was scanned
     k_anonymity: dict[str, Any] = field(default_factory=dict)
+    residual_scan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def entities_masked(self) -> int:
@@ -100,46 +103,105 @@ def _text_operator(name: str, entity: str, ctx: OperatorContext) -> OperatorConf
     return OperatorConfig("redact", {})
 
 
-def scan_text_column(
-    values: pd.Series, column: Column, ctx: OperatorContext, *, score_threshold: float, model_name: str | None
-) -> tuple[pd.Series, dict[str, Any], dict[str, int]]:
-    """Find PII in every distinct text and mask it per entity type; returns values, params, counts."""
+_TOKEN = re.compile(r"\b[a-z][a-z_]*_[0-9a-f]{16}\b|<[A-Z_]+>")  # our own pseudonyms and type tags
+RESCAN_PASSES = 2  # masking changes context, so changed texts are scanned again; hits in the last pass block
+
+
+class ResidualPIIError(ValueError):
+    """Personal data is still present after masking; names column and entity type, never the value."""
+
+
+def _findings(texts: list[str], spec: ScanText, threshold: float, model_name: str | None, known: KnownIdentifiers | None) -> list[list]:
+    """Presidio's results plus known identifiers, without spans that are already our own tokens."""
     from pipelines.privacy.analyzer import scan_texts
 
+    results = scan_texts(texts, entities=spec.entities, score_threshold=threshold, model_name=model_name)
+    out = []
+    for text, found in zip(texts, results):
+        merged = list(found) + (known.find_in_text(text) if known is not None else [])
+        # hex inside a pseudonym can look like a licence number; a masked span is never PII again
+        tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+        out.append([r for r in merged if not any(r.start < end and start < r.end for start, end in tokens)])
+    return out
+
+
+def scan_text_column(
+    values: pd.Series,
+    column: Column,
+    ctx: OperatorContext,
+    *,
+    score_threshold: float,
+    model_name: str | None,
+    known: KnownIdentifiers | None = None,
+) -> tuple[pd.Series, dict[str, Any], dict[str, int], dict[str, Any]]:
+    """Find PII in every distinct text and mask it per entity type, then rescan what changed.
+
+    Returns the masked values, the parameters, PII counts per entity (per row) and the residual scan.
+    """
     spec: ScanText = column.deidentify  # type: ignore[assignment]
     threshold = spec.score_threshold if spec.score_threshold is not None else score_threshold
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    texts = [str(u) for u in uniques]
-    results = scan_texts(texts, entities=spec.entities, score_threshold=threshold, model_name=model_name)
+    current = [str(u) for u in uniques]
     anonymizer = get_anonymizer()
     default = spec.operators.get("DEFAULT", "replace")
-    masked: list[str] = []
-    per_distinct: list[Counter] = []
-    for text, found in zip(texts, results):
-        per_distinct.append(Counter(r.entity_type for r in found))
-        if not found:
-            masked.append(text)
-            continue
-        operators = {r.entity_type: _text_operator(spec.operators.get(r.entity_type, default), r.entity_type, ctx) for r in found}
-        masked.append(anonymizer.anonymize(text=text, analyzer_results=found, operators=operators).text)
+    per_distinct: list[Counter] = [Counter() for _ in current]
+    pending = list(range(len(current)))
+    rescan_masked: Counter = Counter()
+    residual: Counter = Counter()
+    for scan_pass in range(1 + RESCAN_PASSES):
+        if not pending:
+            break
+        findings = _findings([current[i] for i in pending], spec, threshold, model_name, known)
+        changed = []
+        for i, found in zip(pending, findings):
+            if not found:
+                continue
+            kinds = Counter(r.entity_type for r in found)
+            if scan_pass == RESCAN_PASSES:
+                residual.update(kinds)
+                continue
+            per_distinct[i].update(kinds)
+            if scan_pass > 0:
+                rescan_masked.update(kinds)
+            operators = {r.entity_type: _text_operator(spec.operators.get(r.entity_type, default), r.entity_type, ctx) for r in found}
+            current[i] = anonymizer.anonymize(text=current[i], analyzer_results=found, operators=operators).text
+            changed.append(i)
+        pending = changed
     # counts are per row: a text repeated in 10 rows had its PII masked 10 times
     counts: Counter = Counter()
     occurrences = pd.Series(codes[codes >= 0]).value_counts()
     for code, n in occurrences.items():
         for entity, k in per_distinct[int(code)].items():
             counts[entity] += k * int(n)
-    out = pd.Series(pd.array([masked[c] if c >= 0 else None for c in codes], dtype="string"), index=values.index)
+    out = pd.Series(pd.array([current[c] if c >= 0 else None for c in codes], dtype="string"), index=values.index)
     params = {
         "entities": spec.entities or "all supported",
         "score_threshold": threshold,
         "operators": dict(sorted(spec.operators.items())),
+        "known_identifiers": known is not None,
         "key_id": ctx.pseudonym_key.key_id if "pseudonymize" in spec.operators.values() else None,
     }
-    return out, params, dict(sorted(counts.items()))
+    scan = {"distinct_texts": len(current), "masked_on_rescan": dict(rescan_masked), "residual": dict(residual)}
+    return out, params, dict(sorted(counts.items())), scan
+
+
+def residual_in_structured(values: pd.Series, known: KnownIdentifiers) -> dict[str, int]:
+    """Published cells that still equal a raw identifier of the batch, by entity type."""
+    hits: Counter = Counter()
+    for value in pd.unique(values.dropna().astype(str)):
+        entity = known.matches_any(value)
+        if entity:
+            hits[entity] += 1
+    return dict(hits)
 
 
 def deidentify_frame(
-    frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, *, model_name: str | None = None
+    frame: pd.DataFrame,
+    contract: Contract,
+    ctx: OperatorContext,
+    *,
+    model_name: str | None = None,
+    known: KnownIdentifiers | None = None,
 ) -> DeidentifiedTable:
     """De-identify every declared column of `frame` as its contract says."""
     missing = [c.name for c in contract.columns if c.name not in frame.columns]
@@ -147,6 +209,7 @@ def deidentify_frame(
         raise ValueError(f"{contract.dataset}: the raw table lacks declared column(s) {', '.join(missing)}")
     out: dict[str, pd.Series] = {}
     records: list[ColumnRecord] = []
+    residual: dict[str, dict[str, Any]] = {}
     for column in contract.columns:
         values = frame[column.name]
         record = ColumnRecord(
@@ -157,16 +220,23 @@ def deidentify_frame(
             values_in=int(values.notna().sum()),
         )
         if column.deidentify.operator == "scan":
-            new, record.params, record.entities_detected = scan_text_column(
-                values, column, ctx, score_threshold=contract.privacy.score_threshold, model_name=model_name
+            new, record.params, record.entities_detected, scan = scan_text_column(
+                values, column, ctx, score_threshold=contract.privacy.score_threshold, model_name=model_name, known=known
             )
+            residual[column.name] = scan
         else:
             new, record.params = apply_column(values, column, ctx)
+            if new is not None and known is not None and column.deidentify.operator not in {"pseudonymize", "redact"}:
+                residual[column.name] = {"residual": residual_in_structured(new, known)}
         if new is None:
             record.published = False
         else:
             out[column.name] = new
         records.append(record)
+    hits = {name: scan["residual"] for name, scan in residual.items() if scan.get("residual")}
+    if hits:
+        listed = "; ".join(f"column '{c}': {', '.join(f'{e} x{n}' for e, n in h.items())}" for c, h in hits.items())
+        raise ResidualPIIError(f"{contract.dataset}: personal data remains after masking ({listed}); nothing was published")
     result, suppressed, k_params = enforce_k_anonymity(pd.DataFrame(out, index=frame.index), contract)
     detector = None
     if any(c.deidentify.operator == "scan" for c in contract.columns):
@@ -176,6 +246,7 @@ def deidentify_frame(
     return DeidentifiedTable(
         result.reset_index(drop=True), records, rows_in=len(frame), rows_out=len(result),
         rows_suppressed=suppressed, detector=detector, k_anonymity=k_params,
+        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual},
     )
 
 

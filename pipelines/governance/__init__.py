@@ -1,0 +1,1 @@
+"""Governance: departments' data meets only inside approved dbt models (see `approvals`)."""

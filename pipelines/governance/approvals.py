@@ -1,0 +1,820 @@
+"""Departments' data meets only inside approved dbt models: checked from the dbt manifest and a SQL parse.
+
+An approval is dbt `meta` on a model (`config: meta: approval:` in its YAML), so people read it next to
+the model's columns and code reads it from `target/manifest.json`. `check_project` renders each model's
+Jinja itself (refs and sources become placeholder relations known from the manifest's `depends_on`),
+parses the SQL with sqlglot (DuckDB dialect), resolves CTEs, aliases and `*` with sqlglot's scope analysis
+and `qualify`, and reports every breach of the rules below. Messages name models, relations and columns,
+never data values.
+
+Rules (the `Rule` values):
+  a. reads_non_deidentified  a model reads only the `deidentified` source, other models and seeds
+  b. unapproved_join         a model whose upstream spans 2+ departments carries an approval
+  c. join_key                columns linking relations of different departments are approved join keys
+  d. approval_expired / approval_departments
+                             the approval is current and covers every department upstream
+  e. unpublished_column      the model outputs only the approval's `publishes` columns
+  f. access                  staging is never public; approved marts are public with an enforced contract;
+                             a public model carries an approval
+  plus invalid_approval, min_group_size (the final query withholds groups below the approved minimum)
+  and unreadable_sql (SQL the check cannot render or parse is refused, not trusted).
+
+Run: python -m pipelines.governance.approvals [--manifest PATH] [--contracts DIR] [--today YYYY-MM-DD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import sqlglot
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from pipelines.contracts import CONTRACTS_DIR, load_contracts
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+DEFAULT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+DIALECT = "duckdb"
+DEIDENTIFIED_SOURCE = "deidentified"  # source name and attached database alias (profiles.yml)
+ALLOWED_RESOURCE_TYPES = {"model", "seed"}
+# Table functions that generate values rather than read a file or a database.
+VALUE_TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
+# DuckDB functions that read files or other databases wherever they appear in a query.
+_READER_FUNCTION = re.compile(r"^(read_\w+|\w+_scan|query|query_table|glob|sniff_csv|parquet_\w+)$")
+_IDENT = r"^[a-z][a-z0-9_]*$"
+
+
+class Rule(StrEnum):
+    reads_non_deidentified = "reads_non_deidentified"
+    unapproved_join = "unapproved_join"
+    join_key = "join_key"
+    approval_expired = "approval_expired"
+    approval_departments = "approval_departments"
+    unpublished_column = "unpublished_column"
+    access = "access"
+    invalid_approval = "invalid_approval"
+    min_group_size = "min_group_size"
+    unreadable_sql = "unreadable_sql"
+
+
+@dataclass(frozen=True)
+class Violation:
+    model: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.model}: [{self.rule}] {self.message}"
+
+
+class ApprovalError(ValueError):
+    """An approval record is malformed; the message names the model and the field."""
+
+
+class Approval(BaseModel):
+    """Who allowed which departments to meet in a model, on which keys, publishing what, until when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approved_by: str = Field(min_length=1)
+    approved_on: date
+    expires_on: date
+    purpose: str = Field(min_length=1)
+    departments: list[str] = Field(min_length=1)
+    join_keys: list[str] = []
+    publishes: list[str] = Field(min_length=1)
+    quasi_identifiers: list[str] = []
+    min_group_size: int = Field(ge=2)
+    group_size_column: str = Field(pattern=_IDENT)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Approval":
+        for name in ("departments", "join_keys", "publishes", "quasi_identifiers"):
+            values: list[str] = getattr(self, name)
+            bad = [v for v in values if not re.match(_IDENT, v)]
+            if bad:
+                raise ValueError(f"{name}: not lower-case identifiers: {', '.join(bad)}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}: duplicate entries")
+        if self.expires_on <= self.approved_on:
+            raise ValueError("expires_on must be after approved_on")
+        unpublished = sorted(set(self.quasi_identifiers) - set(self.publishes))
+        if unpublished:
+            raise ValueError(f"quasi_identifiers not in publishes: {', '.join(unpublished)}")
+        if self.group_size_column not in self.publishes:
+            raise ValueError(f"group_size_column '{self.group_size_column}' is not in publishes")
+        return self
+
+    @classmethod
+    def from_meta(cls, model: str, raw: Any) -> "Approval":
+        """Validate a model's `meta.approval`; errors name the model and field, never the value."""
+        if not isinstance(raw, Mapping):
+            raise ApprovalError(f"model {model}: meta.approval must be a mapping")
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as e:
+            fields = "; ".join(
+                f"field '{'.'.join(str(p) for p in err['loc']) or '(approval)'}': {err['msg']}" for err in e.errors()
+            )
+            raise ApprovalError(f"model {model}: invalid approval: {fields}") from None
+
+
+# --- manifest --------------------------------------------------------------------------------------
+
+
+def load_manifest(manifest: Mapping[str, Any] | Path | str) -> dict[str, Any]:
+    """The manifest as a dict, read from `manifest.json` when given a path."""
+    if isinstance(manifest, Mapping):
+        return dict(manifest)
+    return json.loads(Path(manifest).read_text(encoding="utf-8"))
+
+
+def _lookup(manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None:
+    return manifest["nodes"].get(uid) or manifest["sources"].get(uid)
+
+
+def _model_uid(manifest: Mapping[str, Any], model_name: str) -> str:
+    """The unique id of the model called `model_name` (root project first)."""
+    root = manifest.get("metadata", {}).get("project_name")
+    hits = sorted(
+        (n["package_name"] != root, uid)
+        for uid, n in manifest["nodes"].items()
+        if n["resource_type"] == "model" and n["name"] == model_name
+    )
+    if not hits:
+        raise KeyError(f"no model '{model_name}' in the manifest")
+    return hits[0][1]
+
+
+def _is_deidentified(source: Mapping[str, Any]) -> bool:
+    """A source counts only if both its name and its database are the de-identified ones."""
+    return source["source_name"] == DEIDENTIFIED_SOURCE and source.get("database") == DEIDENTIFIED_SOURCE
+
+
+def _meta(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The node's meta; `config.meta` is where dbt 1.10+ keeps it (top-level `meta` mirrors it)."""
+    config = node.get("config", {})
+    return (config["meta"] if "meta" in config else node.get("meta")) or {}
+
+
+def approval_for(manifest: Mapping[str, Any] | Path, model_name: str) -> Approval | None:
+    """The model's validated approval, None if it has none; ApprovalError if it is malformed."""
+    m = load_manifest(manifest)
+    node = m["nodes"][_model_uid(m, model_name)]
+    raw = _meta(node).get("approval")
+    return None if raw is None else Approval.from_meta(model_name, raw)
+
+
+def _dataset_departments(contracts_dir: Path) -> dict[str, str]:
+    """Contract dataset (= de-identified table name) -> department."""
+    return {c.dataset: c.department for c in load_contracts(contracts_dir)}
+
+
+def _unknown_department(table: str) -> str:
+    # A de-identified table without a contract stays its own department, so joining it needs approval.
+    return f"unknown:{table}"
+
+
+def _node_departments(
+    manifest: Mapping[str, Any], uid: str, departments: Mapping[str, str], memo: dict[str, frozenset[str]]
+) -> frozenset[str]:
+    """Departments of the de-identified sources upstream of a node, through refs; seeds have none."""
+    if uid in memo:
+        return memo[uid]
+    memo[uid] = frozenset()  # cycle guard; dbt graphs are acyclic
+    node = _lookup(manifest, uid)
+    if node is None:
+        result: frozenset[str] = frozenset()
+    elif node["resource_type"] == "source":
+        result = (
+            frozenset({departments.get(node["name"]) or _unknown_department(node["name"])})
+            if _is_deidentified(node)
+            else frozenset()
+        )
+    else:
+        result = frozenset().union(
+            *(_node_departments(manifest, d, departments, memo) for d in node.get("depends_on", {}).get("nodes", []))
+        )
+    memo[uid] = result
+    return result
+
+
+def model_departments(manifest: Mapping[str, Any] | Path, model_name: str, contracts_dir: Path = CONTRACTS_DIR) -> set[str]:
+    """Departments whose de-identified data reaches `model_name`, transitively through refs."""
+    m = load_manifest(manifest)
+    return set(_node_departments(m, _model_uid(m, model_name), _dataset_departments(contracts_dir), {}))
+
+
+# --- rendering dbt Jinja to plain SQL --------------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    """The model's SQL cannot be rendered or parsed, so it cannot be checked."""
+
+
+class _MacroReturn(Exception):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Opaque(jinja2.ChainableUndefined):
+    """Anything dbt provides that the check does not model; renders as SQL NULL so the query still parses."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "NULL"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Opaque":
+        return self
+
+
+class _Config:
+    """`config` as dbt offers it while compiling: calls render nothing, lookups read the parsed config."""
+
+    def __init__(self, node: Mapping[str, Any]) -> None:
+        self._config = node.get("config", {})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        return ""
+
+    def set(self, *args: Any) -> str:
+        return ""
+
+    def get(self, name: str, default: Any = None, validator: Any = None) -> Any:
+        return self._config.get(name, default)
+
+    def require(self, name: str, validator: Any = None) -> Any:
+        return self._config.get(name)
+
+    def meta_get(self, name: str, default: Any = None, validator: Any = None) -> Any:
+        return (self._config.get("meta") or {}).get(name, default)
+
+    def meta_require(self, name: str, validator: Any = None) -> Any:
+        return (self._config.get("meta") or {}).get(name)
+
+
+class _Exceptions:
+    @staticmethod
+    def raise_compiler_error(message: Any = "", *args: Any) -> None:
+        raise _Unreadable(f"the model's Jinja raised a compiler error: {message}")
+
+    @staticmethod
+    def warn(*args: Any, **kwargs: Any) -> str:
+        return ""
+
+
+def _raise_return(value: Any = None) -> None:
+    raise _MacroReturn(value)
+
+
+def _placeholder(uid: str) -> str:
+    """The relation name a ref/source renders to: derived from the unique id, lower case for sqlglot."""
+    return "__dbt__" + re.sub(r"[^a-z0-9]+", "_", uid.lower())
+
+
+@dataclass
+class _Rendered:
+    sql: str
+    relations: dict[str, str] = field(default_factory=dict)  # placeholder -> unique id
+
+    def relation(self, uid: str) -> str:
+        name = _placeholder(uid)
+        self.relations[name] = uid
+        return f'"{name}"'
+
+
+def _resolve_ref(manifest: Mapping[str, Any], node: Mapping[str, Any], args: tuple, kwargs: dict) -> str:
+    """The unique id a `ref(...)` call points at, from the node's depends_on (as dbt resolved it)."""
+    name = str(args[-1]) if args else str(kwargs.get("name", ""))
+    package = str(args[0]) if len(args) == 2 else kwargs.get("package")
+    version = kwargs.get("version", kwargs.get("v"))
+    for uid in node.get("depends_on", {}).get("nodes", []):
+        dep = manifest["nodes"].get(uid)
+        if (
+            dep is not None
+            and dep["name"] == name
+            and (package is None or dep["package_name"] == package)
+            and (version is None or str(dep.get("version")) == str(version))
+        ):
+            return uid
+    return f"unresolved.ref.{name}"
+
+
+def _resolve_source(manifest: Mapping[str, Any], node: Mapping[str, Any], source_name: str, table: str) -> str:
+    """The unique id a `source(...)` call points at, from the node's depends_on."""
+    for uid in node.get("depends_on", {}).get("nodes", []):
+        src = manifest["sources"].get(uid)
+        if src is not None and src["source_name"] == source_name and src["name"] == table:
+            return uid
+    return f"unresolved.source.{source_name}.{table}"
+
+
+def _root_macros(env: SandboxedEnvironment, manifest: Mapping[str, Any], context: dict[str, Any]) -> dict[str, Callable]:
+    """The project's own macros, rendered like dbt would, so SQL hidden in a macro is parsed too."""
+    root = manifest.get("metadata", {}).get("project_name")
+
+    def make(name: str, source: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                macro = getattr(env.from_string(source, globals=context).module, name)
+                return macro(*args, **kwargs)
+            except _MacroReturn as r:
+                return r.value
+
+        return call
+
+    return {
+        m["name"]: make(m["name"], m["macro_sql"])
+        for m in manifest.get("macros", {}).values()
+        if m.get("package_name") == root
+    }
+
+
+def _render_model(manifest: Mapping[str, Any], node: Mapping[str, Any], *, incremental: bool = False) -> _Rendered:
+    """The node's SQL with refs/sources/this as placeholder relations and other Jinja stubbed."""
+    rendered = _Rendered(sql="")
+    env = SandboxedEnvironment(undefined=_Opaque, extensions=["jinja2.ext.do"])
+    context: dict[str, Any] = {
+        "ref": lambda *a, **k: rendered.relation(_resolve_ref(manifest, node, a, k)),
+        "source": lambda s, t: rendered.relation(_resolve_source(manifest, node, s, t)),
+        "this": rendered.relation(node["unique_id"]),
+        "var": lambda name, default=None: _Opaque() if default is None else default,
+        "env_var": lambda name, default=None: _Opaque() if default is None else default,
+        "config": _Config(node),
+        "execute": True,
+        "is_incremental": lambda: incremental,
+        "return": _raise_return,
+        "exceptions": _Exceptions(),
+        "model": node,
+        "log": lambda *a, **k: "",
+    }
+    for name, macro in _root_macros(env, manifest, context).items():
+        context.setdefault(name, macro)  # a project macro never replaces ref/source/config
+    try:
+        rendered.sql = env.from_string(node.get("raw_code") or "").render(context)
+    except _MacroReturn as r:
+        rendered.sql = str(r.value)
+    except _Unreadable:
+        raise
+    except Exception as e:  # any failure of the stubbed dbt context: refuse rather than trust
+        raise _Unreadable(f"its Jinja cannot be rendered ({type(e).__name__})") from None
+    return rendered
+
+
+# --- parsing and column lineage --------------------------------------------------------------------
+
+
+def _parse_query(sql: str) -> exp.Query:
+    """The single SELECT (or set operation) a model must consist of."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+    except SqlglotError as e:
+        raise _Unreadable(f"its SQL does not parse as {DIALECT} ({type(e).__name__})") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise _Unreadable("its SQL is not a single SELECT statement")
+    return statements[0]
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    relations: dict[str, str]  # placeholder -> unique id
+    query: exp.Query  # qualified when sqlglot could, so columns carry their relation
+
+
+@dataclass
+class _Project:
+    manifest: dict[str, Any]
+    contracts: dict[str, list[str]]  # dataset -> columns of its de-identified table
+    departments: dict[str, str]  # dataset -> department
+    _parsed: dict[str, _Parsed | _Unreadable | None] = field(default_factory=dict)
+    _departments: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def node_departments(self, uid: str) -> frozenset[str]:
+        return _node_departments(self.manifest, uid, self.departments, self._departments)
+
+    def parsed(self, uid: str) -> _Parsed:
+        """The model's parsed SQL (memoized); raises _Unreadable."""
+        if uid not in self._parsed:
+            self._parsed[uid] = None  # cycle guard
+            try:
+                self._parsed[uid] = _parse_model(self, self.manifest["nodes"][uid])
+            except _Unreadable as e:
+                self._parsed[uid] = e
+        result = self._parsed[uid]
+        if result is None:
+            raise _Unreadable("it depends on itself")
+        if isinstance(result, _Unreadable):
+            raise result
+        return result
+
+
+def _load_project(manifest: Mapping[str, Any] | Path, contracts_dir: Path) -> _Project:
+    contracts = load_contracts(contracts_dir)
+    return _Project(
+        manifest=load_manifest(manifest),
+        contracts={c.dataset: [col.name for col in c.published_columns] for c in contracts},
+        departments={c.dataset: c.department for c in contracts},
+    )
+
+
+def _seed_columns(node: Mapping[str, Any]) -> list[str] | None:
+    """A seed's columns: the header of its CSV file (only the header is read)."""
+    try:
+        with (Path(node["root_path"]) / node["original_file_path"]).open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), None)
+    except (OSError, KeyError, UnicodeDecodeError):
+        return None
+
+
+def _relation_columns(project: _Project, uid: str) -> list[str] | None:
+    """Columns of an upstream relation, None when unknown (then `*` over it stays unexpanded)."""
+    node = _lookup(project.manifest, uid)
+    if node is None:
+        return None
+    if node["resource_type"] == "source":
+        return project.contracts.get(node["name"]) if _is_deidentified(node) else None
+    if node["resource_type"] == "seed":
+        return _seed_columns(node)
+    if node["resource_type"] == "model":
+        try:
+            columns = _output_columns(project.parsed(uid).query)
+        except _Unreadable:
+            columns = None
+        return columns if columns is not None else _enforced_columns(node)
+    return None
+
+
+def _enforced_columns(node: Mapping[str, Any]) -> list[str] | None:
+    """Declared columns, but only when an enforced contract makes them the real ones."""
+    if node.get("config", {}).get("contract", {}).get("enforced") and node.get("columns"):
+        return list(node["columns"])
+    return None
+
+
+def _parse_model(project: _Project, node: Mapping[str, Any], *, incremental: bool = False) -> _Parsed:
+    """Render, parse and (where possible) qualify one model against its upstream relations' columns."""
+    rendered = _render_model(project.manifest, node, incremental=incremental)
+    query = _parse_query(rendered.sql)
+    schema = {
+        name: {column: "unknown" for column in columns}
+        for name, uid in rendered.relations.items()
+        if uid != node["unique_id"] and (columns := _relation_columns(project, uid))
+    }
+    try:
+        query = qualify(
+            query.copy(), schema=schema, dialect=DIALECT, validate_qualify_columns=False,
+            quote_identifiers=False, identify=False,
+        )
+    except (SqlglotError, ValueError, KeyError):
+        pass  # unqualified columns are then attributed conservatively (to every relation in scope)
+    return _Parsed(rendered.relations, query)
+
+
+def _branches(query: exp.Expression) -> list[exp.Select]:
+    """The SELECTs whose rows a query returns (both sides of UNION/EXCEPT/INTERSECT)."""
+    query = query.unnest()
+    if isinstance(query, exp.SetOperation):
+        return _branches(query.left) + _branches(query.right)
+    return [query] if isinstance(query, exp.Select) else []
+
+
+def _output_columns(query: exp.Query) -> list[str] | None:
+    """Names of the query's output columns; None while a `*` is left unresolved."""
+    branches = _branches(query)
+    if not branches or any(s.is_star for b in branches for s in b.selects):
+        return None
+    return [s.alias_or_name or f"<unnamed expression {i + 1}>" for i, s in enumerate(branches[0].selects)]
+
+
+# --- rule a: what a model reads --------------------------------------------------------------------
+
+
+def _function_name(func: exp.Expression) -> str:
+    return (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+
+
+def _table_label(table: exp.Table) -> str:
+    if not table.db and not table.this.quoted and table.name.upper() == "NULL":
+        return "a relation produced by Jinja the check cannot resolve"  # an unknown macro rendered as NULL
+    return ".".join(part.name for part in table.parts)
+
+
+def _relation_problem(manifest: Mapping[str, Any], uid: str) -> str | None:
+    """Why a relation the model refers to through dbt is not allowed, None if it is."""
+    node = _lookup(manifest, uid)
+    if node is None:
+        return f"{uid.split('.')[-1]} (not in the manifest)"
+    if node["resource_type"] == "source":
+        return None if _is_deidentified(node) else f"source {node['source_name']}.{node['name']}"
+    if node["resource_type"] not in ALLOWED_RESOURCE_TYPES:
+        return f"{node['resource_type']} {node['name']}"
+    return None
+
+
+def _external_reads(parsed: _Parsed, manifest: Mapping[str, Any]) -> list[str]:
+    """Everything the query reads that is not a CTE, a model, a seed or the de-identified source."""
+    found: list[str] = []
+    for scope in traverse_scope(parsed.query):
+        for table in scope.tables:
+            if not isinstance(table.this, exp.Identifier):
+                name = _function_name(table.this)
+                if name not in VALUE_TABLE_FUNCTIONS:
+                    found.append(f"{name}(...)")
+            elif not table.db and not table.catalog and table.name in parsed.relations:
+                problem = _relation_problem(manifest, parsed.relations[table.name])
+                if problem:
+                    found.append(problem)
+            elif table.db or table.catalog or not isinstance(scope.sources.get(table.name), Scope):
+                found.append(_table_label(table))
+    for func in parsed.query.find_all(exp.Func):
+        if _READER_FUNCTION.match(_function_name(func)):
+            found.append(f"{_function_name(func)}(...)")
+    return list(dict.fromkeys(found))
+
+
+# --- rule c: columns that link departments ---------------------------------------------------------
+
+
+def _conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
+    if condition is None:
+        return []
+    condition = condition.unnest()
+    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+
+
+def _own_nodes(node: exp.Expression) -> Iterator[exp.Expression]:
+    """Nodes of a predicate, without descending into its subqueries (they are scopes of their own)."""
+    return node.walk(prune=lambda n: n is not node and isinstance(n, (exp.Subquery, exp.Query)))
+
+
+@dataclass(frozen=True)
+class _Side:
+    key: tuple[int, str]  # which relation in which scope
+    departments: frozenset[str]
+
+
+class _Lineage:
+    """Departments behind every relation and CTE of one parsed model."""
+
+    def __init__(self, parsed: _Parsed, project: _Project) -> None:
+        self.parsed, self.project = parsed, project
+        self.scopes = list(traverse_scope(parsed.query))
+        self.by_expression = {id(s.expression): s for s in self.scopes}
+        self._memo: dict[int, frozenset[str]] = {}
+
+    def source_departments(self, source: Any) -> frozenset[str]:
+        if isinstance(source, Scope):
+            return self.scope_departments(source)
+        if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+            uid = self.parsed.relations.get(source.name)
+            return self.project.node_departments(uid) if uid and not source.db else frozenset()
+        return frozenset()
+
+    def scope_departments(self, scope: Scope) -> frozenset[str]:
+        """Union over what the scope selects from, its set-operation sides and its filtering subqueries."""
+        if id(scope) not in self._memo:
+            self._memo[id(scope)] = frozenset()
+            parts = [self.source_departments(src) for _, src in scope.selected_sources.values()]
+            parts += [self.scope_departments(s) for s in [*scope.set_operation_scopes, *scope.subquery_scopes]]
+            self._memo[id(scope)] = frozenset().union(*parts)
+        return self._memo[id(scope)]
+
+    def column_sides(self, scope: Scope, column: exp.Column) -> list[_Side]:
+        """The relation a column belongs to (looking outward for correlated ones); all of them if unqualified."""
+        if column.table:
+            current: Scope | None = scope
+            while current is not None:
+                hit = current.selected_sources.get(column.table)
+                if hit is not None:
+                    return [_Side((id(current), column.table), self.source_departments(hit[1]))]
+                current = current.parent
+            return []
+        return [_Side((id(scope), alias), self.source_departments(src)) for alias, (_, src) in scope.selected_sources.items()]
+
+    def predicates(self, scope: Scope) -> Iterator[tuple[exp.Expression, list[_Side]]]:
+        """Join conditions (ON, USING, NATURAL) and WHERE conjuncts, each with the relations it involves."""
+        select = scope.expression
+        if not isinstance(select, exp.Select):
+            return
+        sources = list(scope.selected_sources.items())
+        for join in select.args.get("joins") or []:
+            joined = join.alias_or_name
+            left = [_Side((id(scope), a), self.source_departments(s)) for a, (_, s) in sources if a != joined]
+            right = [_Side((id(scope), joined), self.source_departments(scope.selected_sources[joined][1]))] if joined in scope.selected_sources else []
+            for condition in _conjuncts(join.args.get("on")):
+                yield condition, []
+            for identifier in join.args.get("using") or []:
+                yield exp.column(identifier.name), left + right
+            if (join.args.get("method") or "").upper() == "NATURAL":
+                yield exp.column("<natural join>"), left + right
+        for condition in _conjuncts(select.args.get("where").this if select.args.get("where") else None):
+            yield condition, []
+
+    def linking_columns(self) -> Iterator[tuple[str, frozenset[str]]]:
+        """(column, departments) for each column in a predicate that links relations of 2+ departments."""
+        for scope in self.scopes:
+            for predicate, implied in self.predicates(scope):
+                columns: list[tuple[str, list[_Side]]] = []
+                for node in _own_nodes(predicate):
+                    if isinstance(node, exp.Column):
+                        columns.append((node.name, implied or self.column_sides(scope, node)))
+                    elif isinstance(node.parent, exp.Exists):
+                        continue  # EXISTS projects nothing; its correlation is checked in its own scope
+                    elif isinstance(node, exp.Subquery | exp.Query) and id(node.unnest()) in self.by_expression:
+                        sub = self.by_expression[id(node.unnest())]
+                        side = _Side((id(sub), "<subquery>"), self.scope_departments(sub))
+                        columns += [(name, [side]) for name in sub.expression.named_selects]
+                sides = {s.key: s.departments for _, group in columns for s in group if s.departments}
+                departments = frozenset().union(*sides.values())
+                if len(sides) < 2 or len(departments) < 2:
+                    continue  # one relation, or all from one department (seeds carry none)
+                for name, group in columns:
+                    if any(s.departments for s in group):
+                        yield name, departments
+
+
+# --- the rules, per model --------------------------------------------------------------------------
+
+
+def _and_list(items: Iterable[str]) -> str:
+    items = sorted(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _folders(node: Mapping[str, Any]) -> list[str]:
+    return list(node.get("fqn", [])[1:-1])
+
+
+def _threshold(condition: exp.Expression, column: str) -> int | None:
+    """The smallest group a `column >= N` style condition lets through, None if it is not one."""
+    if isinstance(condition, exp.GTE | exp.GT):
+        col, bound = condition.this, condition.expression
+    elif isinstance(condition, exp.LTE | exp.LT):
+        col, bound = condition.expression, condition.this
+    else:
+        return None
+    if not (isinstance(col, exp.Column) and col.name.lower() == column and isinstance(bound, exp.Literal) and bound.is_int):
+        return None
+    return int(bound.to_py()) + (1 if isinstance(condition, exp.GT | exp.LT) else 0)
+
+
+def _withholds_small_groups(query: exp.Query, column: str, minimum: int) -> bool:
+    """Every branch of the final query keeps only rows with `column >= minimum` (WHERE or HAVING)."""
+    branches = _branches(query)
+    return bool(branches) and all(
+        any(
+            (t := _threshold(c, column)) is not None and t >= minimum
+            for clause in ("where", "having")
+            for c in _conjuncts(b.args[clause].this if b.args.get(clause) else None)
+        )
+        for b in branches
+    )
+
+
+def _check_reads(project: _Project, node: Mapping[str, Any], parsed: _Parsed | None) -> list[Violation]:
+    """Rule a: only de-identified source, models and seeds; hooks could read anything, so none."""
+    name, out = node["name"], []
+    problems = [p for uid in node.get("depends_on", {}).get("nodes", []) if (p := _relation_problem(project.manifest, uid))]
+    problems += _external_reads(parsed, project.manifest) if parsed else []
+    for problem in dict.fromkeys(problems):
+        out.append(Violation(name, Rule.reads_non_deidentified, f"model {name} reads {problem}, which is not a de-identified source"))
+    for hook in ("pre-hook", "post-hook"):
+        if node.get("config", {}).get(hook):
+            out.append(Violation(name, Rule.reads_non_deidentified, f"model {name} has a {hook}, whose SQL the governance check cannot verify"))
+    for uid in node.get("depends_on", {}).get("nodes", []):
+        src = project.manifest["sources"].get(uid)
+        if src and _is_deidentified(src) and src["name"] not in project.departments:
+            out.append(Violation(name, Rule.reads_non_deidentified, f"model {name} reads {DEIDENTIFIED_SOURCE}.{src['name']}, which has no contract (department unknown)"))
+    return out
+
+
+def _check_access(node: Mapping[str, Any], approval: Approval | None, has_meta: bool) -> list[Violation]:
+    """Rule f: staging private; approved marts public with enforced contract; public needs approval."""
+    name, out = node["name"], []
+    public = node.get("access") == "public"
+    if "staging" in _folders(node) and public:
+        out.append(Violation(name, Rule.access, f"staging model {name} is access: public; staging stays private"))
+    if approval and "marts" in _folders(node):
+        if not public:
+            out.append(Violation(name, Rule.access, f"approved mart {name} must be access: public"))
+        if not node.get("config", {}).get("contract", {}).get("enforced"):
+            out.append(Violation(name, Rule.access, f"approved mart {name} must have contract: {{enforced: true}}"))
+    if public and not has_meta:
+        out.append(Violation(name, Rule.access, f"model {name} is access: public without an approval"))
+    return out
+
+
+def _check_approval(
+    project: _Project, node: Mapping[str, Any], approval: Approval, parsed: _Parsed | None, today: date
+) -> list[Violation]:
+    """Rules c, d, e and the group-size filter, for a model that carries an approval."""
+    name, out = node["name"], []
+    if approval.expires_on < today:
+        out.append(Violation(name, Rule.approval_expired, f"model {name}: approval expired on {approval.expires_on.isoformat()}"))
+    uncovered = project.node_departments(node["unique_id"]) - set(approval.departments)
+    if uncovered:
+        out.append(Violation(name, Rule.approval_departments, f"model {name} reads departments {_and_list(uncovered)}, which its approval does not cover"))
+    declared = list(node.get("columns") or {})
+    if parsed is not None:
+        keys = {k.lower() for k in approval.join_keys}
+        linked: dict[str, frozenset[str]] = {}
+        for column, departments in _Lineage(parsed, project).linking_columns():
+            linked[column] = linked.get(column, frozenset()) | departments
+        for column, departments in linked.items():
+            if column.lower() not in keys:
+                out.append(Violation(name, Rule.join_key, f"model {name} joins {_and_list(departments)} on column {column}, which is not an approved join key"))
+        if not _withholds_small_groups(parsed.query, approval.group_size_column, approval.min_group_size):
+            out.append(Violation(name, Rule.min_group_size, f"model {name}: the final query must keep only {approval.group_size_column} >= {approval.min_group_size} (approval.min_group_size)"))
+    published = (_output_columns(parsed.query) if parsed else None) or declared
+    allowed = {c.lower() for c in approval.publishes}
+    for column in dict.fromkeys([*published, *declared]):
+        if column.lower() not in allowed:
+            out.append(Violation(name, Rule.unpublished_column, f"model {name} publishes column {column}, which is not in its approval's publishes"))
+    return out
+
+
+def _check_model(project: _Project, uid: str, today: date) -> list[Violation]:
+    """Every rule for one model."""
+    node = project.manifest["nodes"][uid]
+    name, out = node["name"], []
+    variants: list[_Parsed | None] = []
+    try:
+        variants.append(project.parsed(uid))
+        if node.get("config", {}).get("materialized") == "incremental":  # its other branch may read elsewhere
+            variants.append(_parse_model(project, node, incremental=True))
+    except _Unreadable as e:
+        out.append(Violation(name, Rule.unreadable_sql, f"model {name} cannot be checked: {e}"))
+        variants.append(None)
+    raw = _meta(node).get("approval")
+    approval: Approval | None = None
+    if raw is not None:
+        try:
+            approval = Approval.from_meta(name, raw)
+        except ApprovalError as e:
+            out.append(Violation(name, Rule.invalid_approval, str(e)))
+    for parsed in variants:
+        out += _check_reads(project, node, parsed)
+    departments = project.node_departments(uid)
+    if len(departments) >= 2 and raw is None:
+        out.append(Violation(name, Rule.unapproved_join, f"model {name} joins departments {_and_list(departments)} without an approval"))
+    out += _check_access(node, approval, raw is not None)
+    if approval is not None:
+        for parsed in variants:
+            out += _check_approval(project, node, approval, parsed, today)
+    return out
+
+
+def check_project(
+    manifest: Mapping[str, Any] | Path, contracts_dir: Path = CONTRACTS_DIR, today: date | None = None
+) -> list[Violation]:
+    """All violations in a dbt project, from its manifest and the contracts' departments."""
+    project = _load_project(manifest, contracts_dir)
+    today = today or date.today()
+    out: list[Violation] = []
+    for uid, node in sorted(project.manifest["nodes"].items()):
+        if node["resource_type"] == "model":
+            out += _check_model(project, uid, today)
+        elif node["resource_type"] == "operation":  # on-run-start/end hooks run arbitrary SQL
+            out.append(Violation(node["name"], Rule.reads_non_deidentified, f"project hook {node['name']} runs SQL the governance check cannot verify"))
+    return list(dict.fromkeys(out))
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print violations; exit 1 if there are any, 2 if the manifest is missing."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.governance.approvals", description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="dbt manifest.json (dbt parse)")
+    parser.add_argument("--contracts", type=Path, default=CONTRACTS_DIR, help="directory of dataset contracts")
+    parser.add_argument("--today", type=date.fromisoformat, default=date.today(), help="date for expiry checks")
+    args = parser.parse_args(argv)
+    if not args.manifest.exists():
+        print(f"no manifest at {args.manifest}; run `make manifest` (dbt parse) first", file=sys.stderr)
+        return 2
+    violations = check_project(args.manifest, args.contracts, args.today)
+    for v in violations:
+        print(v)
+    models = sum(n["resource_type"] == "model" for n in load_manifest(args.manifest)["nodes"].values())
+    print(f"governance: {models} models checked, {len(violations)} violation(s)", file=sys.stderr)
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

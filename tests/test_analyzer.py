@@ -1,0 +1,196 @@
+"""Tests for the PII detector (pipelines.privacy.analyzer) and the evaluation metric."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from pipelines.privacy import analyzer as an
+from pipelines.privacy import eval_pii as ev
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """The default detector, loaded once per test session."""
+    return an.get_analyzer()
+
+
+def _spans(text: str, results) -> set[tuple[str, str]]:
+    """(entity type, covered text) pairs of a result list."""
+    return {(r.entity_type, text[r.start : r.end]) for r in results}
+
+
+# (text, [(entity type, exact covered substring)]) — each expected span must be reported.
+DETECTED = [
+    ("Please ask E1234567 from HR about it.", [("EMPLOYEE_ID", "E1234567")]),
+    ("See ticket TCK-0012345 for details.", [("TICKET_ID", "TCK-0012345")]),
+    ("Claim CLM-12345678 was approved.", [("CLAIM_ID", "CLM-12345678")]),
+    ("Order ORD-7654321 has shipped.", [("ORDER_ID", "ORD-7654321")]),
+    ("Reboot wks-01234.corp.example-corp.com tonight.", [("HOSTNAME", "wks-01234.corp.example-corp.com")]),
+    ("Login failed on wks-98765 twice.", [("HOSTNAME", "wks-98765")]),
+    ("Disk full on srv-db-042 again.", [("HOSTNAME", "srv-db-042")]),
+    ("Desk: +41 (0)96 471 07 95", [("PHONE_NUMBER", "+41 (0)96 471 07 95")]),
+    ("Mobile: (898)666-3621x0135", [("PHONE_NUMBER", "(898)666-3621x0135")]),
+    ("Please call me on 0688 843 79 56", [("PHONE_NUMBER", "0688 843 79 56")]),
+    ("Mail jane.doe@example.org please.", [("EMAIL_ADDRESS", "jane.doe@example.org")]),
+    ("Please block card no 4415101282806639538", [("CREDIT_CARD", "4415101282806639538")]),
+    ("When: 2000-04-16 11:34:35", [("DATE_TIME", "2000-04-16 11:34:35")]),
+    ("Ship it to 6750 Koskikatu 25 Apt. 864 please.", [("STREET_ADDRESS", "6750 Koskikatu 25 Apt. 864")]),
+    ("The bus station is on Vesterskovvej 79", [("STREET_ADDRESS", "Vesterskovvej 79")]),
+    ("Meet me at 2450 Crown St tomorrow.", [("STREET_ADDRESS", "2450 Crown St")]),
+    ("Send it to PSC 7951, Box 9972\nAPO AA 69974", [("STREET_ADDRESS", "PSC 7951, Box 9972\nAPO AA 69974")]),
+    ("Stop at the corner of Nieuwe Baan 473 and Inna Loop.", [("STREET_ADDRESS", "the corner of Nieuwe Baan 473 and Inna Loop")]),
+    (
+        "Jane Roe\n23680 Parijsstraat 8\n Apt. 026\n Zoetermeer\n Netherlands 91196\nMobile: 0688 843 79 56",
+        [("STREET_ADDRESS", "23680 Parijsstraat 8\n Apt. 026\n Zoetermeer\n Netherlands 91196")],
+    ),
+    ("My name appears wrong, it should be Dr. Cettina Fanucci.", [("PERSON", "Cettina Fanucci")]),
+]
+
+# (text, entity type that must NOT be reported)
+NOT_DETECTED = [
+    ("Badge E123456 has only six digits.", "EMPLOYEE_ID"),
+    ("Ticket TCK-123 is malformed.", "TICKET_ID"),
+    ("The workstation wks-1234 is misspelt.", "HOSTNAME"),
+    ("The project lasted 3 years.", "DATE_TIME"),
+    ("My father retired at the age of 61", "DATE_TIME"),
+    ("See Guilty Pleasures: 5 Musicians Of The 70s You're Supposed To Hate", "STREET_ADDRESS"),
+    ("Version 10 of the tool was released.", "STREET_ADDRESS"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), DETECTED)
+def test_recognizers_detect(analyzer, text, expected):
+    found = _spans(text, an.analyze_value(text))
+    for item in expected:
+        assert item in found, f"{item} not in {found}"
+
+
+@pytest.mark.parametrize(("text", "entity"), NOT_DETECTED)
+def test_recognizers_do_not_overreach(analyzer, text, entity):
+    assert entity not in {r.entity_type for r in an.analyze_value(text)}
+
+
+def test_org_recognizers_come_from_yaml(analyzer):
+    names = {r.name for r in analyzer.registry.recognizers}
+    assert {"EmployeeIdRecognizer", "TicketIdRecognizer", "HostnameRecognizer"} <= names
+    assert {"StreetAddressRecognizer", "EmailRecognizer", "CreditCardRecognizer"} <= names
+
+
+def test_context_words_lift_weak_patterns(analyzer):
+    # A bare grouped number is only a phone number when a phone word is nearby.
+    assert ("PHONE_NUMBER", "78 651 450") in _spans("They're not answering at 78 651 450", an.analyze_value("They're not answering at 78 651 450"))
+    assert "PHONE_NUMBER" not in {r.entity_type for r in an.analyze_value("Ratio was 78 651 450 overall")}
+
+
+def test_analyzer_builds_and_runs_without_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr("spacy.cli.download", refuse)
+    engine = an._analyzer.__wrapped__(an.DEFAULT_NLP_MODEL, an.DEFAULT_RECOGNIZERS_PATH.resolve())
+    results = engine.analyze("Write to anna.berg@example.co.uk or visit example.com", "en")
+    assert "EMAIL_ADDRESS" in {r.entity_type for r in results}
+
+
+def test_unknown_model_gives_clear_error():
+    with pytest.raises(an.ModelNotInstalledError) as info:
+        an.get_analyzer("en_core_web_doesnotexist")
+    message = str(info.value)
+    assert "en_core_web_doesnotexist" in message and "pip install" in message
+
+
+def test_model_setting_is_read_from_environment_at_call_time(monkeypatch):
+    monkeypatch.setenv(an.NLP_MODEL_ENV, "xx_missing_model")
+    assert an.resolve_model_name() == "xx_missing_model"
+    with pytest.raises(an.ModelNotInstalledError, match="xx_missing_model"):
+        an.get_analyzer()
+    monkeypatch.delenv(an.NLP_MODEL_ENV)
+    assert an.resolve_model_name() == an.DEFAULT_NLP_MODEL
+
+
+def _keys(results) -> list[list[tuple]]:
+    """Comparable form of scan results."""
+    return [sorted((r.start, r.end, r.entity_type, round(r.score, 6)) for r in rs) for rs in results]
+
+
+def test_scan_texts_aligns_with_duplicates_none_and_empty(analyzer):
+    texts = ["Call 212-555-0199 now", None, "", "   ", "Call 212-555-0199 now", "nothing to see", "Mail bo@example.com"]
+    results = an.scan_texts(texts)
+    assert len(results) == len(texts)
+    assert results[1] == results[2] == results[3] == []
+    assert _keys([results[0]]) == _keys([results[4]]) and results[0]
+    assert results[0] is not results[4]  # duplicates get their own list
+    assert _keys(results) == _keys([an.analyze_value(t) for t in texts])
+
+
+def test_scan_texts_in_two_processes_matches_one(analyzer):
+    texts = [f"Ticket TCK-{i:07d} from E{i:07d}, call +41 (0)96 471 07 {i % 90 + 10}" for i in range(12)]
+    assert _keys(an.scan_texts(texts, batch_size=2, n_process=2)) == _keys(an.scan_texts(texts))
+
+
+def test_detector_info_is_plain_json(analyzer):
+    info = an.detector_info()
+    json.dumps(info)
+    assert info["nlp_model"]["name"] == an.DEFAULT_NLP_MODEL
+    assert info["score_threshold_default"] == an.DEFAULT_SCORE_THRESHOLD
+    assert {"EMPLOYEE_ID", "STREET_ADDRESS", "PERSON"} <= set(info["supported_entities"])
+
+
+# --- evaluation metric --------------------------------------------------------------
+
+
+def test_compare_tags_skips_forgivable_errors():
+    skip = ev.default_skip_words()
+    phone = ev.compare_tags(["Call", "555", "-", "1234", "today"], ["O", "PHONE", "PHONE", "PHONE", "O"], ["O"] * 5, skip)
+    assert phone == Counter({("O", "O"): 2, ("PHONE", "O"): 2})  # "-" is a skip word
+    street = ev.compare_tags(["the", "Main", "Street"], ["O", "LOCATION", "LOCATION"], ["LOCATION"] * 3, skip)
+    assert street == Counter({("LOCATION", "LOCATION"): 2})  # correct skip words still count
+
+
+def test_scores_on_hand_checked_counts():
+    results = Counter({("O", "O"): 5, ("PERSON", "PERSON"): 2, ("PHONE", "O"): 2, ("LOCATION", "LOCATION"): 2, ("LOCATION", "PERSON"): 1})
+    pii, per = ev.score_results(results)
+    assert (pii.annotated, pii.predicted, pii.true_positives) == (7, 5, 5)
+    assert pii.precision == 1.0 and pii.recall == pytest.approx(5 / 7) and pii.f_beta == pytest.approx(25 / 33)
+    assert (per["PERSON"].precision, per["PERSON"].recall) == (pytest.approx(2 / 3), 1.0)
+    assert (per["LOCATION"].precision, per["LOCATION"].recall) == (1.0, pytest.approx(2 / 3))
+    assert math.isnan(per["PHONE"].precision) and per["PHONE"].recall == 0 and math.isnan(per["PHONE"].f_beta)
+
+
+def test_overlapping_spans_follow_the_reference_rules():
+    tokens = [ev.Token("aaaa", 0), ev.Token("bbbb", 5), ev.Token("cccc", 11), ev.Token("dd", 16)]
+    # Higher-scored earlier span keeps the overlap; the later span is cut after it.
+    assert ev.spans_to_io_tags(tokens, [(0, 10, "PERSON"), (5, 20, "LOCATION")], [0.85, 0.6]) == ["PERSON", "PERSON", "LOCATION", "LOCATION"]
+    # Higher-scored inner span splits the outer one.
+    assert ev.spans_to_io_tags(tokens, [(0, 20, "LOCATION"), (5, 10, "PERSON")], [0.5, 0.9]) == ["LOCATION", "PERSON", "LOCATION", "LOCATION"]
+
+
+def test_evaluate_small_dataset(tmp_path):
+    records = [
+        {"full_text": "My name is John Smith", "spans": [{"entity_type": "PERSON", "entity_value": "John Smith", "start_position": 11, "end_position": 21}]},
+        {"full_text": "I live in Paris.", "spans": [{"entity_type": "GPE", "entity_value": "Paris", "start_position": 10, "end_position": 15}]},
+        {"full_text": "Mr. Li works at Acme", "spans": [{"entity_type": "ORGANIZATION", "entity_value": "Acme", "start_position": 16, "end_position": 20}]},
+    ]
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(records))
+    samples = ev.load_samples(path)
+    assert samples[1].gold == ("O", "O", "O", "LOCATION", "O")  # GPE -> LOCATION
+    assert samples[2].gold == ("O",) * 5  # ORGANIZATION -> O
+
+    def result(start, end, entity):
+        return SimpleNamespace(start=start, end=end, entity_type=entity, score=0.85)
+
+    predictions = [[result(11, 15, "PERSON")], [result(10, 15, "LOCATION")], [result(16, 20, "ORGANIZATION")]]
+    pii, per = ev.evaluate(samples, predictions)
+    # John found, Smith missed; Paris found; the organisation prediction maps to O.
+    assert (pii.annotated, pii.predicted, pii.true_positives) == (3, 2, 2)
+    assert pii.f_beta == pytest.approx(10 / 14)
+    assert (per["PERSON"].annotated, per["PERSON"].true_positives) == (2, 1)
