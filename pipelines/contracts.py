@@ -148,6 +148,8 @@ class Column(_Strict):
     allowed_values: list[str] | None = None
     min_value: float | None = None
     max_value: float | None = None
+    # entity types a steward confirmed are not personal here (e.g. merchants named after people)
+    tolerate_entities: list[str] = Field(default_factory=list)
     deidentify: Deidentification
 
     @model_validator(mode="after")

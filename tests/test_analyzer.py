@@ -44,7 +44,10 @@ DETECTED = [
     ("The bus station is on Vesterskovvej 79", [("STREET_ADDRESS", "Vesterskovvej 79")]),
     ("Meet me at 2450 Crown St tomorrow.", [("STREET_ADDRESS", "2450 Crown St")]),
     ("Send it to PSC 7951, Box 9972\nAPO AA 69974", [("STREET_ADDRESS", "PSC 7951, Box 9972\nAPO AA 69974")]),
-    ("Stop at the corner of Nieuwe Baan 473 and Inna Loop.", [("STREET_ADDRESS", "the corner of Nieuwe Baan 473 and Inna Loop")]),
+    (
+        "Stop at the corner of Nieuwe Baan 473 and Inna Loop.",
+        [("STREET_ADDRESS", "the corner of Nieuwe Baan 473 and Inna Loop")],
+    ),
     (
         "Jane Roe\n23680 Parijsstraat 8\n Apt. 026\n Zoetermeer\n Netherlands 91196\nMobile: 0688 843 79 56",
         [("STREET_ADDRESS", "23680 Parijsstraat 8\n Apt. 026\n Zoetermeer\n Netherlands 91196")],
@@ -84,7 +87,9 @@ def test_org_recognizers_come_from_yaml(analyzer):
 
 def test_context_words_lift_weak_patterns(analyzer):
     # A bare grouped number is only a phone number when a phone word is nearby.
-    assert ("PHONE_NUMBER", "78 651 450") in _spans("They're not answering at 78 651 450", an.analyze_value("They're not answering at 78 651 450"))
+    assert ("PHONE_NUMBER", "78 651 450") in _spans(
+        "They're not answering at 78 651 450", an.analyze_value("They're not answering at 78 651 450")
+    )
     assert "PHONE_NUMBER" not in {r.entity_type for r in an.analyze_value("Ratio was 78 651 450 overall")}
 
 
@@ -149,14 +154,24 @@ def test_detector_info_is_plain_json(analyzer):
 
 def test_compare_tags_skips_forgivable_errors():
     skip = ev.default_skip_words()
-    phone = ev.compare_tags(["Call", "555", "-", "1234", "today"], ["O", "PHONE", "PHONE", "PHONE", "O"], ["O"] * 5, skip)
+    phone = ev.compare_tags(
+        ["Call", "555", "-", "1234", "today"], ["O", "PHONE", "PHONE", "PHONE", "O"], ["O"] * 5, skip
+    )
     assert phone == Counter({("O", "O"): 2, ("PHONE", "O"): 2})  # "-" is a skip word
     street = ev.compare_tags(["the", "Main", "Street"], ["O", "LOCATION", "LOCATION"], ["LOCATION"] * 3, skip)
     assert street == Counter({("LOCATION", "LOCATION"): 2})  # correct skip words still count
 
 
 def test_scores_on_hand_checked_counts():
-    results = Counter({("O", "O"): 5, ("PERSON", "PERSON"): 2, ("PHONE", "O"): 2, ("LOCATION", "LOCATION"): 2, ("LOCATION", "PERSON"): 1})
+    results = Counter(
+        {
+            ("O", "O"): 5,
+            ("PERSON", "PERSON"): 2,
+            ("PHONE", "O"): 2,
+            ("LOCATION", "LOCATION"): 2,
+            ("LOCATION", "PERSON"): 1,
+        }
+    )
     pii, per = ev.score_results(results)
     assert (pii.annotated, pii.predicted, pii.true_positives) == (7, 5, 5)
     assert pii.precision == 1.0 and pii.recall == pytest.approx(5 / 7) and pii.f_beta == pytest.approx(25 / 33)
@@ -168,16 +183,39 @@ def test_scores_on_hand_checked_counts():
 def test_overlapping_spans_follow_the_reference_rules():
     tokens = [ev.Token("aaaa", 0), ev.Token("bbbb", 5), ev.Token("cccc", 11), ev.Token("dd", 16)]
     # Higher-scored earlier span keeps the overlap; the later span is cut after it.
-    assert ev.spans_to_io_tags(tokens, [(0, 10, "PERSON"), (5, 20, "LOCATION")], [0.85, 0.6]) == ["PERSON", "PERSON", "LOCATION", "LOCATION"]
+    assert ev.spans_to_io_tags(tokens, [(0, 10, "PERSON"), (5, 20, "LOCATION")], [0.85, 0.6]) == [
+        "PERSON",
+        "PERSON",
+        "LOCATION",
+        "LOCATION",
+    ]
     # Higher-scored inner span splits the outer one.
-    assert ev.spans_to_io_tags(tokens, [(0, 20, "LOCATION"), (5, 10, "PERSON")], [0.5, 0.9]) == ["LOCATION", "PERSON", "LOCATION", "LOCATION"]
+    assert ev.spans_to_io_tags(tokens, [(0, 20, "LOCATION"), (5, 10, "PERSON")], [0.5, 0.9]) == [
+        "LOCATION",
+        "PERSON",
+        "LOCATION",
+        "LOCATION",
+    ]
 
 
 def test_evaluate_small_dataset(tmp_path):
     records = [
-        {"full_text": "My name is John Smith", "spans": [{"entity_type": "PERSON", "entity_value": "John Smith", "start_position": 11, "end_position": 21}]},
-        {"full_text": "I live in Paris.", "spans": [{"entity_type": "GPE", "entity_value": "Paris", "start_position": 10, "end_position": 15}]},
-        {"full_text": "Mr. Li works at Acme", "spans": [{"entity_type": "ORGANIZATION", "entity_value": "Acme", "start_position": 16, "end_position": 20}]},
+        {
+            "full_text": "My name is John Smith",
+            "spans": [
+                {"entity_type": "PERSON", "entity_value": "John Smith", "start_position": 11, "end_position": 21}
+            ],
+        },
+        {
+            "full_text": "I live in Paris.",
+            "spans": [{"entity_type": "GPE", "entity_value": "Paris", "start_position": 10, "end_position": 15}],
+        },
+        {
+            "full_text": "Mr. Li works at Acme",
+            "spans": [
+                {"entity_type": "ORGANIZATION", "entity_value": "Acme", "start_position": 16, "end_position": 20}
+            ],
+        },
     ]
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(records))

@@ -7,6 +7,8 @@ added to one copy of the project, parsed once; each test then asserts its violat
 from __future__ import annotations
 
 import copy
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,26 +35,24 @@ TODAY = date(2026, 6, 1)  # fixed, so the shipped approvals (expiring 2027-01-15
 DBT = Path(sys.executable).parent / "dbt"
 
 
-def _parse(project_dir: Path, target: Path) -> dict:
-    """`dbt parse` of a project directory into `target`; the manifest as a dict."""
-    result = subprocess.run(
+def _start_parse(project_dir: Path, target: Path) -> subprocess.Popen:
+    """Start `dbt parse` of a project directory into `target` (no tracking: there is no network)."""
+    return subprocess.Popen(
         [str(DBT), "parse", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
          "--target-path", str(target), "--log-path", str(target / "logs")],
-        capture_output=True, text=True, timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "DO_NOT_TRACK": "1"},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _finish_parse(process: subprocess.Popen, target: Path) -> dict:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
     return load_manifest(target / "manifest.json")
 
 
 def _copy_project(dest: Path) -> Path:
     shutil.copytree(DBT_PROJECT_DIR, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     return dest
-
-
-@pytest.fixture(scope="session")
-def shipped(tmp_path_factory) -> dict:
-    # Always a fresh parse: a stale target/manifest.json would test yesterday's models.
-    return _parse(DBT_PROJECT_DIR, tmp_path_factory.mktemp("shipped_target"))
 
 
 def _approval(departments: list[str], join_keys: list[str], publishes: list[str], *, expires: str = "2027-01-15") -> str:
@@ -89,6 +89,10 @@ BAD_MODELS: dict[str, str] = {
     "bad_bypass_source": "select employee_id from deidentified.main.hr_employees",
     "bad_raw_source": "select * from {{ source('raw', 'hr_employees') }}",
     "bad_macro_raw": "select * from {{ raw_employees() }}",
+    "bad_hook": """
+        {{ config(post_hook="create table marts.main.copy as select * from read_csv('x.csv')") }}
+        select * from {{ ref('stg_hr__employees') }}
+    """,
     "bad_join_key": """
         with hr as (select * from {{ ref('stg_hr__employees') }}),
         claims as (select * from {{ ref('stg_finance__expense_claims') }}),
@@ -145,11 +149,8 @@ sources:
 RAW_MACRO = "{% macro raw_employees() %}raw.main.hr_employees{% endmacro %}\n"
 
 
-@pytest.fixture(scope="session")
-def bad(tmp_path_factory) -> dict:
-    """One copy of the project with every bad model added and stg_support__tickets made public."""
-    root = tmp_path_factory.mktemp("bad_project")
-    project = _copy_project(root / "dbt_project")
+def _write_bad_project(project: Path) -> None:
+    """Add every bad model to a copy of the project, and make stg_support__tickets public."""
     folder = project / "models" / "sandbox"
     folder.mkdir()
     for name, sql in BAD_MODELS.items():
@@ -167,7 +168,28 @@ def bad(tmp_path_factory) -> dict:
     staging.write_text(staging.read_text().replace(
         "  - name: stg_support__tickets\n", "  - name: stg_support__tickets\n    config: {access: public}\n"
     ))
-    return _parse(project, root / "target")
+
+
+@pytest.fixture(scope="session")
+def manifests(tmp_path_factory) -> dict[str, dict]:
+    """Fresh manifests of the shipped project and of the bad copy, parsed side by side, once per session."""
+    # Always a fresh parse: a stale target/manifest.json would test yesterday's models.
+    root = tmp_path_factory.mktemp("governance")
+    bad_project = _copy_project(root / "bad_project")
+    _write_bad_project(bad_project)
+    jobs = {"shipped": (DBT_PROJECT_DIR, root / "shipped_target"), "bad": (bad_project, root / "bad_target")}
+    started = {name: (_start_parse(project, target), target) for name, (project, target) in jobs.items()}
+    return {name: _finish_parse(process, target) for name, (process, target) in started.items()}
+
+
+@pytest.fixture(scope="session")
+def shipped(manifests) -> dict:
+    return manifests["shipped"]
+
+
+@pytest.fixture(scope="session")
+def bad(manifests) -> dict:
+    return manifests["bad"]
 
 
 @pytest.fixture(scope="session")
@@ -200,8 +222,8 @@ def test_shipped_approvals_and_departments(shipped):
 
 def test_cli_exit_codes(shipped, bad, tmp_path, capsys):
     good_path, bad_path = tmp_path / "good.json", tmp_path / "bad.json"
-    good_path.write_text(__import__("json").dumps(shipped))
-    bad_path.write_text(__import__("json").dumps(bad))
+    good_path.write_text(json.dumps(shipped))
+    bad_path.write_text(json.dumps(bad))
     assert main(["--manifest", str(good_path), "--today", TODAY.isoformat()]) == 0
     assert main(["--manifest", str(bad_path), "--today", TODAY.isoformat()]) == 1
     assert "bad_unapproved_join: [unapproved_join]" in capsys.readouterr().out
@@ -216,7 +238,7 @@ def test_cli_exit_codes(shipped, bad, tmp_path, capsys):
     [
         ("bad_raw_table", "raw.main.hr_employees"),
         ("bad_read_csv", "read_csv(...)"),
-        ("bad_bypass_source", "deidentified.main.hr_employees"),
+        ("bad_bypass_source", "deidentified.main.hr_employees (not through source())"),
         ("bad_raw_source", "source raw.hr_employees"),
         ("bad_macro_raw", "raw.main.hr_employees"),  # SQL hidden in a project macro is rendered too
     ],
@@ -224,6 +246,23 @@ def test_cli_exit_codes(shipped, bad, tmp_path, capsys):
 def test_reading_anything_but_deidentified_source_is_caught(bad_violations, model, offending):
     messages = _of(bad_violations, model, Rule.reads_non_deidentified)
     assert f"model {model} reads {offending}, which is not a de-identified source" in messages, messages
+
+
+def test_hooks_are_refused(bad_violations):
+    assert _of(bad_violations, "bad_hook", Rule.reads_non_deidentified) == [
+        "model bad_hook has a post-hook, whose SQL the governance check cannot verify"
+    ]
+
+
+def test_each_bad_model_reports_exactly_its_problem(bad_violations):
+    assert {(v.model, v.rule) for v in bad_violations} == {
+        *((name, Rule.reads_non_deidentified) for name in (
+            "bad_raw_table", "bad_read_csv", "bad_bypass_source", "bad_raw_source", "bad_macro_raw", "bad_hook")),
+        ("bad_unapproved_join", Rule.unapproved_join),
+        *((name, Rule.join_key) for name in ("bad_join_key", "bad_implicit_join", "bad_semi_join")),
+        ("bad_publishes", Rule.unpublished_column),
+        ("stg_support__tickets", Rule.access),
+    }
 
 
 def test_data_values_never_in_messages(bad_violations):
@@ -336,10 +375,6 @@ def test_public_model_needs_an_approval(shipped):
 
 
 # --- approval records and the group-size filter ----------------------------------------------------
-
-
-def test_bad_models_do_not_disturb_the_shipped_ones(bad_violations):
-    assert not [v for v in bad_violations if v.model.startswith("mart_")]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import build_checks
 from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
 from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_frame
+from pipelines.privacy.classify import UndeclaredPIIError
 from pipelines.privacy.known import known_identifiers_from_raw
 from pipelines.provenance import provenance
 from pipelines.resources import PipelineStorage, PrivacySettings
@@ -141,7 +142,7 @@ def build_department(contract: Contract) -> dg.Definitions:
         ctx = privacy.operator_context(storage, run_date=date.today())
         try:
             result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name(), known=known)
-        except (PrivacyThresholdError, ResidualPIIError) as error:
+        except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
             raise dg.Failure(description=f"{error} The de-identified table keeps its last good version.") from None
         with deidentified_database.get_connection() as con:
             con.register("deidentified_frame", result.frame)
@@ -162,6 +163,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 "rows_suppressed": result.rows_suppressed,
                 "k_anonymity": dg.MetadataValue.json(result.k_anonymity),
                 "residual_scan": dg.MetadataValue.json(result.residual_scan),
+                "column_classification": dg.MetadataValue.json({"columns": result.classification}),
                 "entities_masked": result.entities_masked,
                 "pseudonym_key_id": ctx.pseudonym_key.key_id,
                 "deidentification": dg.MetadataValue.json({"columns": columns}),

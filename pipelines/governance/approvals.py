@@ -214,7 +214,9 @@ def _node_departments(
     return result
 
 
-def model_departments(manifest: Mapping[str, Any] | Path, model_name: str, contracts_dir: Path = CONTRACTS_DIR) -> set[str]:
+def model_departments(
+    manifest: Mapping[str, Any] | Path, model_name: str, contracts_dir: Path = CONTRACTS_DIR
+) -> set[str]:
     """Departments whose de-identified data reaches `model_name`, transitively through refs."""
     m = load_manifest(manifest)
     return set(_node_departments(m, _model_uid(m, model_name), _dataset_departments(contracts_dir), {}))
@@ -325,7 +327,9 @@ def _resolve_source(manifest: Mapping[str, Any], node: Mapping[str, Any], source
     return f"unresolved.source.{source_name}.{table}"
 
 
-def _root_macros(env: SandboxedEnvironment, manifest: Mapping[str, Any], context: dict[str, Any]) -> dict[str, Callable]:
+def _root_macros(
+    env: SandboxedEnvironment, manifest: Mapping[str, Any], context: dict[str, Any]
+) -> dict[str, Callable[..., Any]]:
     """The project's own macros, rendered like dbt would, so SQL hidden in a macro is parsed too."""
     root = manifest.get("metadata", {}).get("project_name")
 
@@ -512,7 +516,9 @@ def _function_name(func: exp.Expression) -> str:
 def _table_label(table: exp.Table) -> str:
     if not table.db and not table.this.quoted and table.name.upper() == "NULL":
         return "a relation produced by Jinja the check cannot resolve"  # an unknown macro rendered as NULL
-    return ".".join(part.name for part in table.parts)
+    label = ".".join(part.name for part in table.parts)
+    # the de-identified database named directly bypasses source(), so lineage and departments would be lost
+    return f"{label} (not through source())" if table.catalog == DEIDENTIFIED_SOURCE else label
 
 
 def _relation_problem(manifest: Mapping[str, Any], uid: str) -> str | None:
@@ -605,24 +611,30 @@ class _Lineage:
                     return [_Side((id(current), column.table), self.source_departments(hit[1]))]
                 current = current.parent
             return []
-        return [_Side((id(scope), alias), self.source_departments(src)) for alias, (_, src) in scope.selected_sources.items()]
+        return self.sides(scope, list(scope.selected_sources))
+
+    def sides(self, scope: Scope, aliases: list[str]) -> list[_Side]:
+        """The named relations of a scope, with their departments."""
+        return [
+            _Side((id(scope), alias), self.source_departments(scope.selected_sources[alias][1]))
+            for alias in aliases
+            if alias in scope.selected_sources
+        ]
 
     def predicates(self, scope: Scope) -> Iterator[tuple[exp.Expression, list[_Side]]]:
         """Join conditions (ON, USING, NATURAL) and WHERE conjuncts, each with the relations it involves."""
         select = scope.expression
         if not isinstance(select, exp.Select):
             return
-        sources = list(scope.selected_sources.items())
         for join in select.args.get("joins") or []:
-            joined = join.alias_or_name
-            left = [_Side((id(scope), a), self.source_departments(s)) for a, (_, s) in sources if a != joined]
-            right = [_Side((id(scope), joined), self.source_departments(scope.selected_sources[joined][1]))] if joined in scope.selected_sources else []
             for condition in _conjuncts(join.args.get("on")):
                 yield condition, []
+            # USING/NATURAL columns sit on both sides (qualify usually rewrites them to ON; this is the fallback)
+            both = self.sides(scope, list(scope.selected_sources))
             for identifier in join.args.get("using") or []:
-                yield exp.column(identifier.name), left + right
+                yield exp.column(identifier.name), both
             if (join.args.get("method") or "").upper() == "NATURAL":
-                yield exp.column("<natural join>"), left + right
+                yield exp.column("<natural join>"), both
         for condition in _conjuncts(select.args.get("where").this if select.args.get("where") else None):
             yield condition, []
 
@@ -661,15 +673,24 @@ def _folders(node: Mapping[str, Any]) -> list[str]:
     return list(node.get("fqn", [])[1:-1])
 
 
-def _threshold(condition: exp.Expression, column: str) -> int | None:
+def _is_group_size(operand: exp.Expression, select: exp.Select, column: str) -> bool:
+    """The operand is the group-size column, by name or as the expression the SELECT names so."""
+    if isinstance(operand, exp.Column) and operand.name.lower() == column:
+        return True
+    return any(
+        isinstance(p, exp.Alias) and p.alias.lower() == column and p.this == operand for p in select.selects
+    )
+
+
+def _threshold(condition: exp.Expression, select: exp.Select, column: str) -> int | None:
     """The smallest group a `column >= N` style condition lets through, None if it is not one."""
     if isinstance(condition, exp.GTE | exp.GT):
-        col, bound = condition.this, condition.expression
+        operand, bound = condition.this, condition.expression
     elif isinstance(condition, exp.LTE | exp.LT):
-        col, bound = condition.expression, condition.this
+        operand, bound = condition.expression, condition.this
     else:
         return None
-    if not (isinstance(col, exp.Column) and col.name.lower() == column and isinstance(bound, exp.Literal) and bound.is_int):
+    if not (isinstance(bound, exp.Literal) and bound.is_int and _is_group_size(operand, select, column)):
         return None
     return int(bound.to_py()) + (1 if isinstance(condition, exp.GT | exp.LT) else 0)
 
@@ -679,7 +700,7 @@ def _withholds_small_groups(query: exp.Query, column: str, minimum: int) -> bool
     branches = _branches(query)
     return bool(branches) and all(
         any(
-            (t := _threshold(c, column)) is not None and t >= minimum
+            (t := _threshold(c, b, column)) is not None and t >= minimum
             for clause in ("where", "having")
             for c in _conjuncts(b.args[clause].this if b.args.get(clause) else None)
         )
@@ -687,80 +708,123 @@ def _withholds_small_groups(query: exp.Query, column: str, minimum: int) -> bool
     )
 
 
+def _depends_on(node: Mapping[str, Any]) -> list[str]:
+    return list(node.get("depends_on", {}).get("nodes", []))
+
+
 def _check_reads(project: _Project, node: Mapping[str, Any], parsed: _Parsed | None) -> list[Violation]:
-    """Rule a: only de-identified source, models and seeds; hooks could read anything, so none."""
-    name, out = node["name"], []
-    problems = [p for uid in node.get("depends_on", {}).get("nodes", []) if (p := _relation_problem(project.manifest, uid))]
+    """Rule a: only the de-identified source, models and seeds; hooks could read anything, so none."""
+    name = node["name"]
+    problems = [p for uid in _depends_on(node) if (p := _relation_problem(project.manifest, uid))]
     problems += _external_reads(parsed, project.manifest) if parsed else []
-    for problem in dict.fromkeys(problems):
-        out.append(Violation(name, Rule.reads_non_deidentified, f"model {name} reads {problem}, which is not a de-identified source"))
+    out = [
+        Violation(name, Rule.reads_non_deidentified, f"model {name} reads {p}, which is not a de-identified source")
+        for p in dict.fromkeys(problems)
+    ]
     for hook in ("pre-hook", "post-hook"):
         if node.get("config", {}).get(hook):
-            out.append(Violation(name, Rule.reads_non_deidentified, f"model {name} has a {hook}, whose SQL the governance check cannot verify"))
-    for uid in node.get("depends_on", {}).get("nodes", []):
+            message = f"model {name} has a {hook}, whose SQL the governance check cannot verify"
+            out.append(Violation(name, Rule.reads_non_deidentified, message))
+    for uid in _depends_on(node):
         src = project.manifest["sources"].get(uid)
         if src and _is_deidentified(src) and src["name"] not in project.departments:
-            out.append(Violation(name, Rule.reads_non_deidentified, f"model {name} reads {DEIDENTIFIED_SOURCE}.{src['name']}, which has no contract (department unknown)"))
+            table = f"{DEIDENTIFIED_SOURCE}.{src['name']}"
+            message = f"model {name} reads {table}, which has no contract (department unknown)"
+            out.append(Violation(name, Rule.reads_non_deidentified, message))
     return out
 
 
-def _check_access(node: Mapping[str, Any], approval: Approval | None, has_meta: bool) -> list[Violation]:
-    """Rule f: staging private; approved marts public with enforced contract; public needs approval."""
-    name, out = node["name"], []
-    public = node.get("access") == "public"
-    if "staging" in _folders(node) and public:
-        out.append(Violation(name, Rule.access, f"staging model {name} is access: public; staging stays private"))
-    if approval and "marts" in _folders(node):
-        if not public:
-            out.append(Violation(name, Rule.access, f"approved mart {name} must be access: public"))
-        if not node.get("config", {}).get("contract", {}).get("enforced"):
-            out.append(Violation(name, Rule.access, f"approved mart {name} must have contract: {{enforced: true}}"))
-    if public and not has_meta:
-        out.append(Violation(name, Rule.access, f"model {name} is access: public without an approval"))
-    return out
+def _check_departments(project: _Project, node: Mapping[str, Any], has_approval: bool) -> list[Violation]:
+    """Rule b: a model whose upstream spans two or more departments carries an approval."""
+    departments = project.node_departments(node["unique_id"])
+    if len(departments) < 2 or has_approval:
+        return []
+    message = f"model {node['name']} joins departments {_and_list(departments)} without an approval"
+    return [Violation(node["name"], Rule.unapproved_join, message)]
 
 
-def _check_approval(
-    project: _Project, node: Mapping[str, Any], approval: Approval, parsed: _Parsed | None, today: date
-) -> list[Violation]:
-    """Rules c, d, e and the group-size filter, for a model that carries an approval."""
+def _check_access(node: Mapping[str, Any], approval: Approval | None, has_approval: bool) -> list[Violation]:
+    """Rule f: staging private; approved marts public with an enforced contract; public needs approval."""
+    name, folders, public = node["name"], _folders(node), node.get("access") == "public"
+    problems = []
+    if "staging" in folders and public:
+        problems.append(f"staging model {name} is access: public; staging stays private")
+    if approval and "marts" in folders and not public:
+        problems.append(f"approved mart {name} must be access: public")
+    if approval and "marts" in folders and not node.get("config", {}).get("contract", {}).get("enforced"):
+        problems.append(f"approved mart {name} must have contract: {{enforced: true}}")
+    if public and not has_approval:
+        problems.append(f"model {name} is access: public without an approval")
+    return [Violation(name, Rule.access, p) for p in problems]
+
+
+def _check_validity(project: _Project, node: Mapping[str, Any], approval: Approval, today: date) -> list[Violation]:
+    """Rule d: the approval is current and names every department upstream."""
     name, out = node["name"], []
     if approval.expires_on < today:
-        out.append(Violation(name, Rule.approval_expired, f"model {name}: approval expired on {approval.expires_on.isoformat()}"))
+        message = f"model {name}: approval expired on {approval.expires_on.isoformat()}"
+        out.append(Violation(name, Rule.approval_expired, message))
     uncovered = project.node_departments(node["unique_id"]) - set(approval.departments)
     if uncovered:
-        out.append(Violation(name, Rule.approval_departments, f"model {name} reads departments {_and_list(uncovered)}, which its approval does not cover"))
-    declared = list(node.get("columns") or {})
-    if parsed is not None:
-        keys = {k.lower() for k in approval.join_keys}
-        linked: dict[str, frozenset[str]] = {}
-        for column, departments in _Lineage(parsed, project).linking_columns():
-            linked[column] = linked.get(column, frozenset()) | departments
-        for column, departments in linked.items():
-            if column.lower() not in keys:
-                out.append(Violation(name, Rule.join_key, f"model {name} joins {_and_list(departments)} on column {column}, which is not an approved join key"))
-        if not _withholds_small_groups(parsed.query, approval.group_size_column, approval.min_group_size):
-            out.append(Violation(name, Rule.min_group_size, f"model {name}: the final query must keep only {approval.group_size_column} >= {approval.min_group_size} (approval.min_group_size)"))
+        message = f"model {name} reads departments {_and_list(uncovered)}, which its approval does not cover"
+        out.append(Violation(name, Rule.approval_departments, message))
+    return out
+
+
+_NOT_A_KEY = "which is not an approved join key"
+_NOT_PUBLISHED = "which is not in its approval's publishes"
+
+
+def _check_join_keys(project: _Project, name: str, approval: Approval, parsed: _Parsed) -> list[Violation]:
+    """Rule c: every column linking relations of different departments is an approved join key."""
+    keys = {k.lower() for k in approval.join_keys}
+    linked: dict[str, frozenset[str]] = {}
+    for column, departments in _Lineage(parsed, project).linking_columns():
+        linked[column] = linked.get(column, frozenset()) | departments
+    return [
+        Violation(name, Rule.join_key, f"model {name} joins {_and_list(d)} on column {c}, {_NOT_A_KEY}")
+        for c, d in linked.items()
+        if c.lower() not in keys
+    ]
+
+
+def _check_publishes(node: Mapping[str, Any], approval: Approval, parsed: _Parsed | None) -> list[Violation]:
+    """Rule e: output columns (parsed, else declared) and declared columns are all in `publishes`."""
+    name, declared = node["name"], list(node.get("columns") or {})
     published = (_output_columns(parsed.query) if parsed else None) or declared
     allowed = {c.lower() for c in approval.publishes}
-    for column in dict.fromkeys([*published, *declared]):
-        if column.lower() not in allowed:
-            out.append(Violation(name, Rule.unpublished_column, f"model {name} publishes column {column}, which is not in its approval's publishes"))
-    return out
+    return [
+        Violation(name, Rule.unpublished_column, f"model {name} publishes column {c}, {_NOT_PUBLISHED}")
+        for c in dict.fromkeys([*published, *declared])
+        if c.lower() not in allowed
+    ]
+
+
+def _check_group_size(name: str, approval: Approval, parsed: _Parsed) -> list[Violation]:
+    """The final query withholds groups smaller than the approved minimum."""
+    column, minimum = approval.group_size_column, approval.min_group_size
+    if _withholds_small_groups(parsed.query, column, minimum):
+        return []
+    message = f"model {name}: the final query must keep only {column} >= {minimum} (approval.min_group_size)"
+    return [Violation(name, Rule.min_group_size, message)]
+
+
+def _parsed_variants(project: _Project, node: Mapping[str, Any]) -> tuple[list[_Parsed], list[Violation]]:
+    """The model's parsed SQL (both branches of an incremental model), or why it cannot be checked."""
+    try:
+        variants = [project.parsed(node["unique_id"])]
+        if node.get("config", {}).get("materialized") == "incremental":  # its other branch may read elsewhere
+            variants.append(_parse_model(project, node, incremental=True))
+        return variants, []
+    except _Unreadable as e:
+        return [], [Violation(node["name"], Rule.unreadable_sql, f"model {node['name']} cannot be checked: {e}")]
 
 
 def _check_model(project: _Project, uid: str, today: date) -> list[Violation]:
     """Every rule for one model."""
     node = project.manifest["nodes"][uid]
-    name, out = node["name"], []
-    variants: list[_Parsed | None] = []
-    try:
-        variants.append(project.parsed(uid))
-        if node.get("config", {}).get("materialized") == "incremental":  # its other branch may read elsewhere
-            variants.append(_parse_model(project, node, incremental=True))
-    except _Unreadable as e:
-        out.append(Violation(name, Rule.unreadable_sql, f"model {name} cannot be checked: {e}"))
-        variants.append(None)
+    name = node["name"]
+    variants, out = _parsed_variants(project, node)
     raw = _meta(node).get("approval")
     approval: Approval | None = None
     if raw is not None:
@@ -768,15 +832,16 @@ def _check_model(project: _Project, uid: str, today: date) -> list[Violation]:
             approval = Approval.from_meta(name, raw)
         except ApprovalError as e:
             out.append(Violation(name, Rule.invalid_approval, str(e)))
-    for parsed in variants:
+    for parsed in variants or [None]:
         out += _check_reads(project, node, parsed)
-    departments = project.node_departments(uid)
-    if len(departments) >= 2 and raw is None:
-        out.append(Violation(name, Rule.unapproved_join, f"model {name} joins departments {_and_list(departments)} without an approval"))
+    out += _check_departments(project, node, raw is not None)  # an invalid approval is reported as such
     out += _check_access(node, approval, raw is not None)
     if approval is not None:
+        out += _check_validity(project, node, approval, today)
         for parsed in variants:
-            out += _check_approval(project, node, approval, parsed, today)
+            out += _check_join_keys(project, name, approval, parsed) + _check_group_size(name, approval, parsed)
+        for parsed in variants or [None]:
+            out += _check_publishes(node, approval, parsed)
     return out
 
 
@@ -791,7 +856,8 @@ def check_project(
         if node["resource_type"] == "model":
             out += _check_model(project, uid, today)
         elif node["resource_type"] == "operation":  # on-run-start/end hooks run arbitrary SQL
-            out.append(Violation(node["name"], Rule.reads_non_deidentified, f"project hook {node['name']} runs SQL the governance check cannot verify"))
+            message = f"project hook {node['name']} runs SQL the governance check cannot verify"
+            out.append(Violation(node["name"], Rule.reads_non_deidentified, message))
     return list(dict.fromkeys(out))
 
 
@@ -800,7 +866,9 @@ def check_project(
 
 def main(argv: list[str] | None = None) -> int:
     """Print violations; exit 1 if there are any, 2 if the manifest is missing."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.governance.approvals", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.governance.approvals", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="dbt manifest.json (dbt parse)")
     parser.add_argument("--contracts", type=Path, default=CONTRACTS_DIR, help="directory of dataset contracts")
     parser.add_argument("--today", type=date.fromisoformat, default=date.today(), help="date for expiry checks")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import phonenumbers
 import regex
@@ -150,7 +150,6 @@ def build_nlp_engine(model_name: str, lean: bool = True) -> OfflineSpacyNlpEngin
     return engine
 
 
-
 # --- Street addresses ---------------------------------------------------------------
 # Addresses are the bulk of the PII that NER misses (house numbers, unit lines, postal
 # blocks). The recognizer finds an *anchor* that is almost certainly part of an address
@@ -186,22 +185,65 @@ _NAME = rf"(?:{_WORD}|{_PARTICLE})"
 _ADDRESS_ANCHORS: tuple[tuple[str, str, float], ...] = (
     ("unit", _UNIT, 0.6),
     ("po box", r"(?i:\bp\.?[ \t]?o\.?[ \t]*box|\bpost(?:box|fach))[ \t]+\d{1,6}\b", 0.6),
-    ("number + name + street type", rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_NAME}[ \t]+){{0,3}}(?i:(?:{_STREET_SUFFIXES})\b\.?)", 0.6),
-    ("name + street type + number", rf"{_WORD}[ \t]+(?i:(?:{_STREET_SUFFIXES})\b\.?)[ \t]+\d{{1,6}}[A-Za-z]?\b\.?", 0.6),
-    ("street type + name + number", rf"(?i:\b(?:{_STREET_PREFIXES})\b\.?)[ \t]+(?:{_NAME}[ \t]+){{0,4}}\d{{1,6}}[A-Za-z]?\b", 0.6),
+    (
+        "number + name + street type",
+        rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_NAME}[ \t]+){{0,3}}(?i:(?:{_STREET_SUFFIXES})\b\.?)",
+        0.6,
+    ),
+    (
+        "name + street type + number",
+        rf"{_WORD}[ \t]+(?i:(?:{_STREET_SUFFIXES})\b\.?)[ \t]+\d{{1,6}}[A-Za-z]?\b\.?",
+        0.6,
+    ),
+    (
+        "street type + name + number",
+        rf"(?i:\b(?:{_STREET_PREFIXES})\b\.?)[ \t]+(?:{_NAME}[ \t]+){{0,4}}\d{{1,6}}[A-Za-z]?\b",
+        0.6,
+    ),
     ("number + street type + name", rf"\b\d{{1,6}}[ \t]+(?i:(?:{_STREET_PREFIXES})\b\.?)(?:[ \t]+{_NAME}){{1,4}}", 0.6),
     ("compound street name + number", rf"\b[\p{{L}}\-]+(?i:{_COMPOUND_SUFFIXES})[ \t]+\d{{1,6}}[A-Za-z]?\b", 0.6),
-    ("number + name + number", rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Z]?\b(?![:/\-]\d)", 0.5),
-    ("corner of", rf"(?i:\b(?:the[ \t]+)?corner[ \t]+of)[ \t]+[^\n,;?!]{{2,60}}?[ \t]+and[ \t]+(?:{_NAME}|\d+)(?:[ \t]+(?:{_NAME}|\d+)){{0,4}}", 0.6),
+    (
+        "number + name + number",
+        rf"\b\d{{1,6}}[A-Za-z]?[ \t]+(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Z]?\b(?![:/\-]\d)",
+        0.5,
+    ),
+    (
+        "corner of",
+        rf"(?i:\b(?:the[ \t]+)?corner[ \t]+of)[ \t]+[^\n,;?!]{{2,60}}?[ \t]+and"
+        rf"[ \t]+(?:{_NAME}|\d+)(?:[ \t]+(?:{_NAME}|\d+)){{0,4}}",
+        0.6,
+    ),
     ("name + number (needs context)", rf"(?<![\p{{L}}\d])(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Z]?\b(?![:/\-.]\d)", 0.3),
 )
 _TOKEN = rf"(?:{_UNIT}|{_NUMBER}|{_WORD}|{_PARTICLE}|\({_WORD}(?:[ \t]+{_WORD})*\)|nan)"  # nan: exported missing value
 _LEFT_RUN = regex.compile(rf"(?:(?:{_NUMBER}|{_WORD}|{_PARTICLE})[ \t]+){{1,6}}\Z")
 _SAME_LINE_TAIL = regex.compile(rf"(?:[ \t]*,?[ \t]*{_TOKEN}){{1,16}}")
-_FULL_LINE = regex.compile(rf"\n(?:[ \t]*\n)?[ \t>?]*(?:,[ \t]*)?{_TOKEN}(?:[ \t]*,?[ \t]+{_TOKEN}){{0,6}}[ \t.,]*(?=\n|\Z)")
+_FULL_LINE = regex.compile(
+    rf"\n(?:[ \t]*\n)?[ \t>?]*(?:,[ \t]*)?{_TOKEN}(?:[ \t]*,?[ \t]+{_TOKEN}){{0,6}}[ \t.,]*(?=\n|\Z)"
+)
 _LAST_LINE = regex.compile(rf"\n[ \t>?]*(?:,[ \t]*)?(?:{_TOKEN}[ \t]*,?[ \t]+){{0,4}}{_NUMBER}")
 _DIGITS = regex.compile(r"(?<![\d\w])\d")
-ADDRESS_CONTEXT = ["address", "live", "located", "location", "street", "meet", "moved", "deliver", "ship", "send", "sent", "return", "office", "stop", "drop", "station", "enter", "avenue", "road"]
+ADDRESS_CONTEXT = [
+    "address",
+    "live",
+    "located",
+    "location",
+    "street",
+    "meet",
+    "moved",
+    "deliver",
+    "ship",
+    "send",
+    "sent",
+    "return",
+    "office",
+    "stop",
+    "drop",
+    "station",
+    "enter",
+    "avenue",
+    "road",
+]
 
 
 class StreetAddressRecognizer(LocalRecognizer):
@@ -211,15 +253,19 @@ class StreetAddressRecognizer(LocalRecognizer):
 
     def __init__(self, supported_language: str = LANGUAGE, context: list[str] | None = None) -> None:
         super().__init__(
-            supported_entities=[self.ENTITY], supported_language=supported_language,
-            name="StreetAddressRecognizer", context=context or ADDRESS_CONTEXT,
+            supported_entities=[self.ENTITY],
+            supported_language=supported_language,
+            name="StreetAddressRecognizer",
+            context=context or ADDRESS_CONTEXT,
         )
         self._anchors = [(name, regex.compile(p), score) for name, p, score in _ADDRESS_ANCHORS]
 
     def load(self) -> None:
         """Nothing to load: patterns are compiled in the constructor."""
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Return one result per (merged) address span."""
         if self.ENTITY not in entities or not _might_contain_address(text):
             return []
@@ -233,7 +279,10 @@ class StreetAddressRecognizer(LocalRecognizer):
     def _result(self, start: int, end: int, score: float, pattern_name: str) -> RecognizerResult:
         """Wrap a span as a RecognizerResult with an explanation (needed by context boosting)."""
         explanation = AnalysisExplanation(recognizer=self.name, original_score=score, pattern_name=pattern_name)
-        metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}
+        metadata = {
+            RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+        }
         return RecognizerResult(self.ENTITY, start, end, score, explanation, metadata)
 
 
@@ -318,16 +367,21 @@ _CONTAINED_IN_ADDRESS = {"DATE_TIME", "PERSON", "NRP", "LOCATION"}
 class FilteredSpacyRecognizer(SpacyRecognizer):
     """spaCy NER results without the dates that are not dates (ages, durations, house numbers)."""
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Drop DATE_TIME spans that are durations, ages, decades or lack any calendar anchor."""
         results = super().analyze(text, entities, nlp_artifacts)
         return [r for r in results if r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])]
 
-    def enhance_using_context(self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None):
+    def enhance_using_context(
+        self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None
+    ):
         """Drop NER spans lying inside a detected street address (street names, house numbers)."""
         addresses = [r for r in other_raw_recognizer_results if r.entity_type == StreetAddressRecognizer.ENTITY]
         return [
-            r for r in raw_recognizer_results
+            r
+            for r in raw_recognizer_results
             if r.entity_type not in _CONTAINED_IN_ADDRESS or not any(r.contained_in(a) for a in addresses)
         ]
 
@@ -350,7 +404,9 @@ class PrefilteredPhoneRecognizer(PhoneRecognizer):
             for region in self.supported_regions
         )
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         """Run phonenumbers' matcher only if the text has enough digits."""
         if sum(c.isdigit() for c in text) < self.min_digits:
             return []
@@ -387,7 +443,9 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     registry.remove_recognizer("PhoneRecognizer")
     registry.add_recognizer(PrefilteredPhoneRecognizer(name="PhoneRecognizer"))
     registry.remove_recognizer("SpacyRecognizer")
-    registry.add_recognizer(FilteredSpacyRecognizer(supported_language=LANGUAGE, supported_entities=engine.get_supported_entities()))
+    registry.add_recognizer(
+        FilteredSpacyRecognizer(supported_language=LANGUAGE, supported_entities=engine.get_supported_entities())
+    )
     registry.add_recognizers_from_yaml(recognizers_path)
     registry.add_recognizer(StreetAddressRecognizer())
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])
@@ -437,7 +495,10 @@ def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) 
     artifacts = analyzer.nlp_engine.process_batch(texts, LANGUAGE, batch_size=options["batch_size"], n_process=1)
     return [
         analyzer.analyze(
-            text, LANGUAGE, entities=options["entities"], score_threshold=options["score_threshold"],
+            text,
+            LANGUAGE,
+            entities=options["entities"],
+            score_threshold=options["score_threshold"],
             nlp_artifacts=nlp_artifacts,
         )
         for text, nlp_artifacts in artifacts
@@ -482,8 +543,12 @@ def scan_texts(
 ) -> list[list[RecognizerResult]]:
     """Detect PII in many texts; one result list per input, empty for None/blank."""
     return scan_texts_with(
-        get_analyzer(model_name), texts, entities=entities, score_threshold=score_threshold,
-        batch_size=batch_size, n_process=n_process,
+        get_analyzer(model_name),
+        texts,
+        entities=entities,
+        score_threshold=score_threshold,
+        batch_size=batch_size,
+        n_process=n_process,
     )
 
 
@@ -495,7 +560,11 @@ def detector_info(model_name: str | None = None) -> dict:
     nlp = analyzer.nlp_engine.get_nlp(LANGUAGE)
     recognizers = analyzer.registry.get_recognizers(LANGUAGE, all_fields=True)
     return {
-        "nlp_model": {"name": resolve_model_name(model_name), "version": nlp.meta.get("version"), "pipeline": list(nlp.pipe_names)},
+        "nlp_model": {
+            "name": resolve_model_name(model_name),
+            "version": nlp.meta.get("version"),
+            "pipeline": list(nlp.pipe_names),
+        },
         "spacy_version": spacy.__version__,
         "presidio_analyzer_version": version("presidio-analyzer"),
         "score_threshold_default": DEFAULT_SCORE_THRESHOLD,

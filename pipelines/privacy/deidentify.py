@@ -53,6 +53,7 @@ class DeidentifiedTable:
     detector: dict[str, Any] | None = None  # model, versions, recognizers: set when free text was scanned
     k_anonymity: dict[str, Any] = field(default_factory=dict)
     residual_scan: dict[str, Any] = field(default_factory=dict)
+    classification: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def entities_masked(self) -> int:
@@ -207,6 +208,9 @@ def deidentify_frame(
     missing = [c.name for c in contract.columns if c.name not in frame.columns]
     if missing:
         raise ValueError(f"{contract.dataset}: the raw table lacks declared column(s) {', '.join(missing)}")
+    from pipelines.privacy.classify import classify_frame
+
+    classification = classify_frame(frame, contract, known=known, model_name=model_name)
     out: dict[str, pd.Series] = {}
     records: list[ColumnRecord] = []
     residual: dict[str, dict[str, Any]] = {}
@@ -247,6 +251,7 @@ def deidentify_frame(
         result.reset_index(drop=True), records, rows_in=len(frame), rows_out=len(result),
         rows_suppressed=suppressed, detector=detector, k_anonymity=k_params,
         residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual},
+        classification=[c.to_dict() for c in classification],
     )
 
 

@@ -256,7 +256,9 @@ def _tokenizer():
     from pipelines.privacy.analyzer import DEFAULT_NLP_MODEL, ensure_model_installed
 
     ensure_model_installed(DEFAULT_NLP_MODEL)
-    nlp = spacy.load(DEFAULT_NLP_MODEL, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner", "senter"])
+    nlp = spacy.load(
+        DEFAULT_NLP_MODEL, exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner", "senter"]
+    )
     return nlp.tokenizer
 
 
@@ -303,28 +305,37 @@ def _fmt(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
-def markdown_report(
-    title: str, pii: Scores, per_entity: dict[str, Scores], notes: Sequence[str] = ()
-) -> str:
+def markdown_report(title: str, pii: Scores, per_entity: dict[str, Scores], notes: Sequence[str] = ()) -> str:
     """Render overall and per-entity scores, reference figures and the mapping as markdown."""
-    lines = [f"## {title}", "", "| entity | gold tokens | predicted | TP | precision | recall | F2 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"## {title}",
+        "",
+        "| entity | gold tokens | predicted | TP | precision | recall | F2 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     lines.append(_row("**PII (overall)**", pii))
     lines += [_row(name, s) for name, s in per_entity.items()]
     lines += ["", "| reference (PII) | precision | recall | F2 |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} |" for name, (p, r, f) in REFERENCE_FIGURES.items()]
     mapping = ", ".join(f"{k}->{v}" for k, v in ENTITY_MAPPING.items())
     lines += ["", f"Mapping (gold and predicted): {mapping}; all other types unchanged."]
-    lines += ["Metric: presidio-evaluator 0.3.2 TokenEvaluator semantics (IO tags on en_core_web_sm tokens, default skip words, F-beta with beta=2)."]
+    lines += [
+        "Metric: presidio-evaluator 0.3.2 TokenEvaluator semantics (IO tags on en_core_web_sm tokens, "
+        "default skip words, F-beta with beta=2)."
+    ]
     lines += [f"{note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
 def _row(name: str, s: Scores) -> str:
     """One markdown table row."""
-    return f"| {name} | {s.annotated} | {s.predicted} | {s.true_positives} | {_fmt(s.precision)} | {_fmt(s.recall)} | {_fmt(s.f_beta)} |"
+    counts = f"{s.annotated} | {s.predicted} | {s.true_positives}"
+    return f"| {name} | {counts} | {_fmt(s.precision)} | {_fmt(s.recall)} | {_fmt(s.f_beta)} |"
 
 
-def run_detector(samples: Sequence[Sample], baseline: bool, model_name: str | None, n_process: int) -> tuple[list, float]:
+def run_detector(
+    samples: Sequence[Sample], baseline: bool, model_name: str | None, n_process: int
+) -> tuple[list, float]:
     """Scan all sample texts; return results and throughput in texts/s."""
     from pipelines.privacy import analyzer
 
@@ -346,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--model", default=None, help="spaCy model (default: $PIPELINES_NLP_MODEL or the bundled sm)")
-    parser.add_argument("--baseline", action="store_true", help="score Presidio's default recognizers instead (README baseline)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="score Presidio's default recognizers instead (README baseline)"
+    )
     parser.add_argument("--n-process", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples")
     args = parser.parse_args(argv)
@@ -358,9 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pii, per_entity = evaluate(samples, results)
     info = analyzer.detector_info(args.model)
     title = "Presidio default recognizers (baseline)" if args.baseline else "Our detector (pipelines.privacy.analyzer)"
+    model = info["nlp_model"]
     notes = [
-        f"Data: {args.data.name}, {len(samples)} samples. Model: {info['nlp_model']['name']} {info['nlp_model']['version']}, "
-        f"presidio-analyzer {info['presidio_analyzer_version']}, spaCy {info['spacy_version']}.",
+        f"Data: {args.data.name}, {len(samples)} samples. Model: {model['name']} {model['version']}, "
+        + f"presidio-analyzer {info['presidio_analyzer_version']}, spaCy {info['spacy_version']}.",
         f"Speed: {rate:,.0f} texts/s (scan_texts, n_process={args.n_process}, incl. spaCy).",
     ]
     report = markdown_report(title, pii, per_entity, notes)

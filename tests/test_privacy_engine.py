@@ -1,0 +1,112 @@
+"""The privacy engine on small frames: detection, consistent pseudonyms, residual gate, undeclared PII."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+import pipelines.privacy.deidentify as deid
+from pipelines.contracts import Contract, load_contracts
+from pipelines.privacy.classify import UndeclaredPIIError, classify_frame
+from pipelines.privacy.known import KnownIdentifiers
+from pipelines.privacy.keys import SecretKey, fingerprint
+from pipelines.privacy.operators import OperatorContext, pseudonym
+from pipelines.resources import CONTRACTS_DIR
+
+SECRET = b"s" * 32
+CTX = OperatorContext(SecretKey(fingerprint(SECRET), "test", SECRET), date(2026, 1, 31), CONTRACTS_DIR / "hierarchies")
+
+
+def contract(dataset: str) -> Contract:
+    return next(c for c in load_contracts() if c.dataset == dataset)
+
+
+def claims(memos: list[str], merchant: str = "Acme Supplies") -> pd.DataFrame:
+    n = len(memos)
+    return pd.DataFrame({
+        "claim_id": [f"CLM-{i:07d}" for i in range(n)],
+        "employee_id": ["E0000001"] * n,
+        "card_number": ["4111111111111111"] * n,
+        "iban": ["DE89370400440532013000"] * n,
+        "amount": [10.0] * n,
+        "currency": ["EUR"] * n,
+        "merchant": [merchant] * n,
+        "claim_date": pd.to_datetime(["2025-03-02"] * n),
+        "memo": memos,
+    })
+
+
+def finance_contract_k1() -> Contract:
+    c = contract("finance_expense_claims")
+    return c.model_copy(update={"privacy": c.privacy.model_copy(update={"k_anonymity": 1})})
+
+
+def test_known_names_found_in_text_and_pseudonymized_like_columns():
+    known = KnownIdentifiers()
+    known.add("PERSON", ["Quentin Zabrowski"])  # a name NER alone may not know
+    known.add("EMAIL_ADDRESS", ["q.zabrowski@example-corp.com"])
+    out = deid.deidentify_frame(
+        claims(["Dinner with Quentin Zabrowski (q.zabrowski@example-corp.com) and team"]), finance_contract_k1(), CTX, known=known
+    )
+    memo = out.frame["memo"][0]
+    assert "Zabrowski" not in memo and "q.zabrowski" not in memo
+    # the same person gets the same pseudonym in free text as the pseudonymize operator gives in a column
+    assert pseudonym(SECRET, "PERSON", "Quentin Zabrowski") in memo
+    assert pseudonym(SECRET, "EMAIL_ADDRESS", "Q.Zabrowski@example-corp.com") in memo
+    memo_record = next(c for c in out.columns if c.column == "memo")
+    assert memo_record.entities_detected["PERSON"] >= 1 and memo_record.params["key_id"] == CTX.pseudonym_key.key_id
+
+
+@pytest.mark.parametrize(
+    "text, absent",
+    [
+        ("Call me back at (415) 555-0142 please", "555-0142"),
+        ("Refund to card 4111 1111 1111 1111", "4111 1111"),
+        ("SSN on file is 219-09-9999", "219-09-9999"),
+        ("Login from 203.0.113.7 flagged", "203.0.113.7"),
+        ("Mail sarah.connor@gmail.com today", "sarah.connor@gmail.com"),
+    ],
+)
+def test_presidio_masks_free_text_entities(text, absent):
+    out = deid.deidentify_frame(claims([text]), finance_contract_k1(), CTX, known=KnownIdentifiers())
+    assert absent not in out.frame["memo"][0]
+
+
+def test_residual_hits_block_and_name_column_not_value(monkeypatch):
+    monkeypatch.setattr(deid, "RESCAN_PASSES", 0)  # whatever the first look finds counts as left over
+    known = KnownIdentifiers()
+    known.add("PERSON", ["Quentin Zabrowski"])
+    with pytest.raises(deid.ResidualPIIError) as err:
+        deid.deidentify_frame(claims(["Lunch with Quentin Zabrowski"]), finance_contract_k1(), CTX, known=known)
+    assert "column 'memo'" in str(err.value) and "PERSON" in str(err.value) and "Zabrowski" not in str(err.value)
+
+
+def test_residual_in_structured_column():
+    known = KnownIdentifiers()
+    known.add("EMAIL_ADDRESS", ["jane.doe@example-corp.com"])
+    assert deid.residual_in_structured(pd.Series(["x", "Jane.Doe@example-corp.com"]), known) == {"EMAIL_ADDRESS": 1}
+
+
+def test_undeclared_pii_column_is_caught_without_its_values():
+    frame = claims(["ok"] * 50)
+    frame["merchant"] = [f"user{i}.name{i}@gmail.com" for i in range(50)]  # emails where merchants belong
+    with pytest.raises(UndeclaredPIIError) as err:
+        classify_frame(frame, contract("finance_expense_claims"), known=None, model_name=None)
+    message = str(err.value)
+    assert "finance_expense_claims" in message and "'merchant'" in message and "EMAIL_ADDRESS" in message
+    assert "@gmail.com" not in message
+
+
+def test_known_identifier_of_another_department_is_undeclared_pii():
+    known = KnownIdentifiers()
+    known.add("EMPLOYEE_ID", [f"E{i:07d}" for i in range(100)])
+    frame = claims(["ok"] * 40)
+    frame["merchant"] = [f"E{i:07d}" for i in range(40)]
+    with pytest.raises(UndeclaredPIIError, match="EMPLOYEE_ID"):
+        classify_frame(frame, contract("finance_expense_claims"), known=known, model_name=None)
+
+
+def test_clean_columns_pass_classification():
+    results = classify_frame(claims(["ok"] * 5), contract("finance_expense_claims"), known=KnownIdentifiers(), model_name=None)
+    assert {r.column for r in results} >= {"merchant", "currency", "claim_id"}
+    assert not any(r.undeclared for r in results)
