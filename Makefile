@@ -8,7 +8,7 @@ SEED ?= 7
 export PIPELINES_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(PIPELINES_DATA_DIR)/dagster_home
 
-.PHONY: install run test ui demo-data manifest eval-pii bench lock clean
+.PHONY: install run test ui demo-data manifest governance eval-pii bench lock clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ dbt_project/target/manifest.json: $(VENV)/.installed $(shell find dbt_project -n
 	touch $@
 
 manifest: dbt_project/target/manifest.json
+
+# Departments' data meets only inside approved dbt models (approval records in the marts' meta).
+governance: manifest
+	$(PY) -m pipelines.governance.approvals
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

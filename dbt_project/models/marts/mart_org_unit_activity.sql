@@ -56,4 +56,4 @@ aggregated as (
 )
 
 select * from aggregated
-where headcount >= {{ var('min_group_size', 5) }}
+where headcount >= {{ approved_min_group_size() }}

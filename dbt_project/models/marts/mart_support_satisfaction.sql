@@ -17,4 +17,4 @@ aggregated as (
 )
 
 select * from aggregated
-where customers >= {{ var('min_group_size', 5) }}
+where customers >= {{ approved_min_group_size() }}
