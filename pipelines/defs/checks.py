@@ -60,7 +60,7 @@ def build_checks(contract: Contract, raw_key: dg.AssetKey, deidentified_key: dg.
         if not outcome.success and source_file:
             landed = next(storage.landing_dir.glob(contract.source.path_pattern.rsplit("/", 1)[0] + "/" + source_file), None)
             if landed is not None:
-                where = quarantine(landed, storage.quarantine_dir, SuiteFailed(check_result(outcome).description), dataset=ds, run_id=context.run_id)
+                where = quarantine(landed, storage.quarantine_dir, SuiteFailed(check_result(outcome).description), dataset=ds, run_id=context.op_execution_context.run_id)
                 extra["quarantine"] = str(where)
         return check_result(outcome, extra)
 

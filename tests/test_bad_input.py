@@ -1,0 +1,165 @@
+"""Bad landed files, tried as a new user would: each is rejected with a clear, value-free message,
+the landed file stays, a copy goes to quarantine with a reason, and the marts keep their last good version."""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import run_job
+
+HR_HEADER = "employee_id,full_name,email,phone,ssn,date_of_birth,gender,postcode,job_title,org_unit,salary,hire_date"
+
+
+@pytest.fixture(scope="module")
+def good_state(pipeline_run):
+    assert pipeline_run.result.success
+    return pipeline_run.data_dir
+
+
+@pytest.fixture
+def deployment(good_state, tmp_path):
+    """A copy of a successful deployment; returns (data_dir, path of the good HR file)."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(good_state, data_dir, ignore=shutil.ignore_patterns("dagster_home"))
+    hr = next((data_dir / "landing" / "hr").glob("employees_*.csv"))
+    return data_dir, hr
+
+
+def marts_snapshot(data_dir: Path) -> dict:
+    with duckdb.connect(str(data_dir / "marts.duckdb"), read_only=True) as con:
+        return {t: con.execute(f"select * from {t} order by all").fetchall() for t in ("mart_org_unit_activity", "mart_support_satisfaction")}
+
+
+def land(data_dir: Path, name: str, content: bytes) -> Path:
+    """Land a new HR file, newer than the last one."""
+    path = data_dir / "landing" / "hr" / name
+    path.write_bytes(content)
+    later = time.time() + 10
+    os.utime(path, (later, later))
+    return path
+
+
+def good_lines(hr: Path, n: int = 2000) -> list[str]:
+    return hr.read_text(encoding="utf-8").splitlines()[: n + 1]
+
+
+def failure_text(result) -> str:
+    return "\n".join(
+        (e.event_specific_data.error.message if getattr(e.event_specific_data, "error", None) else "") + (e.message or "")
+        for e in result.all_events
+        if e.is_failure or e.event_type_value in ("ASSET_CHECK_EVALUATION",)
+    ) + "\n" + "\n".join(
+        str(e.event_specific_data.description or "") for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    )
+
+
+def reject(data_dir: Path, landed: Path) -> str:
+    before = marts_snapshot(data_dir)
+    digest = hashlib.sha256(landed.read_bytes()).hexdigest()
+    result, _ = run_job(data_dir, "hr_employees_job")
+    assert not result.success
+    assert landed.exists() and hashlib.sha256(landed.read_bytes()).hexdigest() == digest  # the landed file stays
+    quarantined = list((data_dir / "quarantine" / "hr_employees").glob(f"*_{landed.name}"))
+    assert quarantined, "no quarantine copy"
+    reason = json.loads((quarantined[0] / "reason.json").read_text())
+    assert reason["file"] == landed.name and reason["sha256"] == digest and reason["problem"]
+    assert marts_snapshot(data_dir) == before  # downstream untouched
+    return failure_text(result) + "\n" + reason["message"]
+
+
+def test_truncated_csv(deployment):
+    data_dir, hr = deployment
+    text = hr.read_bytes()
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", text[: len(text) // 2 - 7]))
+    assert "not a well-formed CSV" in message and "line" in message
+
+
+def test_wrong_encoding(deployment):
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    lines[5] = lines[5].replace(lines[5].split(",")[1], "Zoë Müller")
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode("latin-1")))
+    assert "not valid utf-8" in message and "line 6" in message and "Müller" not in message
+
+
+def test_missing_column(deployment):
+    data_dir, hr = deployment
+    lines = [",".join(line.split(",")[:-1]) for line in good_lines(hr)]  # hire_date dropped
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
+    assert "missing column(s) 'hire_date'" in message
+
+
+def test_extra_column_with_sql_and_formula_looking_name(deployment):
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    lines = [lines[0] + ',"x; DROP TABLE hr_employees;--",=HYPERLINK(""http://evil"")'] + [l + ",a,b" for l in lines[1:]]
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
+    assert "undeclared column(s)" in message and "DROP TABLE" in message  # named, safely quoted
+
+
+def test_type_drift(deployment):
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    for i in (3, 9):
+        cells = lines[i].split(",")
+        cells[-2] = "eighty thousand"  # salary
+        lines[i] = ",".join(cells)
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
+    assert "'salary' expects integer: 2 value(s) do not convert" in message
+
+
+@pytest.mark.parametrize("content, expected", [(b"", "is empty (0 bytes)"), ((HR_HEADER + "\n").encode(), "no data rows")])
+def test_empty_file(deployment, content, expected):
+    data_dir, _ = deployment
+    assert expected in reject(data_dir, land(data_dir, "employees_2026-02-28.csv", content))
+
+
+def test_duplicated_keys_fail_quality_suite(deployment):
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    lines.append(lines[1])
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
+    assert "expect_column_values_to_be_unique(employee_id)" in message
+    assert lines[1].split(",")[0] not in message  # the duplicated id itself is not shown
+
+
+def test_single_huge_cell(deployment):
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    cells = lines[4].split(",")
+    cells[8] = "x" * 200_000  # job_title
+    lines[4] = ",".join(cells)
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
+    assert "longer than 65536 bytes in column(s) 'job_title'" in message
+
+
+def test_formula_and_sql_values_are_data_not_code(deployment):
+    """Such values are just strings: ingested, masked like any name, never executed, never published."""
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    for i, evil in ((2, "=cmd|' /C calc'!A0"), (3, "Robert'); DROP TABLE hr_employees;--")):
+        cells = lines[i].split(",")
+        cells[1] = '"' + evil.replace('"', '""') + '"'
+        lines[i] = ",".join(cells)
+    land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode())
+    result, _ = run_job(data_dir, "hr_employees_job")
+    assert result.success
+    with duckdb.connect(str(data_dir / "raw.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from hr_employees where full_name like '%DROP TABLE%'").fetchone()[0] == 1
+    with duckdb.connect(str(data_dir / "marts.duckdb"), read_only=True) as con:
+        text = str(con.execute("select * from mart_org_unit_activity").fetchall())
+    assert "DROP TABLE" not in text and "cmd|" not in text
+
+
+def test_rerun_after_fix_succeeds(deployment):
+    data_dir, hr = deployment
+    bad = land(data_dir, "employees_2026-02-28.csv", hr.read_bytes()[:5000])
+    assert not run_job(data_dir, "hr_employees_job")[0].success
+    bad.write_bytes(hr.read_bytes())  # the department re-exports the file
+    assert run_job(data_dir, "hr_employees_job")[0].success
