@@ -47,8 +47,8 @@ def summarize(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
                 d["ingested"] = md.get("rows_out")
                 d["suppressed"] = md.get("rows_suppressed", 0)
                 d["pii_masked"] = md.get("entities_masked")
-            elif key.startswith("mart_"):
-                marts[key] = md.get("dagster/row_count")
+            elif key.startswith("published_"):
+                marts[key[len("published_"):]] = md.get("dagster/row_count")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data  # type: ignore[assignment]
             name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"  # type: ignore[union-attr]
@@ -77,7 +77,7 @@ def print_summary(summary: dict[str, Any], run_id: str, success: bool) -> None:
     for name in checks["failed_names"]:
         print(f"  failed check: {name}")
     for name, rows in sorted(summary["marts"].items()):
-        print(f"mart {name}: {rows if rows is not None else '?'} rows")
+        print(f"published {name}: {rows if rows is not None else '?'} rows (data/marts.duckdb)")
     for failure in summary["failures"]:
         print(f"  step failed: {failure}")
 

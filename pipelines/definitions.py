@@ -9,7 +9,8 @@ from dagster_duckdb import DuckDBResource
 
 from pipelines.contracts import load_contracts
 from pipelines.defs.departments import build_department
-from pipelines.defs.integration import build_integration
+from pipelines.defs.integration import build_integration, dbt_project
+from pipelines.defs.marts import build_marts
 from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, default_data_dir
 
 MAIN_JOB = "integrate_all"
@@ -33,6 +34,7 @@ def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRA
     return dg.Definitions.merge(
         *[build_department(c) for c in load_contracts(contracts_dir)],
         build_integration(),
+        build_marts(dbt_project().manifest_path, contracts_dir),
         dg.Definitions(
             jobs=[main_job],
             schedules=[daily],

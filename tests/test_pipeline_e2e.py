@@ -1,5 +1,6 @@
 """The whole pipeline on generated data: marts built, nothing personal published or logged."""
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -16,7 +17,7 @@ def test_definitions_load():
     for dataset in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets"):
         assert {f"landed_{dataset}", f"raw_{dataset}", f"deidentified_{dataset}"} <= keys
         assert f"deidentified_{dataset}" in {p.to_user_string() for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys}
-    assert MARTS <= keys
+    assert MARTS <= keys and {f"published_{m}" for m in MARTS} <= keys
     assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")}
     assert [s.name for s in defs.schedules] == ["integrate_all_daily"]
 
@@ -86,3 +87,54 @@ def test_pseudonyms_link_departments(pipeline_run, column):
             linked = con.execute("select count(*) from it_security_incidents i join hr_employees h on i.reporter_email = h.email").fetchone()[0]
             total = con.execute("select count(*) from it_security_incidents").fetchone()[0]
     assert linked >= 0.85 * total  # all link except claims of employees suppressed for k-anonymity
+
+
+def test_privacy_card_names_every_contributing_column(pipeline_run):
+    from pipelines.contracts import load_contracts
+
+    event = pipeline_run.instance.get_latest_materialization_event(dg.AssetKey("published_mart_org_unit_activity"))
+    card = event.asset_materialization.metadata["privacy_card"].value
+    for contract in load_contracts():
+        if contract.department in {"hr", "finance", "it"}:
+            for column in contract.columns:
+                assert f"| {contract.dataset}.{column.name} |" in card
+    assert "| hr_employees.ssn | direct_identifier | US_SSN | suppress |" in card
+    assert "Data Protection Officer" in card and "employee_key, email_key" in card
+    assert "support_tickets" not in card  # Support does not contribute to this mart
+
+
+def test_analyst_connection_sees_only_marts_and_cannot_write(pipeline_run):
+    con = duckdb.connect(str(pipeline_run.data_dir / "marts.duckdb"), read_only=True)
+    try:
+        names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        assert names == MARTS
+        assert not any("raw" in r[0] or "deidentified" in r[0] for r in con.execute("select database_name from duckdb_databases()").fetchall())
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("create table stolen as select 1")
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("delete from mart_org_unit_activity")
+    finally:
+        con.close()
+
+
+def test_restricted_databases_are_owner_only(pipeline_run):
+    import stat
+
+    for name in ("raw.duckdb", "deidentified.duckdb"):
+        assert stat.S_IMODE((pipeline_run.data_dir / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((pipeline_run.data_dir / "marts.duckdb").stat().st_mode) == 0o644
+
+
+def test_mart_checks_ran_before_publishing(pipeline_run):
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in pipeline_run.result.get_asset_check_evaluations()}
+    for mart in MARTS:
+        assert evaluations[(mart, "privacy_suite")] is True
+
+
+def test_provenance_on_every_asset(pipeline_run):
+    for event in pipeline_run.result.get_asset_materialization_events():
+        key = event.asset_key.to_user_string()
+        if key.startswith(("raw_", "deidentified_", "published_")):
+            prov = event.materialization.metadata["provenance"].value
+            assert prov["run_id"] == pipeline_run.result.run_id and prov["code_version"] and prov["triggered_by"]
+            assert set(prov["versions"]) >= {"dagster", "dbt-core", "presidio-analyzer", "great-expectations", "duckdb"}

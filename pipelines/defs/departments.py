@@ -105,6 +105,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 ),
                 metadata={"problem": error.problem, "quarantine": str(where), "file": path.name},
             ) from None
+        storage.raw_db.chmod(0o600)  # raw personal data: the pipeline's account only
         context.log.info(f"{ds}: ingested {report.rows} rows from {report.file}")
         return dg.MaterializeResult(
             metadata={
@@ -152,6 +153,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [ds],
             ).fetchall()
+        storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
         return dg.MaterializeResult(

@@ -2,6 +2,7 @@
 
 
 import os
+from datetime import date
 import shutil
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
-from pipelines.resources import DBT_PROJECT_DIR, PipelineStorage
+from pipelines.governance.approvals import check_project
+from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR, PipelineStorage
 
 
 class IntegrationTranslator(DagsterDbtTranslator):
@@ -44,14 +46,35 @@ def dbt_project() -> DbtProject:
     return project
 
 
+def release_dbt_duckdb() -> None:
+    """Close the DuckDB handle dbt-duckdb keeps in this process after fetching row counts and column
+    metadata, so checks and the publish step can open the warehouse (one config per file per process)."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
 def build_integration() -> dg.Definitions:
     project = dbt_project()
     translator = IntegrationTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models")
     def approved_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, storage: PipelineStorage) -> Iterator[Any]:
+        # the approval policy is checked before anything is built: an unapproved join never runs
+        violations = check_project(project.manifest_path, CONTRACTS_DIR, today=date.today())
+        if violations:
+            raise dg.Failure(
+                description="dbt models violate the approval policy; nothing was built: "
+                + "; ".join(f"{v.model}: {v.message}" for v in violations[:10]),
+                metadata={"violations": dg.MetadataValue.json([{"model": v.model, "rule": str(v.rule), "message": v.message} for v in violations])},
+            )
+        context.log.info("approval policy: no violations in the dbt project")
         # profiles.yml locates the databases through this variable; set it for dbt's process
         os.environ["PIPELINES_DATA_DIR"] = storage.data_dir
         yield from dbt.cli(["build"], context=context).stream().fetch_row_counts().fetch_column_metadata()
+        release_dbt_duckdb()
 
     return dg.Definitions(assets=[approved_models], resources={"dbt": dbt_resource(project)})

@@ -18,3 +18,16 @@ def with_risk_features(frame: pd.DataFrame, quasi_identifiers: list[str], sensit
     for column in sensitive:
         out[DISTINCT_PREFIX + column] = groups[column].transform(lambda s: s.nunique(dropna=False)).astype("int64")
     return out
+
+
+def with_group_risk_features(frame: pd.DataFrame, quasi_identifiers: list[str], weight_column: str) -> pd.DataFrame:
+    """For aggregated rows: people per equivalence class (summing group sizes) and their prosecutor risk."""
+    out = frame.copy()
+    if frame.empty:
+        return out
+    if quasi_identifiers:
+        out[CLASS_SIZE] = out.groupby(quasi_identifiers, dropna=False, sort=False)[weight_column].transform("sum").astype("int64")
+    else:
+        out[CLASS_SIZE] = int(out[weight_column].sum())
+    out[RECORD_RISK] = 1.0 / out[CLASS_SIZE]
+    return out

@@ -123,3 +123,20 @@ def load_suite(directory: Path, name: str) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"expectation suite {path.name} is missing; scaffold it with: python -m pipelines.quality.scaffold")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def mart_privacy_suite(mart: str, approval: Any, columns: dict[str, str]) -> dict[str, Any]:
+    """A mart publishes exactly its approved columns, in groups of at least the approved size, with no PII patterns."""
+    items = [
+        _expectation("expect_table_columns_to_match_set", "only the approved columns (plus the derived risk features)",
+                     column_set=[*approval.publishes, CLASS_SIZE, RECORD_RISK], exact_match=True),
+        _expectation("expect_column_min_to_be_between", "minimum group size (distinct people)",
+                     column=approval.group_size_column, min_value=approval.min_group_size),
+        _expectation("expect_column_min_to_be_between", f"k over published quasi-identifiers {approval.quasi_identifiers}",
+                     column=CLASS_SIZE, min_value=approval.min_group_size),
+    ]
+    for name, data_type in columns.items():
+        if data_type.lower().startswith(("varchar", "text", "string")):
+            items.append(_expectation("expect_column_values_to_not_match_regex_list", "no direct identifier pattern",
+                                      column=name, regex_list=list(PII_PATTERNS.values())))
+    return {"name": f"{mart}.privacy", "meta": {"mart": mart, "layer": "mart"}, "expectations": items}

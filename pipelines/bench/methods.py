@@ -1,0 +1,168 @@
+"""The de-identification methods compared: this project and three ways of using Presidio directly.
+
+Every baseline uses ``pipelines.privacy.analyzer.get_baseline_analyzer()``: Presidio's default
+recognizers on the same pinned spaCy model and NER configuration as the project (the default
+``AnalyzerEngine()`` would try to download ``en_core_web_lg``). Baselines run the full spaCy
+pipeline (Presidio's default); the project runs tokenizer + NER only (its "lean" engine).
+Baselines have no contract, so they scan every column; anything they find is replaced by
+``<ENTITY_TYPE>`` (Presidio's default operator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pipelines.contracts import Contract, Role
+from pipelines.privacy.deidentify import PrivacyThresholdError, deidentify_frame, enforce_k_anonymity, scan_text_column
+from pipelines.privacy.known import KnownIdentifiers
+from pipelines.privacy.operators import OperatorContext, apply_column
+
+LANGUAGE = "en"
+BATCH_SIZE = 256  # spaCy nlp.pipe batch, as the project's scan_texts
+STRUCTURED_SAMPLE = 1000  # rows presidio-structured's PandasAnalysisBuilder analyses to classify columns (its `n`)
+
+PROJECT = "this project (deidentify_frame + contract)"
+NAIVE = "Presidio per cell (AnalyzerEngine.analyze + AnonymizerEngine.anonymize)"
+STRUCTURED = "presidio-structured (PandasAnalysisBuilder + StructuredEngine)"
+BATCH = "Presidio batch (BatchAnalyzerEngine + BatchAnonymizerEngine)"
+BASELINES = (NAIVE, STRUCTURED, BATCH)
+
+
+@dataclass
+class Output:
+    frame: pd.DataFrame
+    note: str = ""
+
+
+def baseline_engines():
+    """The shared analyzer (loaded once, outside any timing) and a plain anonymizer."""
+    from presidio_anonymizer import AnonymizerEngine
+
+    from pipelines.privacy.analyzer import get_baseline_analyzer
+
+    analyzer = get_baseline_analyzer()
+    analyzer.analyze("warm up John Smith 415-555-0100", LANGUAGE)
+    return analyzer, AnonymizerEngine()
+
+
+def as_text_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as str (None stays None): what a contract-less tool gets from a CSV."""
+    out = {}
+    for column in frame.columns:
+        values = frame[column].astype(object).where(frame[column].notna(), None)
+        out[column] = [None if v is None else str(v) for v in values.tolist()]
+    return pd.DataFrame(out, index=frame.index, dtype=object)
+
+
+# ------------------------------------------------------------------------------------ tables
+
+def k_anonymity_reachable(frame: pd.DataFrame, contract: Contract, ctx: OperatorContext) -> bool:
+    """Cheap exact pre-check (quasi-identifiers only): would the contract's k-anonymity gate pass?"""
+    quasi = [c for c in contract.published_columns if c.role == Role.quasi_identifier]
+    generalized = {c.name: apply_column(frame[c.name], c, ctx)[0] for c in quasi}
+    try:
+        enforce_k_anonymity(pd.DataFrame(generalized, index=frame.index), contract)
+    except PrivacyThresholdError:
+        return False
+    return True
+
+
+def relaxed(contract: Contract) -> Contract:
+    """The contract with suppression unlimited: tiny inputs cannot reach k-anonymity (by design)."""
+    return contract.model_copy(update={"privacy": contract.privacy.model_copy(update={"max_suppression": 1.0})})
+
+
+RELAXED_NOTE = "k-anonymity unreachable at this size (by design): timed with max_suppression relaxed to 100%"
+
+
+def run_project(frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> Output:
+    return Output(deidentify_frame(frame, contract, ctx, known=known).frame)
+
+
+def run_naive(frame: pd.DataFrame, threshold: float) -> Output:
+    analyzer, anonymizer = baseline_engines()
+    text = as_text_frame(frame)
+    out = {}
+    for column in text.columns:
+        cells = []
+        for value in text[column].tolist():
+            if value is None or not value.strip():
+                cells.append(value)
+                continue
+            results = analyzer.analyze(value, LANGUAGE, score_threshold=threshold)
+            cells.append(anonymizer.anonymize(value, results).text if results else value)
+        out[column] = cells
+    return Output(pd.DataFrame(out, index=frame.index, dtype=object))
+
+
+def run_batch(frame: pd.DataFrame, threshold: float) -> Output:
+    from presidio_analyzer import BatchAnalyzerEngine
+    from presidio_anonymizer import BatchAnonymizerEngine
+
+    analyzer, anonymizer = baseline_engines()
+    text = as_text_frame(frame)
+    columns = {c: ["" if v is None else v for v in text[c].tolist()] for c in text.columns}
+    results = BatchAnalyzerEngine(analyzer).analyze_dict(
+        columns, language=LANGUAGE, batch_size=BATCH_SIZE, n_process=1, score_threshold=threshold
+    )
+    out = BatchAnonymizerEngine(anonymizer).anonymize_dict(results)
+    return Output(pd.DataFrame({c: out[c] for c in text.columns}, index=frame.index, dtype=object))
+
+
+def run_structured(frame: pd.DataFrame, threshold: float) -> Output:
+    from presidio_structured import PandasAnalysisBuilder, StructuredEngine
+
+    analyzer, _ = baseline_engines()
+    text = as_text_frame(frame).fillna("")
+    builder = PandasAnalysisBuilder(analyzer=analyzer, analyzer_score_threshold=threshold, batch_size=BATCH_SIZE)
+    analysis = builder.generate_analysis(text, n=min(len(text), STRUCTURED_SAMPLE))
+    out = StructuredEngine().anonymize(text.copy(), analysis)
+    mapping = ", ".join(f"{k}->{v}" for k, v in sorted(analysis.entity_mapping.items())) or "none"
+    return Output(out, f"columns classified (whole cells replaced): {mapping}")
+
+
+def frame_method(name: str, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> Callable[[pd.DataFrame], Output]:
+    """The method as a function of the frame (for the project, pass a contract that can pass on this frame)."""
+    threshold = contract.privacy.score_threshold
+    return {
+        PROJECT: lambda f: run_project(f, contract, ctx, known),
+        NAIVE: lambda f: run_naive(f, threshold),
+        STRUCTURED: lambda f: run_structured(f, threshold),
+        BATCH: lambda f: run_batch(f, threshold),
+    }[name]
+
+
+# ------------------------------------------------------------------------------------ free text alone
+
+def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext, known: KnownIdentifiers | None) -> Callable[[list[str]], list[Any]]:
+    threshold = contract.privacy.score_threshold
+    spec = contract.column(column)
+
+    def project(texts: list[str]) -> list[Any]:
+        out, *_ = scan_text_column(pd.Series(texts, dtype=object), spec, ctx, score_threshold=threshold, model_name=None, known=known)
+        return out.tolist()
+
+    def project_detector_only(texts: list[str]) -> list[Any]:
+        from pipelines.privacy.analyzer import scan_texts
+
+        scan_texts(texts, score_threshold=threshold)
+        return list(texts)  # detection only: nothing is masked
+
+    def one_column(run: Callable[[pd.DataFrame, float], Output]) -> Callable[[list[str]], list[Any]]:
+        return lambda texts: run(pd.DataFrame({column: texts}), threshold).frame[column].tolist()
+
+    return {
+        PROJECT_TEXT: project,
+        DETECTOR_ONLY: project_detector_only,
+        NAIVE: one_column(run_naive),
+        STRUCTURED: one_column(run_structured),
+        BATCH: one_column(run_batch),
+    }[name]
+
+
+PROJECT_TEXT = "this project (scan_text_column: detect, mask per contract, rescan, known identifiers)"
+DETECTOR_ONLY = "this project, detection only (scan_texts, no masking, no known identifiers)"

@@ -1,0 +1,83 @@
+"""`python -m pipelines.bench --quick` at tiny scale: every section is written, with numbers and its stamp."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.resources import PROJECT_ROOT
+
+SECTIONS = (
+    "## Findings",
+    "## 1. De-identifying a generated table",
+    "## 2. Free text alone",
+    "## 3. Detection accuracy",
+    "## 4. Re-identification risk on UCI Adult",
+    "## 5. The whole pipeline",
+    "## Optimizations",
+)
+SHARED = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> str:
+    work = tmp_path_factory.mktemp("bench")
+    out = work / "BENCH.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.bench", "--quick", "--out", str(out), "--workdir", str(work / "data"),
+         "--json", str(work / "bench.json")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out.read_text(encoding="utf-8")
+
+
+def section(report: str, title: str) -> str:
+    start = report.index(title)
+    nxt = report.find("\n## ", start + len(title))
+    return report[start : nxt if nxt > 0 else len(report)]
+
+
+def test_every_section_is_present_and_none_failed(report):
+    for title in SECTIONS:
+        assert title in report, title
+    assert "**FAILED**" not in report
+
+
+def test_header_states_machine_versions_seed(report):
+    head = report[: report.index("## Findings")]
+    assert re.search(r"\d+ cores", head) and "GiB" in head
+    assert "presidio-analyzer 2.2" in head and "presidio-structured" in head
+    assert "seed 7" in head
+
+
+@pytest.mark.parametrize("title", SECTIONS[1:6])
+def test_each_table_has_numbers_and_a_stamp(report, title):
+    text = section(report, title)
+    table_rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+    assert len(table_rows) >= 2, title
+    assert re.search(r"\|\s*[\d,.~]+\d", "\n".join(table_rows[1:])), title
+    assert re.search(r"_Machine: \d+ cores, [\d.]+ GiB;.*presidio-analyzer [\d.]+.*seed 7\._", text), title
+
+
+def test_tables_section_compares_all_methods_and_counts_leaks(report):
+    text = section(report, SECTIONS[1])
+    for method in ("this project", "Presidio per cell", "presidio-structured", "Presidio batch"):
+        assert method in text
+    assert re.search(r"\| \d[\d,]* of \d[\d,]* \(", text)  # residual PII "x of y (z%)"
+
+
+def test_risk_matches_arx(report):
+    if not (SHARED / "arx" / "adult.csv").exists():
+        pytest.skip("ARX reference data not available")
+    text = section(report, SECTIONS[4])
+    assert "**NO**" not in text and text.count("| yes |") == 4
+
+
+def test_small_pipeline_reports_its_outcome(report):
+    text = section(report, SECTIONS[5])
+    assert "300 (300 / 600 / 150 / 300)" in text
+    assert re.search(r"\| \*\*failed\*\*|\| success", text)  # k-anonymity fails by design at 300 rows
+    assert "peak RSS" in text
