@@ -62,6 +62,11 @@ class PipelineStorage(dg.ConfigurableResource):
         return self.root / "keys"
 
     @property
+    def audit_log(self) -> Path:
+        """Tamper-evident log of what was de-identified, encrypted and published (see pipelines.audit)."""
+        return self.root / "audit" / "pipeline.jsonl"
+
+    @property
     def docs_dir(self) -> Path:
         return self.root / "docs"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import build_checks
 from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
@@ -154,6 +155,13 @@ def build_department(contract: Contract) -> dg.Definitions:
                 [ds],
             ).fetchall()
         storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
+        audit.append(storage.audit_log, {
+            "action": "deidentify", "dataset": ds, "run_id": context.run_id, "contract_version_hash": contract.version_hash,
+            "pseudonym_key_id": ctx.pseudonym_key.key_id, "rows_in": result.rows_in, "rows_out": result.rows_out,
+            # break-glass encryption is reversible: every column encrypted is on record with its key id
+            "encrypted_columns": [r.column for r in result.columns if r.operator == "encrypt"],
+            "reidentification_key_id": ctx.reidentification_key.key_id if ctx.reidentification_key else None,
+        })
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
         return dg.MaterializeResult(

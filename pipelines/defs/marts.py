@@ -7,6 +7,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import check_result
 from pipelines.governance.approvals import Approval, approval_for, load_manifest, model_departments
@@ -137,6 +138,7 @@ def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites
                 frame = read_warehouse_table(storage, mart)
                 publish_table(storage, mart, frame)
                 risk = mart_risk(frame, approval)
+                audit.append(storage.audit_log, {"action": "publish", "mart": mart, "run_id": context.run_id, "rows": len(frame), "risk": risk})
                 return dg.MaterializeResult(
                     metadata={
                         "dagster/row_count": len(frame),
