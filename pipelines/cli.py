@@ -89,7 +89,12 @@ def run(job_name: str, data_dir: Path) -> int:
     defs = build_definitions(data_dir)
     instance = _instance(data_dir)
     job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(instance=instance, raise_on_error=False, tags={"pipelines/started_by": "cli"})
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        tags={"pipelines/started_by": "cli"},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},  # the UI keeps the full debug log
+    )
     print_summary(summarize(result), result.run_id, result.success)
     if not result.success:
         print("See the run in the UI (make ui) for details.", file=sys.stderr)

@@ -13,6 +13,7 @@ import pandas as pd
 
 # GE prints progress bars per validation; they would flood run logs
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TQDM_DISABLE", "1")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 # Result fields that are counts or shares, never values from the data.

@@ -1,0 +1,96 @@
+"""Each privacy threshold of the suites, violated on purpose, is caught (and the results carry no values)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.contracts import load_contracts
+from pipelines.defs.checks import privacy_frame
+from pipelines.defs.marts import mart_risk
+from pipelines.governance.approvals import Approval
+from pipelines.quality.features import with_group_risk_features
+from pipelines.quality.runner import run_suite
+from pipelines.quality.suites import load_suite, mart_privacy_suite, privacy_suite
+from pipelines.resources import EXPECTATIONS_DIR
+
+HR = next(c for c in load_contracts() if c.dataset == "hr_employees")
+QUASI = ["date_of_birth", "gender", "job_title", "org_unit"]
+
+
+def hr_frame(groups: list[tuple[tuple, int, list[str]]]) -> pd.DataFrame:
+    """Rows per (quasi-identifier values, count, salary bands cycled)."""
+    rows = []
+    for qi, n, salaries in groups:
+        for i in range(n):
+            rows.append({"employee_id": f"employee_id_{len(rows):016x}", "email": f"email_address_{len(rows):016x}",
+                         **dict(zip(QUASI, qi)), "salary": salaries[i % len(salaries)]})
+    return pd.DataFrame(rows)
+
+
+def run(frame: pd.DataFrame, suite: dict) -> dict:
+    outcome = run_suite(suite, privacy_frame(frame, QUASI, ["salary"]))
+    return {(r.expectation, r.column): r for r in outcome.results}
+
+
+SAFE = [(("20-39", "F", "data", "Data Platform"), 6, ["60000-79999", "80000-99999"]),
+        (("40-59", "M", "finance", "Finance Operations"), 7, ["40000-59999", "60000-79999"])]
+
+
+def test_shipped_suite_passes_safe_data():
+    results = run(hr_frame(SAFE), load_suite(EXPECTATIONS_DIR, "hr_employees.privacy"))
+    assert all(r.success for r in results.values())
+
+
+def test_k_anonymity_violation():
+    results = run(hr_frame(SAFE + [(("60-79", "X", "legal", "Legal & Compliance"), 2, ["x"])]), load_suite(EXPECTATIONS_DIR, "hr_employees.privacy"))
+    k = results[("expect_column_min_to_be_between", "_equivalence_class_size")]
+    assert not k.success and k.observed["observed_value"] == 2 and k.threshold["min_value"] == 5
+
+
+def test_sample_uniqueness_and_max_risk_violation():
+    frame = hr_frame(SAFE + [((f"{a}", "X", "legal", "Legal"), 1, ["x"]) for a in range(3)])
+    results = run(frame, load_suite(EXPECTATIONS_DIR, "hr_employees.privacy"))
+    assert not results[("expect_column_values_to_be_between", "_equivalence_class_size")].success  # 3 of 16 unique > 5%
+    risk = results[("expect_column_max_to_be_between", "_record_risk")]
+    assert not risk.success and risk.observed["observed_value"] == 1.0
+
+
+def test_l_diversity_violation():
+    strict = privacy_suite(HR.model_copy(update={"privacy": HR.privacy.model_copy(update={"l_diversity": 2})}))
+    frame = hr_frame([(("20-39", "F", "data", "Data Platform"), 6, ["60000-79999"])] + SAFE[1:])
+    l_check = run(frame, strict)[("expect_column_min_to_be_between", "_class_distinct_salary")]
+    assert not l_check.success and l_check.observed["observed_value"] == 1
+
+
+def test_pii_pattern_in_published_text_is_caught_without_the_value():
+    suite = load_suite(EXPECTATIONS_DIR, "finance_expense_claims.privacy")
+    frame = pd.DataFrame({"claim_id": [f"CLM-{i}" for i in range(10)], "currency": ["EUR"] * 10, "claim_date": ["2025-01"] * 10,
+                          "merchant": ["Acme"] * 9 + ["Call 415-555-0142"], "memo": ["ok"] * 10})
+    outcome = run_suite(suite, privacy_frame(frame, ["claim_date"], []))
+    failed = [r for r in outcome.results if not r.success]
+    assert [r.column for r in failed] == ["merchant"]
+    assert "555-0142" not in json.dumps(outcome.to_metadata())
+
+
+def test_mart_minimum_group_size_and_k_violation():
+    approval = Approval(approved_by="DPO", approved_on="2026-01-01", expires_on="2027-01-01", purpose="test",
+                        departments=["hr"], publishes=["org_unit", "headcount"], quasi_identifiers=["org_unit"],
+                        min_group_size=5, group_size_column="headcount")
+    suite = mart_privacy_suite("m", approval, {"org_unit": "varchar", "headcount": "bigint"})
+    frame = pd.DataFrame({"org_unit": ["A", "B"], "headcount": [12, 3]})
+    outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
+    failed = {(r.expectation, r.column) for r in outcome.results if not r.success}
+    assert failed == {("expect_column_min_to_be_between", "headcount"), ("expect_column_min_to_be_between", "_equivalence_class_size")}
+    assert mart_risk(frame, approval)["smallest_group"] == 3
+
+
+@pytest.mark.parametrize("extra", ["salary_exact"])
+def test_mart_unapproved_column_is_caught(extra):
+    approval = Approval(approved_by="DPO", approved_on="2026-01-01", expires_on="2027-01-01", purpose="test",
+                        departments=["hr"], publishes=["org_unit", "headcount"], quasi_identifiers=["org_unit"],
+                        min_group_size=5, group_size_column="headcount")
+    suite = mart_privacy_suite("m", approval, {"org_unit": "varchar", "headcount": "bigint"})
+    frame = pd.DataFrame({"org_unit": ["A"], "headcount": [12], extra: [1]})
+    outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
+    assert not outcome.success and outcome.failed[0].expectation == "expect_table_columns_to_match_set"
