@@ -67,11 +67,12 @@ class PipelineStorage(dg.ConfigurableResource):
         return self.root / "audit" / "pipeline.jsonl"
 
     @property
-    def docs_dir(self) -> Path:
-        return self.root / "docs"
+    def gx_dir(self) -> Path:
+        """Great Expectations project: stored validation results and Data Docs (HTML, no cell values)."""
+        return self.root / "gx"
 
     def ensure(self) -> None:
-        for d in (self.root, self.landing_dir, self.quarantine_dir, self.docs_dir):
+        for d in (self.root, self.landing_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
 
 

@@ -310,12 +310,12 @@ def test_join_to_seed_is_exempt(shipped):
 
 
 def test_expired_approval_is_caught(shipped):
-    violations = check_project(shipped, today=date(2027, 1, 16))
+    violations = check_project(shipped, today=date(2028, 1, 1))
     assert {v.model for v in violations if v.rule == Rule.approval_expired} == {
         "mart_org_unit_activity", "mart_support_satisfaction"
     }
-    assert any("mart_org_unit_activity" in v.message and "2027-01-15" in v.message for v in violations)
-    assert not check_project(shipped, today=date(2027, 1, 15))  # valid through its last day
+    assert any("mart_org_unit_activity" in v.message and "2027-12-31" in v.message for v in violations)
+    assert not check_project(shipped, today=date(2027, 12, 31))  # valid through its last day
 
 
 def _with_approval(manifest: dict, model: str, **changes) -> dict:

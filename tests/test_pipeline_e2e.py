@@ -138,3 +138,13 @@ def test_provenance_on_every_asset(pipeline_run):
             prov = event.materialization.metadata["provenance"].value
             assert prov["run_id"] == pipeline_run.result.run_id and prov["code_version"] and prov["triggered_by"]
             assert set(prov["versions"]) >= {"dagster", "dbt-core", "presidio-analyzer", "great-expectations", "duckdb"}
+
+
+def test_data_docs_built_and_hold_no_personal_values(pipeline_run):
+    pages = list((pipeline_run.data_dir / "gx").rglob("*.html")) + list((pipeline_run.data_dir / "gx").rglob("*.json"))
+    assert any(p.name == "index.html" for p in pages)
+    text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in pages)
+    leaked = [g for g in ground_truth(pipeline_run.landing) if g["value"] in text]
+    assert not leaked, f"{len(leaked)} personal values in Data Docs, e.g. {[(g['dataset'], g['column']) for g in leaked[:5]]}"
+    evaluation = next(e for e in pipeline_run.result.get_asset_check_evaluations() if e.check_name == "quality_suite")
+    assert evaluation.metadata["data_docs"].value.startswith("file://")

@@ -38,6 +38,7 @@ def check_result(outcome: SuiteOutcome, extra: dict | None = None) -> dg.AssetCh
             "failed_expectations": len(failed),
             "results": dg.MetadataValue.json(outcome.to_metadata()),
             "results_table": dg.MetadataValue.md(outcome.markdown()),
+            **({"data_docs": dg.MetadataValue.url(outcome.data_docs)} if outcome.data_docs else {}),
             **(extra or {}),
         },
     )
@@ -55,7 +56,7 @@ def build_checks(contract: Contract, raw_key: dg.AssetKey, deidentified_key: dg.
         with raw_database.get_connection() as con:
             frame = con.execute(f"SELECT * FROM {quote_ident(ds)}").df()
         source_file = str(frame[SOURCE_FILE_COLUMN].iloc[0]) if len(frame) else None
-        outcome = run_suite(load_suite(suites_dir, f"{ds}.quality"), frame.drop(columns=[SOURCE_FILE_COLUMN]))
+        outcome = run_suite(load_suite(suites_dir, f"{ds}.quality"), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
         extra = {"source_file": source_file or "-"}
         if not outcome.success and source_file:
             landed = next(storage.landing_dir.glob(contract.source.path_pattern.rsplit("/", 1)[0] + "/" + source_file), None)
@@ -73,10 +74,10 @@ def build_checks(contract: Contract, raw_key: dg.AssetKey, deidentified_key: dg.
         blocking=True,
         description=f"GE suite {ds}.privacy: no PII patterns; k-anonymity, l-diversity, uniqueness, risk thresholds.",
     )
-    def privacy_suite(deidentified_database: DuckDBResource) -> dg.AssetCheckResult:
+    def privacy_suite(storage: PipelineStorage, deidentified_database: DuckDBResource) -> dg.AssetCheckResult:
         with deidentified_database.get_connection() as con:
             frame = con.execute(f"SELECT * FROM {quote_ident(ds)}").df()
-        outcome = run_suite(load_suite(suites_dir, f"{ds}.privacy"), privacy_frame(frame, quasi, sensitive))
+        outcome = run_suite(load_suite(suites_dir, f"{ds}.privacy"), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
         return check_result(outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive})
 
     return [quality_suite, privacy_suite]

@@ -123,7 +123,7 @@ def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites
             def mart_privacy(storage: PipelineStorage) -> dg.AssetCheckResult:
                 frame = read_warehouse_table(storage, mart)
                 features = with_group_risk_features(frame, approval.quasi_identifiers, approval.group_size_column)
-                outcome = run_suite(load_suite(suites_dir, f"{mart}.privacy"), features)
+                outcome = run_suite(load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir)
                 return check_result(outcome, {"risk": dg.MetadataValue.json(mart_risk(frame, approval))})
 
             @dg.asset(

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -42,6 +43,7 @@ class SuiteOutcome:
     suite: str
     success: bool
     results: list[ExpectationOutcome] = field(default_factory=list)
+    data_docs: str | None = None  # file:// URL of the Great Expectations Data Docs site, when built
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -107,23 +109,70 @@ def _observed(kind: str, column: str | None, result: dict[str, Any]) -> dict[str
     return out
 
 
-def run_suite(suite: dict[str, Any], frame: pd.DataFrame) -> SuiteOutcome:
-    """Validate `frame` against a suite (as stored in `expectations/`); results carry no cell values."""
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}  # no sample values, anywhere
+
+
+@lru_cache(maxsize=4)
+def _file_context(root: str) -> Any:
     import great_expectations as gx
+
+    return gx.get_context(mode="file", project_root_dir=root)
+
+
+def _expectations(suite: dict[str, Any]) -> list[Any]:
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    return [
+        ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta", {})).to_domain_obj()
+        for e in suite["expectations"]
+    ]
+
+
+def _validate_ephemeral(suite: dict[str, Any], frame: pd.DataFrame) -> Any:
+    import great_expectations as gx
 
     context = _context()
     name = f"b{next(_ids)}"
     source = context.data_sources.add_pandas(f"source_{name}")
-    batch = source.add_dataframe_asset(f"asset_{name}").add_batch_definition_whole_dataframe(name).get_batch(
-        batch_parameters={"dataframe": frame}
+    try:
+        batch = source.add_dataframe_asset(f"asset_{name}").add_batch_definition_whole_dataframe(name).get_batch(
+            batch_parameters={"dataframe": frame}
+        )
+        return batch.validate(gx.ExpectationSuite(name=f"{suite['name']}_{name}", expectations=_expectations(suite)), result_format=RESULT_FORMAT)
+    finally:
+        context.data_sources.delete(source.name)
+
+
+def _validate_with_docs(suite: dict[str, Any], frame: pd.DataFrame, root: Path) -> tuple[Any, str]:
+    """Validate through a checkpoint of a file-backed context, so GE stores the result and rebuilds Data Docs."""
+    import great_expectations as gx
+
+    context = _file_context(str(root))
+    name = suite["name"]
+    source = context.data_sources.add_or_update_pandas("frames")
+    asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
+    batch_definition = next((b for b in asset.batch_definitions if b.name == "batch"), None) or asset.add_batch_definition_whole_dataframe("batch")
+    gx_suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=_expectations(suite)))
+    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch_definition, suite=gx_suite))
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(name=name, validation_definitions=[definition], result_format=RESULT_FORMAT,
+                      actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")])
     )
-    expectations = [
-        ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta", {})).to_domain_obj()
-        for e in suite["expectations"]
-    ]
-    gx_suite = gx.ExpectationSuite(name=f"{suite['name']}_{name}", expectations=expectations)
-    validation = batch.validate(gx_suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0})
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    sites = context.get_docs_sites_urls()
+    return next(iter(result.run_results.values())), (sites[0]["site_url"] if sites else "")
+
+
+def run_suite(suite: dict[str, Any], frame: pd.DataFrame, docs_root: Path | None = None) -> SuiteOutcome:
+    """Validate `frame` against a suite (as stored in `expectations/`); results carry no cell values.
+
+    With `docs_root`, results are kept in a Great Expectations project there and its Data Docs rebuilt.
+    """
+    docs_url = None
+    if docs_root is None:
+        validation = _validate_ephemeral(suite, frame)
+    else:
+        validation, docs_url = _validate_with_docs(suite, frame, docs_root)
     outcomes = []
     for spec, res in zip(suite["expectations"], validation.results):
         kwargs = spec["kwargs"]
@@ -141,5 +190,4 @@ def run_suite(suite: dict[str, Any], frame: pd.DataFrame) -> SuiteOutcome:
                 error=error,
             )
         )
-    context.data_sources.delete(source.name)
-    return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes)
+    return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes, data_docs=docs_url)
