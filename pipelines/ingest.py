@@ -214,6 +214,11 @@ def ingest_file(path: Path, contract: Contract, con: duckdb.DuckDBPyConnection, 
     size = path.stat().st_size
     if size == 0:
         raise IngestError("empty", f"{path.name} is empty (0 bytes)")
+    max_age = contract.quality.max_age_days
+    if max_age is not None:
+        age_days = (datetime.now(timezone.utc).timestamp() - path.stat().st_mtime) / 86400
+        if age_days > max_age:
+            raise IngestError("stale", f"{path.name} landed {age_days:.0f} days ago; the contract accepts files up to {max_age} days old")
     if size > contract.source.max_bytes:
         raise IngestError("too_large", f"{path.name} is {size} bytes, above the contract's limit of {contract.source.max_bytes}")
     _check_encoding(path, contract.source.encoding)

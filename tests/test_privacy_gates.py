@@ -94,3 +94,24 @@ def test_mart_unapproved_column_is_caught(extra):
     frame = pd.DataFrame({"org_unit": ["A"], "headcount": [12], extra: [1]})
     outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
     assert not outcome.success and outcome.failed[0].expectation == "expect_table_columns_to_match_set"
+
+
+def test_join_risk_safe_alone_identifying_together():
+    """HR's age band and Support's region are each 5-anonymous alone; the mart combining them is not."""
+    from pipelines.privacy.risk import risk_report
+
+    people = pd.DataFrame({
+        "person": range(20),
+        "age_band": ["20-39"] * 10 + ["40-59"] * 10,          # from HR
+        "region": ["1"] * 9 + ["2"] + ["1"] + ["2"] * 9,       # from Support
+    })
+    assert risk_report(people, ["age_band"]).k == 10 and risk_report(people, ["region"]).k == 10
+    combined = people.groupby(["age_band", "region"], as_index=False).agg(people_count=("person", "nunique"))
+    approval = Approval(approved_by="DPO", approved_on="2026-01-01", expires_on="2027-01-01", purpose="test",
+                        departments=["hr", "support"], publishes=["age_band", "region", "people_count"],
+                        quasi_identifiers=["age_band", "region"], min_group_size=5, group_size_column="people_count")
+    suite = mart_privacy_suite("m", approval, {"age_band": "varchar", "region": "varchar", "people_count": "bigint"})
+    outcome = run_suite(suite, with_group_risk_features(combined, approval.quasi_identifiers, "people_count"))
+    k = next(r for r in outcome.results if r.column == "_equivalence_class_size")
+    assert not outcome.success and not k.success and k.observed["observed_value"] == 1
+    assert mart_risk(combined, approval)["k_over_quasi_identifiers"] == 1
