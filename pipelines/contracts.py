@@ -185,6 +185,8 @@ class PrivacyThresholds(_Strict):
     max_prosecutor_risk: float = Field(default=0.2, gt=0, le=1)
     # records in classes smaller than k are suppressed, up to this share; beyond it the run fails
     max_suppression: float = Field(default=0.05, ge=0, le=1)
+    # when suppression alone cannot reach k, blank out whole quasi-identifiers (least information lost)
+    adaptive_suppression: bool = True
     score_threshold: float = Field(default=0.4, ge=0, le=1)  # Presidio score for detection (its default)
 
 

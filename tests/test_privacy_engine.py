@@ -110,3 +110,29 @@ def test_clean_columns_pass_classification():
     results = classify_frame(claims(["ok"] * 5), contract("finance_expense_claims"), known=KnownIdentifiers(), model_name=None)
     assert {r.column for r in results} >= {"merchant", "currency", "claim_id"}
     assert not any(r.undeclared for r in results)
+
+
+def _hr_published(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["date_of_birth", "gender", "job_title", "org_unit"]).assign(salary="x")
+
+
+def test_k_enforced_by_suppressing_small_classes():
+    frame = _hr_published([("20-39", "F", "data", "A")] * 30 + [("40-59", "M", "hr", "B")] * 2)
+    out, suppressed, params = deid.enforce_k_anonymity(frame, contract("hr_employees"))
+    assert suppressed == 2 and len(out) == 30 and params["blanked"] == []
+
+
+def test_adaptive_blanking_picks_the_quasi_identifier_that_loses_least():
+    # gender splits each age band into groups of 3 and 2; blanking gender (1 bit) loses less than blanking
+    # the age band (2 bits), and either alone restores k=5 with nothing suppressed
+    rows = [(band, g, "data", "A") for band in ("0-19", "20-39", "40-59", "60-79") for g in "FFFMM"]
+    out, suppressed, params = deid.enforce_k_anonymity(_hr_published(rows), contract("hr_employees"))
+    assert params["blanked"] == ["gender"] and suppressed == 0 and set(out["gender"]) == {"*"}
+
+
+def test_without_adaptive_blanking_the_run_stops_with_advice():
+    c = contract("hr_employees")
+    c = c.model_copy(update={"privacy": c.privacy.model_copy(update={"adaptive_suppression": False})})
+    rows = [(band, g, "data", "A") for band in ("20-39", "40-59") for g in "FMXFMXFMXF"]
+    with pytest.raises(deid.PrivacyThresholdError, match="smaller than k=5"):
+        deid.enforce_k_anonymity(_hr_published(rows), c)

@@ -66,23 +66,53 @@ class PrivacyThresholdError(ValueError):
     """De-identified output would break a privacy threshold that suppression cannot fix within its limit."""
 
 
+MISSING = "<missing>"  # nulls are a value of their own in equivalence classes
+
+
+def _search_suppression(frame: pd.DataFrame, quasi: list[str], k: int, limit: float) -> dict[str, int] | None:
+    """Lowest-loss choice of quasi-identifiers to blank out ('*') so that k holds within the limit (ARX's
+    lattice search with its entropy loss, over two levels per column: as generalized, or suppressed)."""
+    from pipelines.privacy.hierarchies import hierarchy_from_mapping
+    from pipelines.privacy.risk import NoGeneralizationError, find_minimal_generalization
+
+    data = frame[quasi].astype("string").fillna(MISSING)
+    hierarchies = {q: hierarchy_from_mapping(q, [{v: "*" for v in pd.unique(data[q])}]) for q in quasi}
+    try:
+        return dict(find_minimal_generalization(data, quasi, hierarchies, k, limit).levels)
+    except NoGeneralizationError:
+        return None
+
+
 def enforce_k_anonymity(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, int, dict[str, Any]]:
-    """Suppress records in equivalence classes smaller than k, within the contract's suppression limit."""
+    """Suppress records in equivalence classes smaller than k, within the contract's suppression limit.
+
+    If the contract's generalization alone would need more suppression than allowed, whole
+    quasi-identifiers are blanked out, choosing the set that loses least information (adaptive).
+    """
     quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
     k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
-    params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit}
+    params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit, "blanked": []}
     if not quasi or k <= 1 or frame.empty:
         return frame, 0, params
     sizes = frame.groupby(quasi, dropna=False, sort=False, observed=True)[quasi[0]].transform("size")
+    if float((sizes < k).mean()) > limit:
+        levels = _search_suppression(frame, quasi, k, limit) if contract.privacy.adaptive_suppression else None
+        if levels is None:
+            share = float((sizes < k).mean())
+            raise PrivacyThresholdError(
+                f"{contract.dataset}: {int((sizes < k).sum())} of {len(frame)} records ({share:.1%}) are in equivalence classes "
+                f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
+                + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
+                + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
+            )
+        blanked = [q for q, level in levels.items() if level > 0]
+        frame = frame.copy()
+        for q in blanked:
+            frame[q] = pd.Series("*", index=frame.index, dtype="string")
+        params["blanked"] = blanked
+        sizes = frame.groupby(quasi, dropna=False, sort=False, observed=True)[quasi[0]].transform("size")
     small = sizes < k
-    share = float(small.mean())
-    params["suppressed_share"] = round(share, 6)
-    if share > limit:
-        raise PrivacyThresholdError(
-            f"{contract.dataset}: {int(small.sum())} of {len(frame)} records ({share:.1%}) are in equivalence classes "
-            f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}. "
-            "Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
-        )
+    params["suppressed_share"] = round(float(small.mean()), 6)
     return frame.loc[~small], int(small.sum()), params
 
 
