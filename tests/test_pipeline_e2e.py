@@ -134,7 +134,7 @@ def test_mart_checks_ran_before_publishing(pipeline_run):
 def test_provenance_on_every_asset(pipeline_run):
     for event in pipeline_run.result.get_asset_materialization_events():
         key = event.asset_key.to_user_string()
-        if key.startswith(("raw_", "deidentified_", "published_")):
+        if key.startswith(("raw_", "deidentified_", "published_", "stg_", "mart_")):
             prov = event.materialization.metadata["provenance"].value
             assert prov["run_id"] == pipeline_run.result.run_id and prov["code_version"] and prov["triggered_by"]
             assert set(prov["versions"]) >= {"dagster", "dbt-core", "presidio-analyzer", "great-expectations", "duckdb"}

@@ -14,6 +14,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines.governance.approvals import check_project
+from pipelines.provenance import provenance
 from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR, PipelineStorage
 
 
@@ -74,7 +75,11 @@ def build_integration() -> dg.Definitions:
         context.log.info("approval policy: no violations in the dbt project")
         # profiles.yml locates the databases through this variable; set it for dbt's process
         os.environ["PIPELINES_DATA_DIR"] = storage.data_dir
-        yield from dbt.cli(["build"], context=context).stream().fetch_row_counts().fetch_column_metadata()
+        run_provenance = provenance(context)
+        for event in dbt.cli(["build"], context=context).stream().fetch_row_counts().fetch_column_metadata():
+            if isinstance(event, (dg.Output, dg.AssetMaterialization)):
+                event = event.with_metadata({**event.metadata, "provenance": run_provenance})
+            yield event
         release_dbt_duckdb()
 
     return dg.Definitions(assets=[approved_models], resources={"dbt": dbt_resource(project)})
