@@ -135,7 +135,7 @@ def _text_operator(name: str, entity: str, ctx: OperatorContext) -> OperatorConf
 
 
 _TOKEN = re.compile(r"\b[a-z][a-z_]*_[0-9a-f]{16}\b|<[A-Z_]+>")  # our own pseudonyms and type tags
-RESCAN_PASSES = 2  # masking changes context, so changed texts are scanned again; hits in the last pass block
+RESCAN_PASSES = 3  # masking changes context, so changed texts are scanned again (few: only those that changed); hits in the last pass block
 
 
 class ResidualPIIError(ValueError):
