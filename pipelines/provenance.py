@@ -26,9 +26,20 @@ COMPONENTS = {
 }
 
 
+def nlp_model() -> str:
+    """The spaCy model the detector uses, with its version (resolved from the setting, not loaded)."""
+    from pipelines.privacy.analyzer import resolve_model_name
+
+    name = resolve_model_name()
+    try:
+        return f"{name} {importlib_metadata.version(name.replace('_', '-'))}"
+    except importlib_metadata.PackageNotFoundError:
+        return name
+
+
 @lru_cache(maxsize=1)
 def component_versions() -> dict[str, str]:
-    versions = {}
+    versions = {"nlp_model": nlp_model()}
     for label, dist in COMPONENTS.items():
         try:
             versions[label] = importlib_metadata.version(dist)

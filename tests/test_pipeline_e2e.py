@@ -137,7 +137,16 @@ def test_provenance_on_every_asset(pipeline_run):
         if key.startswith(("raw_", "deidentified_", "published_", "stg_", "mart_")):
             prov = event.materialization.metadata["provenance"].value
             assert prov["run_id"] == pipeline_run.result.run_id and prov["code_version"] and prov["triggered_by"]
-            assert set(prov["versions"]) >= {"dagster", "dbt-core", "presidio-analyzer", "great-expectations", "duckdb"}
+            assert set(prov["versions"]) >= {"dagster", "dbt-core", "presidio-analyzer", "great-expectations", "duckdb", "nlp_model"}
+
+
+def test_dbt_marts_carry_schema_and_column_lineage(pipeline_run):
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata for e in pipeline_run.result.get_asset_materialization_events()}
+    md = mats["mart_org_unit_activity"]
+    assert md["dagster/row_count"].value > 0
+    assert {c.name for c in md["dagster/column_schema"].value.columns} >= {"org_unit", "job_family", "headcount"}
+    lineage = md["dagster/column_lineage"].value
+    assert any(dep.asset_key.to_user_string() == "stg_hr__employees" for dep in lineage.deps_by_column["headcount"])
 
 
 def test_data_docs_built_and_hold_no_personal_values(pipeline_run):

@@ -74,9 +74,10 @@ def findings(cfg: BenchConfig, data: dict) -> str:
                 whole = " — whole columns replaced" if name == m.STRUCTURED else ""
                 comps.append(f"{p['rows_per_s'] / b['rows_per_s']:.1f}x {name.split(' (')[0]} ({b['leak']['in_output']:,} of "
                              f"{b['leak']['in_input']:,} ground-truth values left{whole})")
-            out.append(f"- Table, {size:,} rows: the project de-identifies {fmt_rate(p['rows_per_s'])} rows/s and leaves "
-                       f"{p['leak']['in_output']:,} of {p['leak']['in_input']:,} ground-truth values; speed vs baselines: "
-                       + "; ".join(comps) + ".")
+            outcome = ("**was blocked by its residual-PII gate** (nothing published: " + p["blocked"].split("(", 1)[-1].split(")")[0] + ")"
+                       if p.get("blocked") else f"leaves {p['leak']['in_output']:,} of {p['leak']['in_input']:,} ground-truth values")
+            out.append(f"- Table, {size:,} rows: the project processes {fmt_rate(p['rows_per_s'])} rows/s and {outcome}; "
+                       "speed vs baselines: " + "; ".join(comps) + ".")
         prof = data[1].get("profile")
         if prof:
             comps = prof["components"]

@@ -110,10 +110,13 @@ def section_tables(cfg: BenchConfig, log) -> tuple[str, dict]:
             results[name] = {
                 "rows_processed": len(part), "sampled": sample, "seconds": seconds, "runs": runs,
                 "rows_per_s": rate, "estimated_seconds_full": len(frame) / rate, "rows_out": len(output.frame),
-                "leak": leak.__dict__ | {"share": leak.share}, "note": output.note,
+                "leak": leak.__dict__ | {"share": leak.share}, "note": output.note, "blocked": output.blocked,
             }
-            if output.note and output.note not in notes:
+            if output.note:
                 notes.append(f"{size:,} rows, {name}: {output.note}")
+            if output.blocked:
+                notes.append(f"**{size:,} rows, {name}: BLOCKED by the residual-PII gate after {fmt_s(seconds)} s** "
+                             f"(all columns were masked and rescanned; the gate then refused to publish): `{output.blocked}`")
         project_rate = results[m.PROJECT]["rows_per_s"]
         for name, r in results.items():
             leak = Leak(r["leak"]["in_input"], r["leak"]["in_output"], r["leak"]["by_entity"])
@@ -121,9 +124,10 @@ def section_tables(cfg: BenchConfig, log) -> tuple[str, dict]:
             rows_out.append([
                 f"{size:,}", name,
                 f"{r['rows_processed']:,}" + (" (seeded sample)" if r["sampled"] else ""),
-                time_cell, fmt_rate(r["rows_per_s"]),
+                time_cell + (" **blocked**" if r.get("blocked") else ""), fmt_rate(r["rows_per_s"]),
                 "1.0x" if name == m.PROJECT else fmt_ratio(project_rate / r["rows_per_s"]),
-                _leak_text(leak, r["sampled"]), f"{r['rows_out']:,}", r["runs"],
+                "nothing published (blocked by the residual-PII gate)" if r.get("blocked") else _leak_text(leak, r["sampled"]),
+                f"{r['rows_out']:,}", r["runs"],
             ])
         data["sizes"][size] = {"results": results, "prepare_seconds": prep.seconds}
         log(f"  section 1: {size:,} rows done")
