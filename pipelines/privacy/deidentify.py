@@ -142,11 +142,25 @@ class ResidualPIIError(ValueError):
     """Personal data is still present after masking; names column and entity type, never the value."""
 
 
-def _findings(texts: list[str], spec: ScanText, threshold: float, model_name: str | None, known: KnownIdentifiers | None) -> list[list]:
+# Only NER reads context, so only NER can find something new in a text whose PII was replaced by tokens;
+# pattern recognizers see the same characters outside the masked spans as before.
+NER_ENTITIES = ("PERSON", "NRP", "LOCATION", "DATE_TIME")
+
+
+def _findings(
+    texts: list[str], spec: ScanText, threshold: float, model_name: str | None, known: KnownIdentifiers | None,
+    *, rescan: bool = False,
+) -> list[list]:
     """Presidio's results plus known identifiers, without spans that are already our own tokens."""
     from pipelines.privacy.analyzer import scan_texts
 
-    results = scan_texts(texts, entities=spec.entities, score_threshold=threshold, model_name=model_name)
+    entities = spec.entities
+    if rescan:
+        entities = [e for e in (spec.entities or NER_ENTITIES) if e in NER_ENTITIES]
+    if entities == []:
+        results: list[list] = [[] for _ in texts]
+    else:
+        results = scan_texts(texts, entities=entities, score_threshold=threshold, model_name=model_name)
     out = []
     for text, found in zip(texts, results):
         merged = list(found) + (known.find_in_text(text) if known is not None else [])
@@ -182,7 +196,7 @@ def scan_text_column(
     for scan_pass in range(1 + RESCAN_PASSES):
         if not pending:
             break
-        findings = _findings([current[i] for i in pending], spec, threshold, model_name, known)
+        findings = _findings([current[i] for i in pending], spec, threshold, model_name, known, rescan=scan_pass > 0)
         changed = []
         for i, found in zip(pending, findings):
             if not found:
