@@ -171,6 +171,18 @@ _STREET_SUFFIXES = (  # street-type words that follow the name (USPS + common Eu
     "meadows|mills|plains|shores|springs|summit|valley|viaduct|ville|wells|expressway|freeway|"
     "motorway|strasse|straße|gasse|weg|platz|allee|ring|vej|gade|gatan|vägen|väg|katu|tie|kuja|"
     "polku|straat|laan|baan|veien|gata|braut|stræde|út|utca|u|tér|sor|körút|sétány"
+    # USPS Publication 28 standard street suffixes (primary names, with plurals) not listed above
+    "|"
+    "branch|bridge|brook|brooks|burg|burgs|bypass|camp|canyon|cape|causeway|center|centers|circles|"
+    "cliff|cliffs|club|common|corner|corners|course|courts|cove|coves|creek|crest|curve|dale|dam|"
+    "divide|drives|estate|extension|extensions|fall|falls|ferry|field|fields|flat|flats|ford|fords|"
+    "forest|forge|forges|fork|forks|garden|gateway|glen|glens|green|groves|harbor|harbors|haven|"
+    "hollow|inlet|island|islands|isle|junctions|key|keys|knoll|knolls|lake|lakes|land|landing|light|"
+    "lights|loaf|lock|locks|lodge|mall|manor|manors|meadow|mill|mission|mount|mountain|mountains|"
+    "neck|orchard|oval|overpass|parks|parkways|passage|pine|pines|plain|point|points|port|ports|"
+    "prairie|ramp|ranch|rapid|rapids|rest|ridges|river|roads|route|rue|shoal|shoals|shore|skyway|"
+    "spring|spur|spurs|squares|station|stravenue|stream|streets|throughway|trafficway|tunnel|"
+    "underpass|unions|valleys|via|views|villages|walks|wall|ways|well"
 )
 _STREET_PREFIXES = (  # street-type words that precede the name
     "rue|route|chemin|avenue|av|avenida|boulevard|bd|via|viale|vicolo|piazza|piazzale|piazzetta|"
