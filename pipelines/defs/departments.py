@@ -13,7 +13,7 @@ from pipelines.defs.checks import build_checks
 from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
 from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_frame
 from pipelines.privacy.classify import UndeclaredPIIError
-from pipelines.privacy.known import known_identifiers_from_raw
+from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.provenance import provenance
 from pipelines.resources import PipelineStorage, PrivacySettings
 
@@ -54,6 +54,20 @@ def _contract_metadata(contract: Contract) -> dict:
         "purpose": contract.purpose,
         "retention_days": contract.retention_days,
     }
+
+
+_known_cache: dict[tuple, KnownIdentifiers] = {}
+
+
+def cached_known_identifiers(con, raw_db: Path, contracts_dir: Path) -> KnownIdentifiers:
+    """One index per state of the raw database in this process: the four de-identification steps of a
+    run share it instead of hashing every department's identifiers four times. Memory only, never stored."""
+    stat = raw_db.stat()
+    key = (str(raw_db), stat.st_mtime_ns, stat.st_size, str(contracts_dir))
+    if key not in _known_cache:
+        _known_cache.clear()
+        _known_cache[key] = known_identifiers_from_raw(con, load_contracts(contracts_dir))
+    return _known_cache[key]
 
 
 def file_cursor(path: Path) -> str:
@@ -140,7 +154,7 @@ def build_department(contract: Contract) -> dg.Definitions:
         with raw_database.get_connection() as con:
             frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(ds)}").df()
             # every department's identifiers: a name HR knows is found in Finance's memos too
-            known = known_identifiers_from_raw(con, load_contracts(contract.path.parent)) if contract.path else None
+            known = cached_known_identifiers(con, storage.raw_db, contract.path.parent) if contract.path else None
         ctx = privacy.operator_context(storage, run_date=date.today())
         try:
             result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name(), known=known)
