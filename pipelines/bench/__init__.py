@@ -37,6 +37,12 @@ def _log(message: str) -> None:
 
 def header(cfg: BenchConfig, argv: list[str], started: datetime) -> str:
     m, v = machine(), versions()
+    revision = git_revision()
+    if cfg.revision is None:
+        cfg.revision = revision
+    code = cfg.revision if revision == cfg.revision else (
+        f"{cfg.revision} at the start, **{revision} by the end: the code changed during the run, so sections may "
+        "mix versions (run from a snapshot copy for a consistent report)**")
     version_list = ", ".join(f"{k} {val}" for k, val in v.items())
     load = m["load_average_at_start"]
     cmd = "python -m pipelines.bench " + " ".join(shlex.quote(a) for a in argv)
@@ -49,7 +55,7 @@ def header(cfg: BenchConfig, argv: list[str], started: datetime) -> str:
         "",
         f"- **Reproduce**: `make bench`, or `{cmd}` (this file). `--quick` is a tiny smoke run; "
         "`--sections 1,4` runs a subset; `--sizes`, `--pipeline-sizes`, `--seed` as named.",
-        f"- **Run**: {started.strftime('%Y-%m-%d %H:%M UTC')}, code {git_revision()}, seed {cfg.seed}; sections "
+        f"- **Run**: {started.strftime('%Y-%m-%d %H:%M UTC')}, code {code}, seed {cfg.seed}; sections "
         f"{', '.join(f'{s} ({SECTION_NAMES[s]})' for s in cfg.sections)}.",
         f"- **Machine**: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, {m['os']}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in load) if load else 'n/a'}. The machine is shared with other people's test runs, so "
@@ -112,21 +118,30 @@ def findings(cfg: BenchConfig, data: dict) -> str:
             total = sum(stages.values()) or 1.0
             top = max(stages.items(), key=lambda kv: kv[1]) if stages else ("-", 0)
             slow = max(r["steps"].items(), key=lambda kv: kv[1]) if r["steps"] else ("-", 0)
-            out.append(f"- Pipeline at {r['rows']:,} rows: {fmt_s(r['wall_seconds'])} s wall, peak RSS {fmt_s(r['max_rss_mib'])} MiB; "
-                       f"{top[0]} takes {100 * top[1] / total:.0f}% of the step time, the slowest step is `{slow[0]}` ({fmt_s(slow[1])} s).")
+            out.append(f"- Pipeline at {r['rows']:,} rows: {fmt_s(r['wall_seconds'])} s wall, peak RSS {fmt_s(r['max_rss_mib'])} MiB "
+                       f"(largest process); {top[0]} takes {100 * top[1] / total:.0f}% of the step time, the slowest step is "
+                       f"`{slow[0]}` ({fmt_s(slow[1])} s).")
         if len(ok) >= 2:
             a, b = ok[0], ok[-1]
-            out.append(f"- Scaling: {b['rows'] / a['rows']:.0f}x the rows took {b['wall_seconds'] / a['wall_seconds']:.1f}x the wall time "
-                       f"({'about linear' if b['wall_seconds'] / a['wall_seconds'] <= 1.2 * b['rows'] / a['rows'] else 'worse than linear'}).")
+            stage = "de-identify (deidentified_*)"
+            deid = (f"; the de-identification stage {b['stages'][stage] / a['stages'][stage]:.1f}x"
+                    if a["stages"].get(stage) and b["stages"].get(stage) else "")
+            wall_ratio = b["wall_seconds"] / a["wall_seconds"]
+            out.append(f"- Scaling: {b['rows'] / a['rows']:.0f}x the rows took {wall_ratio:.1f}x the wall time{deid} "
+                       f"({'linear or better: fixed costs (startup, dbt) amortize' if wall_ratio <= 1.05 * b['rows'] / a['rows'] else 'worse than linear'}).")
         for r in runs.values():
             if r["status"] != "success":
-                out.append(f"- Pipeline at {r['rows']:,} rows: **{r['status']}** after {fmt_s(r['wall_seconds'])} s; "
-                           f"running at the end: {', '.join(r['unfinished']) or '-'} (details in section 5).")
+                est = (f"; a linear extrapolation of the {r['linear_estimate_from']:,}-row run gives ~{r['linear_estimate_seconds'] / 3600:.1f} h"
+                       if r.get("linear_estimate_seconds") else "")
+                out.append(f"- Pipeline at {r['rows']:,} rows: **{r['status']}** after {fmt_s(r['wall_seconds'])} s "
+                           f"(largest process {fmt_s(r['max_rss_mib'])} MiB); cut off in: {', '.join(r.get('interrupted') or r['unfinished']) or '-'}{est} "
+                           "(details in section 5).")
     return "## Findings\n\n" + ("\n".join(out) if out else "- (no sections run)") + "\n"
 
 
 def run(cfg: BenchConfig, argv: list[str]) -> str:
     started = datetime.now(timezone.utc)
+    cfg.revision = git_revision()
     from pipelines.bench import sections as s
     from pipelines.bench.pipeline_run import section_pipeline
 

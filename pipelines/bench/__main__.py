@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.quick:
         cfg.sizes, cfg.pipeline_sizes, cfg.texts, cfg.text_sizes_base = (200,), (300,), 20, 200
-        cfg.baseline_rows, cfg.eval_limit, cfg.risk_repeats, cfg.repeats = 100, 20, 1, 1
+        cfg.baseline_rows, cfg.eval_limit, cfg.risk_repeats, cfg.repeats = 50, 20, 1, 1
         cfg.pipeline_timeout = min(cfg.pipeline_timeout, 10 * 60)
     os.environ.setdefault("TQDM_DISABLE", "1")
     try:

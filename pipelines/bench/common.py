@@ -65,6 +65,9 @@ def versions() -> dict[str, str]:
 
 
 def git_revision() -> str:
+    """HEAD of the project (and whether the work tree differs); $BENCH_GIT_REVISION when run from a snapshot copy."""
+    if os.environ.get("BENCH_GIT_REVISION"):
+        return os.environ["BENCH_GIT_REVISION"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30).stdout.strip()

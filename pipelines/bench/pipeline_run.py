@@ -37,7 +37,8 @@ class PipelineResult:
     generate_seconds: float | None = None
     wall_seconds: float | None = None
     run_seconds: float | None = None  # RUN_START -> RUN_SUCCESS/FAILURE
-    max_rss_mib: float | None = None
+    max_rss_mib: float | None = None  # ru_maxrss: the largest process of the tree (the pipeline, or dbt's subprocess)
+    own_peak_mib: float | None = None  # VmHWM of the pipeline process itself (polled)
     steps: dict[str, float] = field(default_factory=dict)  # step key -> seconds
     unfinished: list[str] = field(default_factory=list)  # steps started, never finished (timeout)
     failures: list[str] = field(default_factory=list)
@@ -50,6 +51,12 @@ class PipelineResult:
         for key, seconds in self.steps.items():
             out[stage_of(key)] += seconds
         return dict(out)
+
+    @property
+    def interrupted(self) -> list[str]:
+        """Steps cut off by the timeout: never finished, or failed with Dagster's interruption error."""
+        killed = [f.split(":", 1)[0] for f in self.failures if "Interrupted" in f]
+        return self.unfinished + [k for k in killed if k not in self.unfinished]
 
     @property
     def slowest_step(self) -> tuple[str, float] | None:
@@ -68,9 +75,21 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int | None, float, float, bool]:
-    """Run in its own process group; return (exit code, wall s, max RSS MiB of the process tree's largest, timed out)."""
+def _vm_hwm_mib(pid: int) -> float | None:
+    """Peak resident set of one live process (Linux /proc), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int | None, float, float, bool, float | None]:
+    """Run in its own process group; return (exit code, wall s, ru_maxrss MiB, timed out, own peak RSS MiB)."""
     started = time.perf_counter()
+    own_peak = None
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = started + timeout
@@ -79,6 +98,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tupl
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            own_peak = _vm_hwm_mib(proc.pid) or own_peak
             if time.perf_counter() > deadline:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -92,7 +112,7 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tupl
             time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return proc.returncode, wall, usage.ru_maxrss / 1024, timed_out  # ru_maxrss is in KiB on Linux
+    return proc.returncode, wall, usage.ru_maxrss / 1024, timed_out, own_peak  # ru_maxrss is in KiB on Linux
 
 
 def _read_events(home: Path) -> dict[str, Any]:
@@ -147,7 +167,7 @@ def run_pipeline(rows: int, seed: int, workdir: Path, timeout: float, log) -> Pi
     result = PipelineResult(rows=rows, status="error")
     result.landed_rows = {d: dataset_rows(d, rows) for d in ("hr", "finance", "it", "support")}
     log(f"  section 5: generating {rows:,} rows per department")
-    code, wall, _, _ = _run([sys.executable, "-m", "pipelines.demo", "--rows", str(rows), "--seed", str(seed),
+    code, wall, *_ = _run([sys.executable, "-m", "pipelines.demo", "--rows", str(rows), "--seed", str(seed),
                              "--out", str(data_dir / "landing")], env, workdir / f"generate_{rows}.log", timeout)
     result.generate_seconds = wall
     if code != 0:
@@ -155,8 +175,8 @@ def run_pipeline(rows: int, seed: int, workdir: Path, timeout: float, log) -> Pi
         return result
     log(f"  section 5: running the pipeline at {rows:,} rows (separate process, timeout {timeout / 60:.0f} min)")
     run_log = workdir / f"run_{rows}.log"
-    code, wall, rss, timed_out = _run([sys.executable, "-m", "pipelines", "run", "--data-dir", str(data_dir)], env, run_log, timeout)
-    result.wall_seconds, result.max_rss_mib = wall, rss
+    code, wall, rss, timed_out, own = _run([sys.executable, "-m", "pipelines", "run", "--data-dir", str(data_dir)], env, run_log, timeout)
+    result.wall_seconds, result.max_rss_mib, result.own_peak_mib = wall, rss, own
     result.status = "timeout" if timed_out else "success" if code == 0 else "failed"
     try:
         events = _read_events(data_dir / "dagster_home")
@@ -186,37 +206,68 @@ def section_pipeline(cfg, log) -> tuple[str, dict]:
         r = run_pipeline(rows, cfg.seed, cfg.workdir, cfg.pipeline_timeout, log)
         results.append(r)
         log(f"  section 5: {rows:,} rows -> {r.status}, wall {fmt_s(r.wall_seconds)} s, peak RSS {fmt_s(r.max_rss_mib)} MiB")
+    return render_pipeline(results, cfg.seed, cfg.pipeline_timeout), pipeline_data(results)
+
+
+def pipeline_data(results: list[PipelineResult]) -> dict:
     base = next((r for r in results if r.status == "success"), None)
+    largest = next((r for r in reversed(results) if r.status == "success"), None)
+    data = {}
+    for r in results:
+        d = {**r.__dict__, "stages": r.stages, "interrupted": r.interrupted}
+        if largest and r.status != "success":
+            d["linear_estimate_seconds"] = largest.wall_seconds * r.rows / largest.rows
+            d["linear_estimate_from"] = largest.rows
+        data[r.rows] = d
+    return data
+
+
+def _ratio_cell(r: PipelineResult, base: PipelineResult | None) -> str:
+    if base is None or not r.wall_seconds:
+        return "-"
+    if r is base:
+        return "1.0x"
+    ratio = f"{r.wall_seconds / base.wall_seconds:.1f}x"
+    rows = f"rows x{r.rows / base.rows:.0f}"
+    return f"{ratio} ({rows})" if r.status == "success" else f"> {ratio} (did not finish; {rows})"
+
+
+def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) -> str:
+    base = next((r for r in results if r.status == "success"), None)
+    largest = next((r for r in reversed(results) if r.status == "success"), None)
     stage_names = [name for name, _ in STAGES]
     header = ["rows per department (HR / finance / IT / support)", "status", "generate (s)", "process wall (s)", "run (s)",
-              *[f"{s} (s)" for s in stage_names], "startup + teardown (s)", "peak RSS (MiB)", "total rows/s", f"wall vs {base.rows:,} (rows x{{n}})" if base else "wall ratio"]
+              *[f"{s} (s)" for s in stage_names], "startup + teardown (s)", "peak RSS, largest process (MiB)",
+              "peak RSS, pipeline process (MiB)", "total rows/s", f"wall vs {base.rows:,}" if base else "wall ratio"]
     rows_md = []
     for r in results:
         stages = r.stages
         total_rows = sum(r.landed_rows.values())
         overhead = (r.wall_seconds - r.run_seconds) if (r.wall_seconds and r.run_seconds) else None
-        ratio = "-"
-        if base and r.wall_seconds and r is not base:
-            ratio = f"{r.wall_seconds / base.wall_seconds:.1f}x (rows x{r.rows / base.rows:.0f})"
-        elif r is base:
-            ratio = "1.0x"
+        cut = set(r.interrupted)
+        stage_cells = []
+        for name in stage_names:
+            value = stages.get(name)
+            partial = any(stage_of(k) == name for k in cut)
+            stage_cells.append(fmt_s(value) + (" (cut off)" if partial else "") if value is not None else "-")
         rows_md.append([
             f"{r.rows:,} ({' / '.join(f'{v:,}' for v in r.landed_rows.values())})",
             r.status if r.status == "success" else f"**{r.status}**",
             fmt_s(r.generate_seconds), fmt_s(r.wall_seconds), fmt_s(r.run_seconds),
-            *[fmt_s(stages.get(s)) for s in stage_names], fmt_s(overhead), fmt_s(r.max_rss_mib),
-            fmt_rate(total_rows / r.wall_seconds) if r.status == "success" and r.wall_seconds else "-", ratio,
+            *stage_cells, fmt_s(overhead), fmt_s(r.max_rss_mib), fmt_s(r.own_peak_mib),
+            fmt_rate(total_rows / r.wall_seconds) if r.status == "success" and r.wall_seconds else "-", _ratio_cell(r, base),
         ])
-    if base:
-        header[-1] = f"wall vs {base.rows:,}"
     step_rows = []
-    keys = sorted({k for r in results for k in r.steps}, key=lambda k: (stage_names.index(stage_of(k)), k))
+    keys = sorted({k for r in results for k in r.steps} | {k for r in results for k in r.interrupted},
+                  key=lambda k: (stage_names.index(stage_of(k)), k))
     for key in keys:
         cells = []
         for r in results:
             seconds = r.steps.get(key)
-            if seconds is None:
-                cells.append("running at kill" if key in r.unfinished else "-")
+            if key in r.interrupted:
+                cells.append(f"cut off at {fmt_s(seconds)}" if seconds is not None else "cut off")
+            elif seconds is None:
+                cells.append("-")
             else:
                 per = ""
                 if base and r is not base and base.steps.get(key):
@@ -227,24 +278,30 @@ def section_pipeline(cfg, log) -> tuple[str, dict]:
     problems = []
     for r in results:
         if r.status != "success":
-            where = ", ".join(r.unfinished) or "-"
-            problems.append(f"- **{r.rows:,} rows: {r.status}** after {fmt_s(r.wall_seconds)} s wall (peak RSS {fmt_s(r.max_rss_mib)} MiB); "
-                            f"step(s) running at the end: {where}; failures: {'; '.join(r.failures) or 'none recorded'}.")
+            estimate = ""
+            if largest:
+                est = largest.wall_seconds * r.rows / largest.rows
+                estimate = (f" A linear extrapolation of the {largest.rows:,}-row run gives ~{est / 3600:.1f} h "
+                            f"({fmt_s(est)} s) for this size (an estimate, not a measurement).")
+            problems.append(f"- **{r.rows:,} rows: {r.status}** after {fmt_s(r.wall_seconds)} s wall (largest process "
+                            f"{fmt_s(r.max_rss_mib)} MiB); cut off in: {', '.join(r.interrupted) or '-'}; failures: "
+                            f"{'; '.join(r.failures) or 'none recorded'}.{estimate}")
             if r.tail:
                 problems.append("  Last lines of its log:\n\n```\n" + r.tail + "\n```")
     align = "ll" + "r" * (len(header) - 2)
-    text = "\n".join([
+    return "\n".join([
         "## 5. The whole pipeline (`python -m pipelines run`, job `integrate_all`)",
         "",
-        f"Per size: the demo generator (seed {cfg.seed}) writes the landing files into a temporary data directory, then the "
+        f"Per size: the demo generator (seed {seed}) writes the landing files into a temporary data directory, then the "
         "main job runs in a **separate process** (`python -m pipelines run --data-dir DIR`, with `PIPELINES_DATA_DIR` and "
         "`DAGSTER_HOME` pointing into that directory and a fixed `PIPELINES_PSEUDONYM_KEY`). Stage times are the sums of "
         "step durations (STEP_START to STEP_SUCCESS/FAILURE) from that run's Dagster event log; steps run one at a time "
         "(in-process executor), so stages add up to the run. \"Startup + teardown\" is process wall minus run (imports, "
-        "definitions, dbt manifest, spaCy model load happen inside the first de-identification step). Peak RSS is "
-        "`ru_maxrss` from `wait4` (largest single process: the pipeline, or dbt's subprocess). Rows per department: "
-        "the generator's `--rows` (HR and support that many, finance twice, IT half). Timeout per run: "
-        f"{cfg.pipeline_timeout / 60:.0f} min. Below ~2,000 rows the k-anonymity gates fail by design.",
+        "definitions, dbt manifest; the spaCy model loads inside the first de-identification step). Peak RSS, largest "
+        "process: `ru_maxrss` from `wait4` (the pipeline process or any subprocess it waited for, e.g. dbt); pipeline "
+        "process: its own `VmHWM`, polled every 0.5 s (\"-\" where not recorded). Rows per department: the generator's "
+        "`--rows` (HR and support that many, finance twice, IT half). Timeout per run: "
+        f"{timeout / 60:.0f} min (SIGTERM to the process group). Below ~2,000 rows the k-anonymity gates fail by design.",
         "",
         md_table(header, rows_md, align),
         "",
@@ -254,7 +311,5 @@ def section_pipeline(cfg, log) -> tuple[str, dict]:
         "",
         *problems,
         "",
-        stamp(cfg.seed),
+        stamp(seed),
     ])
-    data = {r.rows: {**r.__dict__, "stages": r.stages} for r in results}
-    return text, data

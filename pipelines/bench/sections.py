@@ -49,6 +49,7 @@ class BenchConfig:
     quick: bool = False
     profile: bool = True  # section 1: profile the project on a sample of `baseline_rows` rows
     json_path: Path | None = None
+    revision: str | None = None  # code revision when the run started
     prepared: dict[int, Prepared] = field(default_factory=dict)
 
     def prepared_for(self, dataset: str, rows: int) -> Prepared:
