@@ -86,3 +86,35 @@ def test_encrypt_round_trip_with_presidio_decrypt():
     assert out[0] != "Jane Doe"
     assert Decrypt().operate(out[0], {"key": reid.decode()}) == "Jane Doe"
     assert params["key_id"] == fingerprint(reid)
+
+
+TRICKY = [
+    " Jane  Doe ", "JANE\tDOE", "Straße Müller", "ǅemal", "+1 (415) 555-0100", "1-415-555-0100", "415.555.0100",
+    "14155550100", "123-45-6789", "4111 1111 1111 1111", "de89 3704 0044 0532 0130 00", "e0012345", " Bo@Example.COM ",
+    "", "   ", "1", "ﬁ ligature", "İstanbul", "x\u00a0y", "line\nbreak",
+]
+
+
+@pytest.mark.parametrize("domain", ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "EMPLOYEE_ID", "HOSTNAME"])
+def test_column_wise_normalization_and_pseudonyms_equal_the_per_value_ones(domain):
+    from pipelines.privacy.operators import normalize, normalize_series, pseudonym, pseudonyms
+
+    series = pd.Series(TRICKY, dtype=object)
+    assert normalize_series(domain, series).tolist() == [normalize(domain, v) for v in TRICKY]
+    secret = b"k" * 32
+    assert pseudonyms(secret, domain, series) == [pseudonym(secret, domain, v) for v in TRICKY]
+
+
+def test_known_identifier_matching_column_wise_equals_per_value():
+    from collections import Counter
+
+    from pipelines.privacy.known import KnownIdentifiers
+
+    known = KnownIdentifiers()
+    known.add("PERSON", ["Jane Doe", "Ana María Ruiz"])
+    known.add("PHONE_NUMBER", ["(415) 555-0100"])
+    known.add("EMAIL_ADDRESS", ["jane.doe@example-corp.com"])
+    known.add("HOSTNAME", ["fin-laptop-042.corp.example"])
+    values = pd.Series(["jane  doe", "JANE.DOE@example-corp.com", "+1 415 555 0100", "fin-laptop-042", "Jane", None, "Doe Jane", "ana maría ruiz"])
+    per_value = Counter(e for v in values.dropna() if (e := known.matches_any(v)))
+    assert known.count_matches(values) == per_value == Counter({"PERSON": 2, "EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "HOSTNAME": 1})

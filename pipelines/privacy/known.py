@@ -13,10 +13,11 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 from presidio_analyzer import RecognizerResult
 
-from pipelines.privacy.operators import normalize
+from pipelines.privacy.operators import normalize, normalizer
 
 RECOGNIZER_NAME = "KnownIdentifierRecognizer"
 SEARCHABLE = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "HOSTNAME", "EMPLOYEE_ID")
@@ -41,19 +42,32 @@ class KnownIdentifiers:
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
         self._hashes: dict[str, set[bytes]] = {}
+        self._lengths: dict[str, set[int]] = {}  # lengths of the normalized values: a cheap exact pre-filter
+        self._shapes: dict[str, set[int]] = {}  # shapes (digit/letter/@) of the values: another one
         self.counts: Counter = Counter()
 
     def _hash(self, entity: str, value: str) -> bytes:
-        return hashlib.blake2b(normalize(entity, value).encode("utf-8"), key=self._key, digest_size=16).digest()
+        return self._hash_normalized(normalize(entity, value))
+
+    def _hash_normalized(self, normalized: str) -> bytes:
+        return hashlib.blake2b(normalized.encode("utf-8"), key=self._key, digest_size=16).digest()
+
+    def _add_one(self, entity: str, value: str) -> None:
+        normalized = normalize(entity, value)
+        self._hashes[entity].add(self._hash_normalized(normalized))
+        self._lengths[entity].add(len(normalized))
+        self._shapes[entity].add(_shape(value))
 
     def add(self, entity: str, values: Iterable[str]) -> None:
         bucket = self._hashes.setdefault(entity, set())
+        self._lengths.setdefault(entity, set())
+        self._shapes.setdefault(entity, set())
         before = len(bucket)
         for v in values:
             if v and len(v.strip()) >= 4:  # too short to identify anyone, and would match common words
-                bucket.add(self._hash(entity, v))
+                self._add_one(entity, v)
                 if entity == "HOSTNAME" and "." in v:  # texts often name a host by its first label
-                    bucket.add(self._hash(entity, v.split(".", 1)[0]))
+                    self._add_one(entity, v.split(".", 1)[0])
         self.counts[entity] += len(bucket) - before
 
     def add_column(self, entity: str, values: pd.Series) -> None:
@@ -61,7 +75,35 @@ class KnownIdentifiers:
 
     def contains(self, entity: str, value: str) -> bool:
         bucket = self._hashes.get(entity)
-        return bool(bucket) and self._hash(entity, value) in bucket  # type: ignore[operator]
+        if not bucket:
+            return False
+        normalized = normalize(entity, value)
+        return len(normalized) in self._lengths[entity] and self._hash_normalized(normalized) in bucket
+
+    def count_matches(self, values: pd.Series) -> Counter:
+        """How many distinct values equal a known identifier, by entity (each value counted once, under the
+        first entity it matches, as `matches_any`). Each normalization runs once per value; only values of a length
+        some known identifier has are hashed."""
+        distinct = [str(v) for v in pd.unique(values.dropna().astype(str))]
+        hits: Counter = Counter()
+        if not distinct:
+            return hits
+        shapes, digit_counts = _shapes_and_digits(distinct)
+        matched = np.zeros(len(distinct), dtype=bool)
+        for entity, bucket in self._hashes.items():
+            if not bucket or matched.all():
+                continue
+            fn = normalizer(entity)
+            if fn in _DIGIT_NORMALIZERS:  # the normalized value is the digits: their count must be a known length
+                lengths = self._lengths[entity] | ({n + 1 for n in self._lengths[entity]} if entity == "PHONE_NUMBER" else set())
+                candidates = np.isin(digit_counts, list(lengths)) | (digit_counts < 0)
+            else:  # normalization keeps digits, letters and @: the shape must be one a known value has
+                candidates = np.isin(shapes, list(self._shapes[entity])) | (shapes < 0)
+            for i in np.flatnonzero(candidates & ~matched):
+                if self._hash_normalized(fn(distinct[i])) in bucket:
+                    hits[entity] += 1
+                    matched[i] = True
+        return hits
 
     def matches_any(self, value: str) -> str | None:
         """The entity whose known values include `value` exactly, if any."""
@@ -102,6 +144,31 @@ class KnownIdentifiers:
     @property
     def size(self) -> int:
         return sum(len(b) for b in self._hashes.values())
+
+
+_DIGIT_NORMALIZERS = {normalizer("US_SSN"), normalizer("PHONE_NUMBER")}
+_HAS_DIGIT, _HAS_LETTER = re.compile(r"\d"), re.compile(r"[^\W\d_]")
+
+
+def _shape(value: str) -> int:
+    """1: has a digit, 2: has a letter, 4: has an @ (all kept by every normalization but digits-only)."""
+    return bool(_HAS_DIGIT.search(value)) | bool(_HAS_LETTER.search(value)) << 1 | ("@" in value) << 2
+
+
+def _shapes_and_digits(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`_shape` and the count of digits of every value, column-wise (Arrow); -1 where a value is not ASCII
+    (Arrow's classes are ASCII-only there, so such values are always checked)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(values, pa.string())
+    ascii_ = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
+    digit = pc.match_substring_regex(array, "[0-9]").to_numpy(zero_copy_only=False)
+    letter = pc.match_substring_regex(array, "[A-Za-z]").to_numpy(zero_copy_only=False)
+    at = pc.match_substring(array, "@").to_numpy(zero_copy_only=False)
+    shapes = np.where(ascii_, digit.astype(int) | letter.astype(int) << 1 | at.astype(int) << 2, -1)
+    digits = np.where(ascii_, pc.count_substring_regex(array, "[0-9]").to_numpy(zero_copy_only=False), -1)
+    return shapes, digits
 
 
 def _result(entity: str, start: int, end: int) -> RecognizerResult:

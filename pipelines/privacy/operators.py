@@ -30,20 +30,64 @@ _NON_DIGITS = re.compile(r"\D+")
 _SPACES = re.compile(r"\s+")
 
 
+def _email(value: str) -> str:
+    return value.strip().lower()
+
+
+def _person(value: str) -> str:
+    return _SPACES.sub(" ", value.strip()).casefold()
+
+
+def _digits(value: str) -> str:
+    return _NON_DIGITS.sub("", value)
+
+
+def _phone(value: str) -> str:
+    digits = _NON_DIGITS.sub("", value)
+    # +1 (415) 555-0100 and (415) 555-0100 are the same US number
+    return digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+
+
+def _compact_upper(value: str) -> str:
+    return value.strip().replace(" ", "").upper()
+
+
+def _stripped(value: str) -> str:
+    return value.strip()
+
+
+_NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "EMAIL_ADDRESS": _email, "PERSON": _person, "PHONE_NUMBER": _phone, "US_SSN": _digits,
+    "CREDIT_CARD": _digits, "IBAN_CODE": _compact_upper, "EMPLOYEE_ID": _compact_upper,
+}
+
+
+def normalizer(domain: str) -> Callable[[str], str]:
+    """The function giving a value's canonical form in `domain` (entities sharing one share it)."""
+    return _NORMALIZERS.get(domain, _stripped)
+
+
 def normalize(domain: str, value: str) -> str:
     """Canonical form of a value before hashing, so format variants of one identifier link."""
-    value = value.strip()
-    if domain == "EMAIL_ADDRESS":
-        return value.lower()
-    if domain == "PERSON":
-        return _SPACES.sub(" ", value).casefold()
-    if domain in {"PHONE_NUMBER", "US_SSN", "CREDIT_CARD"}:
-        digits = _NON_DIGITS.sub("", value)
-        # +1 (415) 555-0100 and (415) 555-0100 are the same US number
-        return digits[1:] if domain == "PHONE_NUMBER" and len(digits) == 11 and digits[0] == "1" else digits
-    if domain in {"IBAN_CODE", "EMPLOYEE_ID"}:
-        return value.replace(" ", "").upper()
-    return value
+    return normalizer(domain)(value)
+
+
+def normalize_series(domain: str, values: pd.Series) -> pd.Series:
+    """`normalize` over a column of strings (same values, one call per value without dispatch)."""
+    fn = normalizer(domain)
+    return pd.Series([fn(v) for v in values.astype(object).astype(str).tolist()], index=values.index, dtype=object)
+
+
+def pseudonyms(secret: bytes, domain: str, values: pd.Series) -> list[str]:
+    """`pseudonym` of many values (normalized at once; the HMAC key schedule computed once)."""
+    base = hmac.new(secret, digestmod=hashlib.sha256)
+    prefix, out = f"{domain}\x1f".encode("utf-8"), []
+    label = domain.lower()
+    for value in normalize_series(domain, values).tolist():
+        h = base.copy()
+        h.update(prefix + value.encode("utf-8"))
+        out.append(f"{label}_{h.hexdigest()[:PSEUDONYM_HEX_CHARS]}")
+    return out
 
 
 def pseudonym(secret: bytes, domain: str, value: str) -> str:
@@ -88,6 +132,17 @@ def _map_distinct(values: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
     """Apply `fn` once per distinct non-null value and broadcast back; nulls stay null."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     mapped = np.array([fn(str(u)) for u in uniques], dtype=object)
+    out = np.empty(len(values), dtype=object)
+    valid = codes >= 0
+    out[valid] = mapped[codes[valid]]
+    out[~valid] = None
+    return pd.Series(out, index=values.index, dtype="string")
+
+
+def _map_distinct_many(values: pd.Series, fn: Callable[[pd.Series], list]) -> pd.Series:
+    """Like _map_distinct, with `fn` mapping all distinct values at once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.array(fn(pd.Series(uniques, dtype=object).astype(str)) if len(uniques) else [], dtype=object)
     out = np.empty(len(values), dtype=object)
     valid = codes >= 0
     out[valid] = mapped[codes[valid]]
@@ -179,7 +234,7 @@ def apply_column(values: pd.Series, column: Column, ctx: OperatorContext) -> tup
         domain = spec.domain or column.entity  # type: ignore[union-attr]
         params = {"domain": domain, "algorithm": "HMAC-SHA256", "key_id": ctx.pseudonym_key.key_id}
         secret = ctx.pseudonym_key.secret
-        return _map_distinct(values, lambda v: pseudonym(secret, domain, v)), params  # type: ignore[arg-type]
+        return _map_distinct_many(values, lambda distinct: pseudonyms(secret, domain, distinct)), params  # type: ignore[arg-type]
     if op == "encrypt":
         if ctx.reidentification_key is None:
             raise PermissionError(
