@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.bench.common import fmt_rate, fmt_s, git_revision, machine, versions
+from pipelines.bench.methods import processes
 from pipelines.bench.sections import BenchConfig
 
 SECTION_NAMES = {1: "tables", 2: "free text", 3: "accuracy", 4: "risk", 5: "pipeline"}
@@ -61,7 +62,7 @@ def header(cfg: BenchConfig, argv: list[str], started: datetime) -> str:
         f"{', '.join(f'{x:.1f}' for x in load) if load else 'n/a'}. The machine is shared with other people's test runs, so "
         "short timings are medians of several runs and long ones are single runs: read differences under ~20% as noise.",
         f"- **Versions**: {version_list}.",
-        "- All methods run in one process on one core (no `n_process`), with the same spaCy model.",
+        f"- **Processes**: the project scans free text in {processes()} processes (all usable cores; `PIPELINES_NLP_PROCESSES`), and Presidio batch gets the same `n_process`; per-cell Presidio and presidio-structured are single-process by design. Section 2 also shows the project in 1 process. Same spaCy model for all.",
     ])
 
 
@@ -84,6 +85,12 @@ def findings(cfg: BenchConfig, data: dict) -> str:
                        if p.get("blocked") else f"leaves {p['leak']['in_output']:,} of {p['leak']['in_input']:,} ground-truth values")
             out.append(f"- Table, {size:,} rows: the project processes {fmt_rate(p['rows_per_s'])} rows/s and {outcome}; "
                        "speed vs baselines: " + "; ".join(comps) + ".")
+        for key, d in data[1].get("structured", {}).items():
+            dataset, size = key.split("@")
+            p, b = d["results"][m.PROJECT], d["results"][m.STRUCTURED]
+            out.append(f"- Structured columns only, `{dataset}` {int(size):,} rows: the project {p['cells_per_s']:,.0f} cells/s "
+                       f"({p['cells_per_s'] / b['cells_per_s']:.1f}x presidio-structured's {b['cells_per_s']:,.0f}); ground-truth "
+                       f"values left: project {p['leak']['in_output']:,}, presidio-structured {b['leak']['in_output']:,} of {p['leak']['in_input']:,}.")
         prof = data[1].get("profile")
         if prof:
             comps = prof["components"]
@@ -99,6 +106,7 @@ def findings(cfg: BenchConfig, data: dict) -> str:
         for col, d in data[2].items():
             r = d["results"]
             out.append(f"- Free text `{col}`: project {fmt_rate(r[m.PROJECT_TEXT]['texts_per_s'])} texts/s with masking and rescans "
+                       f"({fmt_rate(r[m.PROJECT_TEXT_1]['texts_per_s'])} in 1 process) "
                        f"vs detection alone {fmt_rate(r[m.DETECTOR_ONLY]['texts_per_s'])}, Presidio per text "
                        f"{fmt_rate(r[m.NAIVE]['texts_per_s'])}, batch {fmt_rate(r[m.BATCH]['texts_per_s'])}.")
     if 3 in data and not data[3].get("skipped"):

@@ -10,7 +10,9 @@ Baselines have no contract, so they scan every column; anything they find is rep
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,29 @@ NAIVE = "Presidio per cell (AnalyzerEngine.analyze + AnonymizerEngine.anonymize)
 STRUCTURED = "presidio-structured (PandasAnalysisBuilder + StructuredEngine)"
 BATCH = "Presidio batch (BatchAnalyzerEngine + BatchAnonymizerEngine)"
 BASELINES = (NAIVE, STRUCTURED, BATCH)
+
+
+def processes() -> int:
+    """Worker processes the project scans with (all usable cores by default); Presidio batch gets as many."""
+    from pipelines.privacy.analyzer import resolve_processes
+
+    return resolve_processes()
+
+
+@contextmanager
+def one_process():
+    """Run the project's scanning in a single process (PIPELINES_NLP_PROCESSES=1)."""
+    from pipelines.privacy.analyzer import NLP_PROCESSES_ENV
+
+    before = os.environ.get(NLP_PROCESSES_ENV)
+    os.environ[NLP_PROCESSES_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NLP_PROCESSES_ENV, None)
+        else:
+            os.environ[NLP_PROCESSES_ENV] = before
 
 
 @dataclass
@@ -112,7 +137,7 @@ def run_batch(frame: pd.DataFrame, threshold: float) -> Output:
     text = as_text_frame(frame)
     columns = {c: ["" if v is None else v for v in text[c].tolist()] for c in text.columns}
     results = BatchAnalyzerEngine(analyzer).analyze_dict(
-        columns, language=LANGUAGE, batch_size=BATCH_SIZE, n_process=1, score_threshold=threshold
+        columns, language=LANGUAGE, batch_size=BATCH_SIZE, n_process=processes(), score_threshold=threshold
     )
     out = BatchAnonymizerEngine(anonymizer).anonymize_dict(results)
     return Output(pd.DataFrame({c: out[c] for c in text.columns}, index=frame.index, dtype=object))
@@ -128,6 +153,11 @@ def run_structured(frame: pd.DataFrame, threshold: float) -> Output:
     out = StructuredEngine().anonymize(text.copy(), analysis)
     mapping = ", ".join(f"{k}->{v}" for k, v in sorted(analysis.entity_mapping.items())) or "none"
     return Output(out, f"columns classified (whole cells replaced): {mapping}")
+
+
+def structured_only(contract: Contract) -> Contract:
+    """The contract without its free-text (scan) columns."""
+    return contract.model_copy(update={"columns": [c for c in contract.columns if c.deidentify.operator != "scan"]})
 
 
 def frame_method(name: str, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> Callable[[pd.DataFrame], Output]:
@@ -151,6 +181,10 @@ def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext
         out, *_ = scan_text_column(pd.Series(texts, dtype=object), spec, ctx, score_threshold=threshold, model_name=None, known=known)
         return out.tolist()
 
+    def project_one_process(texts: list[str]) -> list[Any]:
+        with one_process():
+            return project(texts)
+
     def project_detector_only(texts: list[str]) -> list[Any]:
         from pipelines.privacy.analyzer import scan_texts
 
@@ -162,6 +196,7 @@ def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext
 
     return {
         PROJECT_TEXT: project,
+        PROJECT_TEXT_1: project_one_process,
         DETECTOR_ONLY: project_detector_only,
         NAIVE: one_column(run_naive),
         STRUCTURED: one_column(run_structured),
@@ -170,4 +205,5 @@ def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext
 
 
 PROJECT_TEXT = "this project (scan_text_column: detect, mask per contract, rescan, known identifiers)"
+PROJECT_TEXT_1 = "this project, the same in 1 process (PIPELINES_NLP_PROCESSES=1)"
 DETECTOR_ONLY = "this project, detection only (scan_texts, no masking, no known identifiers)"
