@@ -172,10 +172,19 @@ def run(cfg: BenchConfig, argv: list[str]) -> str:
     return _write(cfg, argv, started, texts, data)
 
 
+def _optimizations_log(cfg: BenchConfig) -> str:
+    """The report's own "## Optimizations" section (a hand-kept log of measured changes), else the template."""
+    if cfg.optimizations is None:
+        previous = cfg.out.read_text(encoding="utf-8") if cfg.out.exists() else ""
+        start = previous.find("\n## Optimizations")
+        cfg.optimizations = previous[start + 1 :].rstrip() + "\n" if start >= 0 else OPTIMIZATIONS
+    return cfg.optimizations
+
+
 def _write(cfg: BenchConfig, argv: list[str], started: datetime, texts: dict[int, str], data: dict[int, dict]) -> str:
     parts = [header(cfg, argv, started), "", findings(cfg, data)]
     parts += [texts[n] + "\n" for n in sorted(texts)]
-    parts.append(OPTIMIZATIONS)
+    parts.append(_optimizations_log(cfg))
     report = "\n".join(parts)
     cfg.out.write_text(report, encoding="utf-8")
     if cfg.json_path:

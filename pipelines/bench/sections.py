@@ -50,6 +50,7 @@ class BenchConfig:
     profile: bool = True  # section 1: profile the project on a sample of `baseline_rows` rows
     json_path: Path | None = None
     revision: str | None = None  # code revision when the run started
+    optimizations: str | None = None  # the report's hand-kept optimizations log, read before the first write
     prepared: dict[int, Prepared] = field(default_factory=dict)
 
     def prepared_for(self, dataset: str, rows: int) -> Prepared:
