@@ -11,7 +11,7 @@ from pipelines.contracts import load_contracts
 from pipelines.defs.departments import build_department
 from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
-from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, default_data_dir
+from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
 
 MAIN_JOB = "integrate_all"
 
@@ -41,7 +41,9 @@ def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRA
             executor=dg.in_process_executor,  # one DuckDB writer per file; Presidio loads once per run
             resources={
                 "storage": storage,
-                "privacy": PrivacySettings(nlp_model=dg.EnvVar("PIPELINES_NLP_MODEL").get_value("") or ""),
+                "privacy": PrivacySettings(
+                    nlp_model=dg.EnvVar("PIPELINES_NLP_MODEL").get_value("") or "", chunk_rows=chunk_rows_from_env()
+                ),
                 "raw_database": DuckDBResource(database=str(Path(storage.data_dir) / "raw.duckdb")),
                 "deidentified_database": DuckDBResource(database=str(Path(storage.data_dir) / "deidentified.duckdb")),
             },

@@ -76,6 +76,19 @@ class PipelineStorage(dg.ConfigurableResource):
             d.mkdir(parents=True, exist_ok=True)
 
 
+CHUNK_ROWS_ENV = "PIPELINES_CHUNK_ROWS"
+
+
+def chunk_rows_from_env(default: int = 100_000) -> int:
+    """Rows de-identified at a time: $PIPELINES_CHUNK_ROWS, else the default."""
+    raw = os.environ.get(CHUNK_ROWS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{CHUNK_ROWS_ENV} must be a positive whole number of rows, got {raw!r}")
+    return int(raw)
+
+
 class PrivacySettings(dg.ConfigurableResource):
     """The NLP model and the keys; secrets are read from the environment or key files when used."""
 
@@ -83,6 +96,7 @@ class PrivacySettings(dg.ConfigurableResource):
     pseudonym_key_env: str = "PIPELINES_PSEUDONYM_KEY"
     enable_reidentification: bool = False
     reidentification_key_env: str = "PIPELINES_REIDENTIFICATION_KEY"
+    chunk_rows: int = 100_000  # rows de-identified at a time (memory is bounded by this, not by the table)
 
     def model_name(self) -> str | None:
         return self.nlp_model or None

@@ -280,3 +280,12 @@ def test_ner_runs_once_per_distinct_candidate_line(analyzer):
     assert engine.recognize_entities(texts, "en") == 5  # the shared, non-candidate line is never sent to NER
     assert engine.recognize_entities(texts, "en") == 0  # cached for the rescans and for forked workers
     assert _keys(an.scan_texts(texts, n_process=1)) == _keys(an.scan_texts(texts, n_process=2, batch_size=2))
+
+
+def test_an_identifier_with_its_cue_word_is_not_a_person(analyzer):
+    for text in ("Order ORD-1234567 arrived damaged.", "Ticket TCK-0012345: Order ORD-7654321 never arrived"):
+        found = {(r.entity_type, text[r.start : r.end]) for r in an.analyze_value(text)}
+        assert ("ORDER_ID", "ORD-1234567" if "1234567" in text else "ORD-7654321") in found
+        assert not any(entity == "PERSON" for entity, _ in found), found
+    text = "Order ORD-1234567 for Jane Doe arrived damaged."
+    assert ("PERSON", "Jane Doe") in {(r.entity_type, text[r.start : r.end]) for r in an.analyze_value(text)}

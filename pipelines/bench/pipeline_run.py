@@ -301,7 +301,9 @@ def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) ->
         "process: `ru_maxrss` from `wait4` (the pipeline process or any subprocess it waited for, e.g. dbt); pipeline "
         "process: its own `VmHWM`, polled every 0.5 s (\"-\" where not recorded). Rows per department: the generator's "
         "`--rows` (HR and support that many, finance twice, IT half). Timeout per run: "
-        f"{timeout / 60:.0f} min (SIGTERM to the process group). Below ~2,000 rows the k-anonymity gates fail by design.",
+        f"{timeout / 60:.0f} min (SIGTERM to the process group). Below ~2,000 rows the k-anonymity gates fail by design. "
+        "De-identification streams each raw table in chunks of `PIPELINES_CHUNK_ROWS` (default 100,000) rows and scans "
+        "free text in all usable cores (forked workers; their memory is shared with the pipeline process until written).",
         "",
         md_table(header, rows_md, align),
         "",

@@ -11,7 +11,7 @@ from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import build_checks
 from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
-from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_frame
+from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_table
 from pipelines.privacy.classify import UndeclaredPIIError
 from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.provenance import provenance
@@ -151,19 +151,18 @@ def build_department(contract: Contract) -> dg.Definitions:
         raw_database: DuckDBResource,
         deidentified_database: DuckDBResource,
     ) -> dg.MaterializeResult:
-        with raw_database.get_connection() as con:
-            frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(ds)}").df()
-            # every department's identifiers: a name HR knows is found in Finance's memos too
-            known = cached_known_identifiers(con, storage.raw_db, contract.path.parent) if contract.path else None
         ctx = privacy.operator_context(storage, run_date=date.today())
-        try:
-            result = deidentify_frame(frame, contract, ctx, model_name=privacy.model_name(), known=known)
-        except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
-            raise dg.Failure(description=f"{error} The de-identified table keeps its last good version.") from None
-        with deidentified_database.get_connection() as con:
-            con.register("deidentified_frame", result.frame)
-            con.execute(f"CREATE OR REPLACE TABLE {quote_ident(ds)} AS SELECT * FROM deidentified_frame")
-            con.unregister("deidentified_frame")
+        with raw_database.get_connection() as raw, deidentified_database.get_connection() as con:
+            # every department's identifiers: a name HR knows is found in Finance's memos too
+            known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
+            try:
+                # streamed a chunk at a time; the table is replaced only once every chunk passed the gates
+                result = deidentify_table(
+                    raw, ds, con, ds, contract, ctx, model_name=privacy.model_name(), known=known,
+                    chunk_rows=privacy.chunk_rows, exclude=(SOURCE_FILE_COLUMN,),
+                )
+            except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
+                raise dg.Failure(description=f"{error} The de-identified table keeps its last good version.") from None
             schema = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [ds],

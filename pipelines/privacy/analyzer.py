@@ -13,7 +13,14 @@ from pathlib import Path
 import phonenumbers
 import regex
 import spacy
-from presidio_analyzer import AnalysisExplanation, AnalyzerEngine, LocalRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer import (
+    AnalysisExplanation,
+    AnalyzerEngine,
+    LocalRecognizer,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
@@ -200,6 +207,10 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
                         spans.append(span)
             doc.ents = spacy.util.filter_spans(spans)
             yield text, self._doc_to_nlp_artifact(doc, language)
+
+    def clear_entity_cache(self) -> None:
+        """Forget the per-line NER results (benchmarks start cold; memory is bounded anyway)."""
+        self._entities.clear()
 
     def recognize_entities(self, texts: Sequence[str], language: str, *, batch_size: int = 256, n_process: int = 1) -> int:
         """Run NER on the distinct candidate sentences of `texts` not seen before; returns how many."""
@@ -515,16 +526,29 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         results = super().analyze(text, entities, nlp_artifacts)
         return [r for r in results if r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])]
 
+    identifier_cues: dict[str, frozenset[str]] = {}  # organisation identifier entity -> its context words
+
     def enhance_using_context(
         self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None
     ):
-        """Drop NER spans lying inside a detected street address (street names, house numbers)."""
+        """Drop NER spans lying inside a detected street address (street names, house numbers), and NER spans
+        that are an organisation identifier plus its own cue word ("Order ORD-1234567" is not a person)."""
         addresses = [r for r in other_raw_recognizer_results if r.entity_type == StreetAddressRecognizer.ENTITY]
+        identifiers = [r for r in other_raw_recognizer_results if r.entity_type in self.identifier_cues]
         return [
             r
             for r in raw_recognizer_results
-            if r.entity_type not in _CONTAINED_IN_ADDRESS or not any(r.contained_in(a) for a in addresses)
+            if r.entity_type not in _CONTAINED_IN_ADDRESS
+            or not (any(r.contained_in(a) for a in addresses) or self._identifier_with_cue(text, r, identifiers))
         ]
+
+    def _identifier_with_cue(self, text: str, result: RecognizerResult, identifiers: list[RecognizerResult]) -> bool:
+        for identifier in identifiers:
+            if identifier.start < result.end and result.start < identifier.end:
+                rest = (text[result.start : identifier.start] + " " + text[identifier.end : result.end]).split()
+                if all(word.strip(".,:;#-").lower() in self.identifier_cues[identifier.entity_type] for word in rest):
+                    return True
+        return False
 
 
 def _is_calendar_date(span: str) -> bool:
@@ -612,6 +636,14 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     )
     registry.add_recognizers_from_yaml(recognizers_path)
     registry.add_recognizer(StreetAddressRecognizer())
+    ner = next(r for r in registry.recognizers if isinstance(r, FilteredSpacyRecognizer))
+    ner.identifier_cues = {  # identifiers declared in the YAML (the organisation's own ID formats)
+        entity: frozenset(w.lower() for w in (r.context or []))
+        for r in registry.recognizers
+        if isinstance(r, PatternRecognizer)
+        for entity in r.supported_entities
+        if entity.endswith("_ID")
+    }
     return AnalyzerEngine(
         registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE],
         context_aware_enhancer=ShallowCopyContextEnhancer(),

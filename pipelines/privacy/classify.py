@@ -52,7 +52,7 @@ class ColumnClassification:
 
 
 def _sample(values: pd.Series, size: int) -> list[str]:
-    distinct = pd.Series(pd.unique(values.dropna().astype(str)))
+    distinct = pd.Series(sorted(pd.unique(values.dropna().astype(str))), dtype=object)  # row order does not matter
     if len(distinct) > size:
         distinct = distinct.sample(n=size, random_state=0)  # seeded: the same batch gives the same verdict
     return distinct.tolist()
@@ -86,14 +86,20 @@ def classify_column(
     return result
 
 
+def columns_to_classify(contract: Contract) -> list[Column]:
+    """String columns published as they are (or generalized): masked, suppressed or scanned ones are handled by their operator."""
+    return [c for c in contract.columns if c.type == "string" and c.deidentify.operator in {"keep", "generalize"}]
+
+
 def classify_frame(
-    frame: pd.DataFrame, contract: Contract, *, known: KnownIdentifiers | None, model_name: str | None
+    frame: pd.DataFrame | dict[str, pd.Series], contract: Contract, *, known: KnownIdentifiers | None, model_name: str | None
 ) -> list[ColumnClassification]:
-    """Classify every string column that is published as is; raise if one holds undeclared PII."""
+    """Classify every string column that is published as is; raise if one holds undeclared PII.
+
+    `frame` may also map column names to their (distinct) values, as the streaming path passes them.
+    """
     results = []
-    for column in contract.columns:
-        if column.type != "string" or column.deidentify.operator not in {"keep", "generalize"}:
-            continue  # masked, suppressed or scanned columns are handled by their operator
+    for column in columns_to_classify(contract):
         results.append(
             classify_column(column, frame[column.name], known=known, model_name=model_name,
                             score_threshold=max(contract.privacy.score_threshold, 0.5))

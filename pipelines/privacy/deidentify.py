@@ -45,7 +45,7 @@ class ColumnRecord:
 
 @dataclass
 class DeidentifiedTable:
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None  # None when streamed into a DuckDB table (deidentify_table)
     columns: list[ColumnRecord]
     rows_in: int
     rows_out: int
@@ -235,21 +235,17 @@ def residual_in_structured(values: pd.Series, known: KnownIdentifiers) -> dict[s
     return dict(known.count_matches(values))
 
 
-def deidentify_frame(
-    frame: pd.DataFrame,
-    contract: Contract,
-    ctx: OperatorContext,
-    *,
-    model_name: str | None = None,
-    known: KnownIdentifiers | None = None,
-) -> DeidentifiedTable:
-    """De-identify every declared column of `frame` as its contract says."""
-    missing = [c.name for c in contract.columns if c.name not in frame.columns]
-    if missing:
-        raise ValueError(f"{contract.dataset}: the raw table lacks declared column(s) {', '.join(missing)}")
-    from pipelines.privacy.classify import classify_frame
+@dataclass
+class _Chunk:
+    frame: pd.DataFrame  # published columns, before k-anonymity
+    records: list[ColumnRecord]
+    residual: dict[str, dict[str, Any]]
 
-    classification = classify_frame(frame, contract, known=known, model_name=model_name)
+
+def _deidentify_columns(
+    frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, *, model_name: str | None, known: KnownIdentifiers | None
+) -> _Chunk:
+    """Every declared column through its operator (no classification, no gate, no k-anonymity)."""
     out: dict[str, pd.Series] = {}
     records: list[ColumnRecord] = []
     residual: dict[str, dict[str, Any]] = {}
@@ -276,22 +272,215 @@ def deidentify_frame(
         else:
             out[column.name] = new
         records.append(record)
+    return _Chunk(pd.DataFrame(out, index=frame.index), records, residual)
+
+
+def _check_residual(contract: Contract, residual: dict[str, dict[str, Any]]) -> None:
     hits = {name: scan["residual"] for name, scan in residual.items() if scan.get("residual")}
     if hits:
         listed = "; ".join(f"column '{c}': {', '.join(f'{e} x{n}' for e, n in h.items())}" for c, h in hits.items())
         raise ResidualPIIError(f"{contract.dataset}: personal data remains after masking ({listed}); nothing was published")
-    result, suppressed, k_params = enforce_k_anonymity(pd.DataFrame(out, index=frame.index), contract)
-    detector = None
-    if any(c.deidentify.operator == "scan" for c in contract.columns):
-        from pipelines.privacy.analyzer import detector_info
 
-        detector = detector_info(model_name)
+
+def _detector(contract: Contract, model_name: str | None) -> dict[str, Any] | None:
+    if not any(c.deidentify.operator == "scan" for c in contract.columns):
+        return None
+    from pipelines.privacy.analyzer import detector_info
+
+    return detector_info(model_name)
+
+
+def _check_declared(frame_columns, contract: Contract) -> None:
+    missing = [c.name for c in contract.columns if c.name not in frame_columns]
+    if missing:
+        raise ValueError(f"{contract.dataset}: the raw table lacks declared column(s) {', '.join(missing)}")
+
+
+def deidentify_frame(
+    frame: pd.DataFrame,
+    contract: Contract,
+    ctx: OperatorContext,
+    *,
+    model_name: str | None = None,
+    known: KnownIdentifiers | None = None,
+) -> DeidentifiedTable:
+    """De-identify every declared column of `frame` as its contract says (the whole table in memory)."""
+    _check_declared(frame.columns, contract)
+    from pipelines.privacy.classify import classify_frame
+
+    classification = classify_frame(frame, contract, known=known, model_name=model_name)
+    chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known)
+    _check_residual(contract, chunk.residual)
+    result, suppressed, k_params = enforce_k_anonymity(chunk.frame, contract)
     return DeidentifiedTable(
-        result.reset_index(drop=True), records, rows_in=len(frame), rows_out=len(result),
-        rows_suppressed=suppressed, detector=detector, k_anonymity=k_params,
-        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual},
+        result.reset_index(drop=True), chunk.records, rows_in=len(frame), rows_out=len(result),
+        rows_suppressed=suppressed, detector=_detector(contract, model_name), k_anonymity=k_params,
+        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": chunk.residual},
         classification=[c.to_dict() for c in classification],
     )
+
+
+# --- Streaming: DuckDB table in, DuckDB table out, a chunk of rows at a time ---------------------------
+DEFAULT_CHUNK_ROWS = 100_000
+ROW_COLUMN = "__deidentify_row"  # keeps the input order through the k-anonymity window
+
+
+def _merge_records(total: list[ColumnRecord] | None, chunk: list[ColumnRecord]) -> list[ColumnRecord]:
+    if total is None:
+        return chunk
+    for t, c in zip(total, chunk):
+        t.values_in += c.values_in
+        t.entities_detected = dict(sorted((Counter(t.entities_detected) + Counter(c.entities_detected)).items()))
+    return total
+
+
+def _merge_residual(total: dict[str, dict[str, Any]], chunk: dict[str, dict[str, Any]]) -> None:
+    for column, scan in chunk.items():
+        into = total.setdefault(column, {})
+        for key, value in scan.items():
+            if isinstance(value, dict):
+                into[key] = dict(Counter(into.get(key, {})) + Counter(value))
+            elif isinstance(value, int):
+                into[key] = into.get(key, 0) + value
+            else:
+                into[key] = value
+
+
+def deidentify_table(
+    source,
+    table: str,
+    target,
+    target_table: str,
+    contract: Contract,
+    ctx: OperatorContext,
+    *,
+    model_name: str | None = None,
+    known: KnownIdentifiers | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    exclude: tuple[str, ...] = (),
+) -> DeidentifiedTable:
+    """Stream `table` from the DuckDB connection `source` in chunks of `chunk_rows`, de-identify each chunk, stage the
+    chunks in `target`, enforce k-anonymity there in SQL and only then replace `target_table` (all or nothing).
+
+    Memory is bounded by the chunk (plus the distinct values of classified columns and, if suppression has to be
+    searched, the quasi-identifier columns). Output and metadata equal `deidentify_frame`'s on the same rows.
+    """
+    from pipelines.ingest import quote_ident
+    from pipelines.privacy.classify import classify_frame, columns_to_classify
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    src = quote_ident(table)
+    names = [r[0] for r in source.execute(f"SELECT column_name FROM (DESCRIBE {src})").fetchall() if r[0] not in exclude]
+    _check_declared(names, contract)
+    values = {
+        c.name: source.execute(f"SELECT DISTINCT {quote_ident(c.name)} FROM {src} WHERE {quote_ident(c.name)} IS NOT NULL").df().iloc[:, 0]
+        for c in columns_to_classify(contract)
+    }
+    classification = classify_frame(values, contract, known=known, model_name=model_name)
+    del values
+    staging = quote_ident(f"{target_table}__staging")
+    records: list[ColumnRecord] | None = None
+    residual: dict[str, dict[str, Any]] = {}
+    rows_in = 0
+    reader = source.cursor()
+    try:
+        selected = ", ".join(quote_ident(n) for n in names)
+        result = reader.execute(f"SELECT {selected} FROM {src}")
+        for frame in _chunks(result, chunk_rows, empty=lambda: source.execute(f"SELECT {selected} FROM {src} LIMIT 0").df()):
+            chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known)
+            records = _merge_records(records, chunk.records)
+            _merge_residual(residual, chunk.residual)
+            out = chunk.frame
+            out[ROW_COLUMN] = range(rows_in, rows_in + len(out))
+            target.register("deidentified_chunk", out)
+            if records is chunk.records:  # the first chunk creates the staging table
+                target.execute(f"CREATE OR REPLACE TABLE {staging} AS SELECT * FROM deidentified_chunk")
+            else:
+                target.execute(f"INSERT INTO {staging} BY NAME SELECT * FROM deidentified_chunk")
+            target.unregister("deidentified_chunk")
+            rows_in += len(frame)
+        _check_residual(contract, residual)
+        suppressed, rows_out, k_params = _publish_k_anonymous(target, staging, quote_ident(target_table), contract, rows_in)
+    finally:
+        reader.close()
+        target.execute(f"DROP TABLE IF EXISTS {staging}")
+    return DeidentifiedTable(
+        None, records or [], rows_in=rows_in, rows_out=rows_out, rows_suppressed=suppressed,
+        detector=_detector(contract, model_name), k_anonymity=k_params,
+        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual,
+                       "chunk_rows": chunk_rows},
+        classification=[c.to_dict() for c in classification],
+    )
+
+
+def _chunks(result, rows: int, empty):
+    """DataFrames of exactly `rows` rows (the last may be shorter) from a DuckDB result, read 2,048 rows at a
+    time as `.df()` would convert them; one empty frame if there are no rows (so the table still gets its columns)."""
+    buffer: list[pd.DataFrame] = []
+    size = 0
+    produced = False
+    while True:
+        part = result.fetch_df_chunk(1)
+        if part.empty:
+            break
+        buffer.append(part)
+        size += len(part)
+        while size >= rows:
+            frame = pd.concat(buffer, ignore_index=True) if len(buffer) > 1 else buffer[0].reset_index(drop=True)
+            yield frame.iloc[:rows].reset_index(drop=True)
+            produced = True
+            rest = frame.iloc[rows:]
+            buffer, size = ([rest] if len(rest) else []), len(rest)
+    if size:
+        yield pd.concat(buffer, ignore_index=True)
+    elif not produced:
+        yield empty()
+
+
+def _publish_k_anonymous(con, staging: str, target: str, contract: Contract, rows: int) -> tuple[int, int, dict[str, Any]]:
+    """enforce_k_anonymity in SQL over the staged rows, then replace `target` with what may be published."""
+    from pipelines.ingest import quote_ident
+
+    quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
+    k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
+    params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit, "blanked": []}
+    row = quote_ident(ROW_COLUMN)
+    if not quasi or k <= 1 or rows == 0:
+        con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * EXCLUDE ({row}) FROM {staging} ORDER BY {row}")
+        return 0, rows, params
+    partition = ", ".join(quote_ident(q) for q in quasi)
+
+    def small_count(source: str) -> int:
+        return con.execute(
+            f"SELECT count(*) FROM (SELECT count(*) OVER (PARTITION BY {partition}) AS n FROM {source}) WHERE n < {k}"
+        ).fetchone()[0]
+
+    source, small = staging, small_count(staging)
+    if small / rows > limit:
+        levels = None
+        if contract.privacy.adaptive_suppression:
+            quasi_frame = con.execute(f"SELECT {partition} FROM {staging} ORDER BY {row}").df()
+            levels = _search_suppression(quasi_frame, quasi, k, limit)
+        if levels is None:
+            raise PrivacyThresholdError(
+                f"{contract.dataset}: {small} of {rows} records ({small / rows:.1%}) are in equivalence classes "
+                f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
+                + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
+                + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
+            )
+        blanked = [q for q, level in levels.items() if level > 0]
+        params["blanked"] = blanked
+        replace = ", ".join(f"CAST('*' AS VARCHAR) AS {quote_ident(q)}" for q in blanked)
+        source = f"(SELECT * REPLACE ({replace}) FROM {staging})" if blanked else staging
+        small = small_count(source)
+    params["suppressed_share"] = round(small / rows, 6)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {target} AS SELECT * EXCLUDE ({row}, __class_size) FROM "
+        f"(SELECT *, count(*) OVER (PARTITION BY {partition}) AS __class_size FROM {source}) "
+        f"WHERE __class_size >= {k} ORDER BY {row}"
+    )
+    return small, rows - small, params
 
 
 def _params_text(params: dict[str, Any]) -> str:
