@@ -289,3 +289,23 @@ def test_an_identifier_with_its_cue_word_is_not_a_person(analyzer):
         assert not any(entity == "PERSON" for entity, _ in found), found
     text = "Order ORD-1234567 for Jane Doe arrived damaged."
     assert ("PERSON", "Jane Doe") in {(r.entity_type, text[r.start : r.end]) for r in an.analyze_value(text)}
+
+
+def test_worker_processes_end_quietly_under_an_interrupt_handler(tmp_path):
+    """Dagster installs a SIGTERM handler that raises; pool workers inherit it unless they reset it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal\n"
+        "def interrupted(*_):\n"
+        "    raise KeyboardInterrupt('interrupted')\n"
+        "signal.signal(signal.SIGTERM, interrupted)\n"
+        "from pipelines.privacy import analyzer as an\n"
+        "texts = [f'Call Maria Lopez at 212-555-01{i:02d}' for i in range(40)]\n"
+        "print(sum(len(r) for r in an.scan_texts(texts, batch_size=4, n_process=2)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) >= 40
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]

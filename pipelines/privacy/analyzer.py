@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -720,11 +721,17 @@ def _map_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: i
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     _WORKER_JOB = (fn, args)
     try:
-        with _FORK.Pool(n_process) as pool:
+        with _FORK.Pool(n_process, initializer=_quiet_worker) as pool:
             parts = pool.map(_run_in_worker, chunks)
     finally:
         _WORKER_JOB = None
     return [result for part in parts for result in part]
+
+
+def _quiet_worker() -> None:
+    """Forked workers drop the parent's interrupt handlers (Dagster's raise in them when the pool ends them)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the pool
 
 
 def _run_in_worker(chunk: list) -> list:
