@@ -118,3 +118,55 @@ def test_known_identifier_matching_column_wise_equals_per_value():
     values = pd.Series(["jane  doe", "JANE.DOE@example-corp.com", "+1 415 555 0100", "fin-laptop-042", "Jane", None, "Doe Jane", "ana maría ruiz"])
     per_value = Counter(e for v in values.dropna() if (e := known.matches_any(v)))
     assert known.count_matches(values) == per_value == Counter({"PERSON": 2, "EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "HOSTNAME": 1})
+
+
+def test_known_identifier_prefilters_never_drop_a_match():
+    """The column-wise pre-filters (length, first characters, shape of the normalized value) are exact
+    necessary conditions: on format variants, case, spacing, control characters and non-ASCII look-alikes,
+    count_matches finds every value that matches_any finds, one by one."""
+    import random
+    from collections import Counter
+
+    from pipelines.privacy.known import KnownIdentifiers
+
+    known = KnownIdentifiers()
+    known.add("PERSON", ["Jane Doe", "Ana María Ruiz", "Strauss Kay"])
+    known.add("EMAIL_ADDRESS", ["jane.doe@example-corp.com"])
+    known.add("EMPLOYEE_ID", ["E1234567"])
+    known.add("IBAN_CODE", ["DE89 3704 0044 0532 0130 00"])
+    known.add("HOSTNAME", ["fin-laptop-042.corp.example"])
+    rng = random.Random(7)
+    base = ["Jane Doe", "jane.doe@example-corp.com", "E1234567", "DE89370400440532013000", "fin-laptop-042", "Strauss Kay",
+            "ana maría ruiz", "TCK-0001234", "E7654321", "Jane Dole"]
+    variants = {"JANE  DOE", "  jane doe ", "jane\tdoe", "jane\x1cdoe", "STRAUß KAY", "Jane\u00a0Doe", " e1234567",
+                "e 1234 567", "de89 3704 0044 0532 0130 00", "JANE.DOE@EXAMPLE-CORP.COM ", "fin-laptop-042 ", "\x0bE1234567"}
+    for _ in range(300):
+        value = list(rng.choice(base))
+        for _ in range(rng.randint(0, 3)):
+            i = rng.randrange(len(value) + 1)
+            value.insert(i, rng.choice([" ", "  ", "\t", "-", "x", "É"]))
+        variants.add("".join(value).upper() if rng.random() < 0.3 else "".join(value))
+    values = pd.Series(sorted(variants))
+    per_value = Counter(e for v in values if (e := known.matches_any(v)))
+    assert per_value["PERSON"] >= 3 and per_value["EMPLOYEE_ID"] >= 2 and per_value["IBAN_CODE"] >= 1
+    assert known.count_matches(values) == per_value
+
+
+@pytest.mark.parametrize("chars_to_mask,keep_last", [(None, 4), (None, 0), (None, 30), (3, None), (0, None), (50, None), (-2, None)])
+@pytest.mark.parametrize("from_end", [False, True])
+def test_column_wise_mask_and_truncate_equal_presidio_and_python(chars_to_mask, keep_last, from_end):
+    """The Arrow mask gives Presidio's Mask operator's output value for value (code points, not bytes)."""
+    from presidio_anonymizer.operators import Mask
+
+    from pipelines.privacy.operators import _truncated, masked
+
+    values = TRICKY + ["日本語テキスト", "4111-1111-1111-1111", "ab"]
+    series = pd.Series(values, dtype=object)
+    got = masked(series, "#", chars_to_mask=chars_to_mask, keep_last=keep_last, from_end=from_end)
+    expected = []
+    for v in values:
+        count = chars_to_mask if keep_last is None else max(len(v) - keep_last, 0)
+        expected.append(Mask().operate(v, {"masking_char": "#", "chars_to_mask": count, "from_end": from_end}))
+    assert got == expected
+    for keep in (0, 1, 3, 40):
+        assert _truncated(series, keep) == [v[:keep] + "*" * max(len(v) - keep, 0) for v in values]

@@ -115,3 +115,13 @@ def test_join_risk_safe_alone_identifying_together():
     k = next(r for r in outcome.results if r.column == "_equivalence_class_size")
     assert not outcome.success and not k.success and k.observed["observed_value"] == 1
     assert mart_risk(combined, approval)["k_over_quasi_identifiers"] == 1
+
+
+def test_suites_draw_no_progress_bars(capfd, tmp_path):
+    """GE's per-validation "Calculating Metrics" bars would flood the run logs (ephemeral and Data Docs contexts)."""
+    frame = privacy_frame(hr_frame(SAFE), QUASI, ["salary"])
+    suite = load_suite(EXPECTATIONS_DIR, "hr_employees.privacy")
+    run_suite(suite, frame)
+    run_suite(suite, frame, docs_root=tmp_path / "gx")
+    captured = capfd.readouterr()
+    assert "Calculating Metrics" not in captured.err + captured.out

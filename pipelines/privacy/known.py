@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from presidio_analyzer import RecognizerResult
 
-from pipelines.privacy.operators import normalize, normalizer
+from pipelines.privacy.operators import _compact_upper, _email, _person, _stripped, normalize, normalizer
 
 RECOGNIZER_NAME = "KnownIdentifierRecognizer"
+PREFIX_CHARS = 2  # first characters of each normalized value kept for the residual pre-filter (not enough to identify)
 SEARCHABLE = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "HOSTNAME", "EMPLOYEE_ID")
 
 # Candidate spans per entity; each candidate is normalized like pseudonyms are, then looked up.
@@ -44,6 +45,7 @@ class KnownIdentifiers:
         self._hashes: dict[str, set[bytes]] = {}
         self._lengths: dict[str, set[int]] = {}  # lengths of the normalized values: a cheap exact pre-filter
         self._shapes: dict[str, set[int]] = {}  # shapes (digit/letter/@) of the values: another one
+        self._prefixes: dict[str, set[str]] = {}  # first characters of the normalized values: a third one
         self.counts: Counter = Counter()
 
     def _hash(self, entity: str, value: str) -> bytes:
@@ -57,11 +59,13 @@ class KnownIdentifiers:
         self._hashes[entity].add(self._hash_normalized(normalized))
         self._lengths[entity].add(len(normalized))
         self._shapes[entity].add(_shape(value))
+        self._prefixes[entity].add(normalized[:PREFIX_CHARS])
 
     def add(self, entity: str, values: Iterable[str]) -> None:
         bucket = self._hashes.setdefault(entity, set())
         self._lengths.setdefault(entity, set())
         self._shapes.setdefault(entity, set())
+        self._prefixes.setdefault(entity, set())
         before = len(bucket)
         for v in values:
             if v and len(v.strip()) >= 4:  # too short to identify anyone, and would match common words
@@ -82,13 +86,16 @@ class KnownIdentifiers:
 
     def count_matches(self, values: pd.Series) -> Counter:
         """How many distinct values equal a known identifier, by entity (each value counted once, under the
-        first entity it matches, as `matches_any`). Each normalization runs once per value; only values of a length
-        some known identifier has are hashed."""
-        distinct = [str(v) for v in pd.unique(values.dropna().astype(str))]
+        first entity it matches, as `matches_any`). Values are narrowed column-wise (Arrow) by exact necessary
+        conditions (length, first characters and shape of the normalized value); only the rest are hashed."""
+        distinct = np.asarray(pd.unique(values.dropna().astype(str)), dtype=object).tolist()  # str values, one each
         hits: Counter = Counter()
         if not distinct:
             return hits
-        shapes, digit_counts = _shapes_and_digits(distinct)
+        import pyarrow as pa
+
+        array = pa.array(distinct, pa.string())
+        shapes, digit_counts, printable = _shapes_and_digits(array)
         matched = np.zeros(len(distinct), dtype=bool)
         for entity, bucket in self._hashes.items():
             if not bucket or matched.all():
@@ -99,6 +106,9 @@ class KnownIdentifiers:
                 candidates = np.isin(digit_counts, list(lengths)) | (digit_counts < 0)
             else:  # normalization keeps digits, letters and @: the shape must be one a known value has
                 candidates = np.isin(shapes, list(self._shapes[entity])) | (shapes < 0)
+                narrowed = _normalized_prefilter(fn, array, self._lengths[entity], self._prefixes[entity])
+                if narrowed is not None:  # exact for printable ASCII values; others are always hashed
+                    candidates &= narrowed | ~printable
             for i in np.flatnonzero(candidates & ~matched):
                 if self._hash_normalized(fn(distinct[i])) in bucket:
                     hits[entity] += 1
@@ -155,20 +165,50 @@ def _shape(value: str) -> int:
     return bool(_HAS_DIGIT.search(value)) | bool(_HAS_LETTER.search(value)) << 1 | ("@" in value) << 2
 
 
-def _shapes_and_digits(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _shapes_and_digits(array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_shape` and the count of digits of every value, column-wise (Arrow); -1 where a value is not ASCII
-    (Arrow's classes are ASCII-only there, so such values are always checked)."""
-    import pyarrow as pa
+    (Arrow's classes are ASCII-only there, so such values are always checked). Also which values are printable
+    ASCII (space to tilde), the values whose normalization Arrow reproduces exactly."""
     import pyarrow.compute as pc
 
-    array = pa.array(values, pa.string())
     ascii_ = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
     digit = pc.match_substring_regex(array, "[0-9]").to_numpy(zero_copy_only=False)
     letter = pc.match_substring_regex(array, "[A-Za-z]").to_numpy(zero_copy_only=False)
     at = pc.match_substring(array, "@").to_numpy(zero_copy_only=False)
     shapes = np.where(ascii_, digit.astype(int) | letter.astype(int) << 1 | at.astype(int) << 2, -1)
     digits = np.where(ascii_, pc.count_substring_regex(array, "[0-9]").to_numpy(zero_copy_only=False), -1)
-    return shapes, digits
+    printable = pc.match_substring_regex(array, "^[ -~]*$").to_numpy(zero_copy_only=False)
+    return shapes, digits, printable
+
+
+def _arrow_normalized(fn, array):
+    """The normalizer `fn` column-wise; equal to Python's for printable ASCII values (whose only whitespace is
+    the space, and whose case mapping is ASCII's). None for a normalizer without a column-wise form."""
+    import pyarrow.compute as pc
+
+    if fn is _stripped:
+        return pc.utf8_trim(array, characters=" ")
+    if fn is _email:
+        return pc.ascii_lower(pc.utf8_trim(array, characters=" "))
+    if fn is _person:
+        return pc.ascii_lower(pc.replace_substring_regex(pc.utf8_trim(array, characters=" "), pattern=" +", replacement=" "))
+    if fn is _compact_upper:
+        return pc.ascii_upper(pc.replace_substring(array, pattern=" ", replacement=""))
+    return None
+
+
+def _normalized_prefilter(fn, array, lengths: set[int], prefixes: set[str]) -> np.ndarray | None:
+    """Which values' normalized form has a known length and known first characters (exact necessary test)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    normalized = _arrow_normalized(fn, array)
+    if normalized is None:
+        return None
+    length_ok = np.isin(pc.utf8_length(normalized).to_numpy(zero_copy_only=False), list(lengths))
+    prefix = pc.utf8_slice_codeunits(normalized, 0, PREFIX_CHARS)
+    prefix_ok = pc.is_in(prefix, value_set=pa.array(sorted(prefixes), pa.string())).to_numpy(zero_copy_only=False)
+    return length_ok & prefix_ok
 
 
 def _result(entity: str, start: int, end: int) -> RecognizerResult:

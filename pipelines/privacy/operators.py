@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from presidio_anonymizer.operators import Encrypt as PresidioEncrypt
-from presidio_anonymizer.operators import Mask as PresidioMask
 from presidio_anonymizer.operators import Operator, OperatorType
 
 from pipelines.contracts import Column, Generalize
@@ -131,7 +130,7 @@ class OperatorContext:
 def _map_distinct(values: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
     """Apply `fn` once per distinct non-null value and broadcast back; nulls stay null."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = np.array([fn(str(u)) for u in uniques], dtype=object)
+    mapped = np.array([fn(str(u)) for u in np.asarray(uniques, dtype=object).tolist()], dtype=object)
     out = np.empty(len(values), dtype=object)
     valid = codes >= 0
     out[valid] = mapped[codes[valid]]
@@ -142,7 +141,7 @@ def _map_distinct(values: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
 def _map_distinct_many(values: pd.Series, fn: Callable[[pd.Series], list]) -> pd.Series:
     """Like _map_distinct, with `fn` mapping all distinct values at once."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = np.array(fn(pd.Series(uniques, dtype=object).astype(str)) if len(uniques) else [], dtype=object)
+    mapped = np.array(fn(pd.Series(np.asarray(uniques, dtype=object)).astype(str)) if len(uniques) else [], dtype=object)
     out = np.empty(len(values), dtype=object)
     valid = codes >= 0
     out[valid] = mapped[codes[valid]]
@@ -168,10 +167,48 @@ def _numeric_bucket(values: pd.Series, width: int) -> pd.Series:
 
 
 def _truncate(values: pd.Series, keep: int) -> pd.Series:
-    def cut(v: str) -> str:
-        return v[:keep] + "*" * max(len(v) - keep, 0)
+    """`v[:keep]` and a `*` for every character cut (column-wise over distinct values)."""
+    return _map_distinct_many(values, lambda distinct: _truncated(distinct, keep))
 
-    return _map_distinct(values, cut)
+
+def _arrow(distinct: pd.Series):
+    import pyarrow as pa
+
+    return pa.array(distinct.tolist(), pa.string())
+
+
+def _truncated(distinct: pd.Series, keep: int) -> list[str]:
+    import pyarrow.compute as pc
+
+    a = _arrow(distinct)
+    stars = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(pc.utf8_length(a), keep), 0))
+    return pc.binary_join_element_wise(pc.utf8_slice_codeunits(a, start=0, stop=keep), stars, "").to_pylist()
+
+
+def masked(distinct: pd.Series, masking_char: str, *, chars_to_mask: int | None = None, keep_last: int | None = None,
+           from_end: bool = False) -> list[str]:
+    """Presidio's `mask` over many values at once (Arrow; code points, as Python slices): `chars_to_mask`
+    characters (or all but the last `keep_last`) replaced from the start, or from the end."""
+    import pyarrow.compute as pc
+
+    a = _arrow(distinct)
+    length = pc.utf8_length(a)
+    if keep_last is not None:
+        n = pc.max_element_wise(pc.subtract(length, keep_last), 0)
+        if from_end:  # text[:len - n] is the first keep_last characters
+            rest = pc.utf8_slice_codeunits(a, start=0, stop=keep_last)
+        else:  # text[n:] is the last keep_last characters
+            rest = pc.utf8_slice_codeunits(a, start=-keep_last) if keep_last > 0 else pc.utf8_slice_codeunits(a, start=0, stop=0)
+    else:
+        count = max(chars_to_mask or 0, 0)
+        n = pc.min_element_wise(length, count)
+        if from_end:
+            rest = pc.utf8_slice_codeunits(a, start=0, stop=-count) if count > 0 else a
+        else:
+            rest = pc.utf8_slice_codeunits(a, start=count)
+    stars = pc.binary_repeat(masking_char, n)
+    parts = (rest, stars) if from_end else (stars, rest)
+    return pc.binary_join_element_wise(*parts, "").to_pylist()
 
 
 def _dates(values: pd.Series, fmt: str) -> pd.Series:
@@ -219,17 +256,12 @@ def apply_column(values: pd.Series, column: Column, ctx: OperatorContext) -> tup
         params["new_value"] = new_value
         return pd.Series(new_value, index=values.index, dtype="string").where(values.notna(), None), params
     if op == "mask":
-        masker = PresidioMask()
         keep_last = spec.keep_last  # type: ignore[union-attr]
-
-        def mask(value: str) -> str:
-            count = spec.chars_to_mask if keep_last is None else max(len(value) - keep_last, 0)  # type: ignore[union-attr]
-            p = {"masking_char": spec.masking_char, "chars_to_mask": count, "from_end": spec.from_end}  # type: ignore[union-attr]
-            return masker.operate(value, p)
-
         params = {"masking_char": spec.masking_char, "from_end": spec.from_end}  # type: ignore[union-attr]
         params |= {"keep_last": keep_last} if keep_last is not None else {"chars_to_mask": spec.chars_to_mask}  # type: ignore[union-attr]
-        return _map_distinct(values, mask), params
+        return _map_distinct_many(values, lambda distinct: masked(
+            distinct, spec.masking_char, chars_to_mask=spec.chars_to_mask, keep_last=keep_last, from_end=spec.from_end,  # type: ignore[union-attr]
+        )), params
     if op == "pseudonymize":
         domain = spec.domain or column.entity  # type: ignore[union-attr]
         params = {"domain": domain, "algorithm": "HMAC-SHA256", "key_id": ctx.pseudonym_key.key_id}

@@ -86,7 +86,15 @@ def _fmt(d: dict[str, Any]) -> str:
 def _context() -> Any:
     import great_expectations as gx
 
-    return gx.get_context(mode="ephemeral")
+    return _without_progress_bars(gx.get_context(mode="ephemeral"))
+
+
+def _without_progress_bars(context: Any) -> Any:
+    """GE draws a tqdm bar per validation ("Calculating Metrics"); in run logs they are noise (TQDM_DISABLE is not read)."""
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
 
 
 def _thresholds(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +124,7 @@ RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}  # n
 def _file_context(root: str) -> Any:
     import great_expectations as gx
 
-    return gx.get_context(mode="file", project_root_dir=root)
+    return _without_progress_bars(gx.get_context(mode="file", project_root_dir=root))
 
 
 def _expectations(suite: dict[str, Any]) -> list[Any]:
