@@ -125,3 +125,19 @@ def test_suites_draw_no_progress_bars(capfd, tmp_path):
     run_suite(suite, frame, docs_root=tmp_path / "gx")
     captured = capfd.readouterr()
     assert "Calculating Metrics" not in captured.err + captured.out
+
+
+def test_suites_read_tables_in_chunks_as_one_piece_would():
+    """Chunked reads give the frame `.df()` gives, also when a column is all null in some chunks."""
+    import duckdb
+
+    from pipelines.defs.checks import read_table
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT i, CASE WHEN i >= 5000 THEN 'v' || i END AS s, CASE WHEN i % 7 = 0 THEN NULL ELSE i * 1.5 END AS x, "
+                "DATE '2024-01-01' + CAST(i % 300 AS INTEGER) AS d FROM range(12000) r(i)")
+    con.execute("CREATE TABLE empty AS SELECT * FROM t LIMIT 0")
+    for table in ("t", "empty"):
+        expected = con.execute(f"SELECT * FROM {table}").df()
+        for vectors in (1, 2, 50):
+            pd.testing.assert_frame_equal(read_table(con, table, vectors), expected)

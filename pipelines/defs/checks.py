@@ -44,6 +44,21 @@ def check_result(outcome: SuiteOutcome, extra: dict | None = None) -> dg.AssetCh
     )
 
 
+def read_table(con, table: str, vectors_per_chunk: int = 50) -> pd.DataFrame:
+    """A whole table as pandas, fetched in chunks (about 100,000 rows each): `.df()` in one piece holds DuckDB's
+    result and the frame together, about five times the frame (2,120 MiB for 2M finance claims; chunked: 1,003)."""
+    result = con.execute(f"SELECT * FROM {quote_ident(table)}")
+    parts = []
+    while not (part := result.fetch_df_chunk(vectors_per_chunk)).empty:
+        parts.append(part)
+    if not parts:
+        return con.execute(f"SELECT * FROM {quote_ident(table)} LIMIT 0").df()
+    if any(not part.dtypes.equals(parts[0].dtypes) for part in parts[1:]):  # e.g. a chunk whose column is all null
+        del parts
+        return con.execute(f"SELECT * FROM {quote_ident(table)}").df()  # one piece: the dtypes .df() gives
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
 def privacy_frame(frame: pd.DataFrame, quasi: list[str], sensitive: list[str]) -> pd.DataFrame:
     return with_risk_features(frame, [q for q in quasi if q in frame], [s for s in sensitive if s in frame])
 
@@ -54,7 +69,7 @@ def build_checks(contract: Contract, raw_key: dg.AssetKey, deidentified_key: dg.
     @dg.asset_check(asset=raw_key, name="quality_suite", blocking=True, description=f"GE suite {ds}.quality: schema, nulls, uniqueness, ranges.")
     def quality_suite(context: dg.AssetCheckExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.AssetCheckResult:
         with raw_database.get_connection() as con:
-            frame = con.execute(f"SELECT * FROM {quote_ident(ds)}").df()
+            frame = read_table(con, ds)
         source_file = str(frame[SOURCE_FILE_COLUMN].iloc[0]) if len(frame) else None
         outcome = run_suite(load_suite(suites_dir, f"{ds}.quality"), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
         extra = {"source_file": source_file or "-"}
@@ -76,7 +91,7 @@ def build_checks(contract: Contract, raw_key: dg.AssetKey, deidentified_key: dg.
     )
     def privacy_suite(storage: PipelineStorage, deidentified_database: DuckDBResource) -> dg.AssetCheckResult:
         with deidentified_database.get_connection() as con:
-            frame = con.execute(f"SELECT * FROM {quote_ident(ds)}").df()
+            frame = read_table(con, ds)
         outcome = run_suite(load_suite(suites_dir, f"{ds}.privacy"), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
         return check_result(outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive})
 
