@@ -259,6 +259,10 @@ def test_evaluate_small_dataset(tmp_path):
         ("I'm still waiting.", False),
         ("Москва", True),  # no Latin capitals needed: cased Cyrillic counts
         ("我的名字是李华", True),  # an uncased script is always scanned
+        ("Please update my billing address to <STREET_ADDRESS>: phone_number_4f65f1ba", False),  # our own placeholders
+        ("I was charged twice for order <ORDER_ID>.", False),
+        ("Order <ORDER_ID> for Jane Doe", True),  # a placeholder hides nothing else on the line
+        ("sent to <STREET_ADDRESS> yesterday", True),  # still lower-cased text around it: always NER
     ],
 )
 def test_needs_ner_prefilter(line, expected):
@@ -309,3 +313,34 @@ def test_worker_processes_end_quietly_under_an_interrupt_handler(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.strip()) >= 40
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_background_work_returns_its_result_and_reraises_its_error(monkeypatch):
+    monkeypatch.setenv(an.NLP_PROCESSES_ENV, "2")
+    assert an.Background(_square, 7).result() == 49
+    job = an.Background(_fail, "column 'merchant' holds EMAIL_ADDRESS")
+    with pytest.raises(ValueError, match="column 'merchant' holds EMAIL_ADDRESS"):
+        job.result()
+    job.cancel()  # idempotent after result()
+    # The forked worker may not fork again: inside it, one process.
+    assert an.Background(an.resolve_processes).result() == 1
+    # An abandoned job is stopped, not left running.
+    an.Background(_square, 3).cancel()
+
+
+def test_background_work_runs_inline_with_one_process(monkeypatch):
+    import os
+
+    monkeypatch.setenv(an.NLP_PROCESSES_ENV, "1")
+    assert an.Background(os.getpid).result() == os.getpid()
+    monkeypatch.setenv(an.NLP_PROCESSES_ENV, "2")
+    assert an.Background(os.getpid).result() != os.getpid()
+    assert an.Background(os.getpid, enabled=False).result() == os.getpid()

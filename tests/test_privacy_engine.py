@@ -136,3 +136,27 @@ def test_without_adaptive_blanking_the_run_stops_with_advice():
     rows = [(band, g, "data", "A") for band in ("20-39", "40-59") for g in "FMXFMXFMXF"]
     with pytest.raises(deid.PrivacyThresholdError, match="smaller than k=5"):
         deid.enforce_k_anonymity(_hr_published(rows), c)
+
+
+def test_classification_sample_ignores_row_order_and_batch_split():
+    from pipelines.privacy.classify import _sample
+
+    values = pd.Series([f"CLM-{i:07d}" for i in range(5000)] * 2)
+    sample = _sample(values, 200)
+    assert len(sample) == len(set(sample)) == 200 and set(sample) <= set(values)
+    assert _sample(values.sample(frac=1, random_state=3), 200) == sample
+    assert _sample(pd.Series(pd.unique(values)), 200) == sample  # the streaming path passes distinct values
+    assert _sample(pd.Series(["b", None, "a", "b"]), 200) == ["a", "b"]
+
+
+def test_classification_in_a_second_process_gives_the_same_verdicts(monkeypatch):
+    monkeypatch.setenv("PIPELINES_NLP_PROCESSES", "2")
+    monkeypatch.setattr(deid, "BACKGROUND_CLASSIFICATION_ROWS", 1)
+    frame = claims(["Dinner with Jane Doe"] * 30)
+    inline = classify_frame(frame, finance_contract_k1(), known=KnownIdentifiers(), model_name=None)
+    table = deid.deidentify_frame(frame, finance_contract_k1(), CTX, known=KnownIdentifiers())
+    assert table.classification == [c.to_dict() for c in inline]
+    frame["merchant"] = [f"user{i}.name{i}@gmail.com" for i in range(30)]
+    with pytest.raises(UndeclaredPIIError, match="'merchant'") as err:
+        deid.deidentify_frame(frame, finance_contract_k1(), CTX, known=KnownIdentifiers())
+    assert "@gmail.com" not in str(err.value)

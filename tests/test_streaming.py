@@ -87,3 +87,39 @@ def test_an_empty_table_streams_to_an_empty_table_with_its_columns(prepared):
     assert (result.rows_in, result.rows_out) == (0, 0)
     published = [c.name for c in contract.published_columns]
     assert [r[0] for r in target.execute("SELECT column_name FROM (DESCRIBE support_tickets)").fetchall()] == published
+
+
+def _classify_in_background(monkeypatch) -> None:
+    monkeypatch.setenv("PIPELINES_NLP_PROCESSES", "2")
+    monkeypatch.setattr(deid, "BACKGROUND_CLASSIFICATION_ROWS", 1)
+
+
+def test_streamed_table_with_classification_in_a_second_process_equals_in_memory(prepared, monkeypatch):
+    contract, ctx = prepared.contract("finance_expense_claims"), bench_context()
+    expected = deid.deidentify_frame(prepared.frame("finance_expense_claims"), contract, ctx, known=prepared.known)
+    _classify_in_background(monkeypatch)
+    target = duckdb.connect()
+    streamed = deid.deidentify_table(prepared.con, "finance_expense_claims", target, "finance_expense_claims", contract, ctx,
+                                     known=prepared.known, chunk_rows=150, exclude=(SOURCE_FILE_COLUMN,))
+    assert streamed.classification == expected.classification
+    table = target.execute("SELECT * FROM finance_expense_claims").df()
+    pd.testing.assert_frame_equal(_comparable(table), _comparable(expected.frame))
+
+
+def test_undeclared_pii_found_in_the_background_publishes_nothing(prepared, monkeypatch):
+    from pipelines.privacy.classify import UndeclaredPIIError
+
+    contract, ctx = prepared.contract("finance_expense_claims"), bench_context()
+    prepared.con.execute(
+        "CREATE OR REPLACE TABLE claims_with_emails AS SELECT * REPLACE ('user' || row_number() OVER () || '.name@gmail.com' AS merchant) "
+        "FROM finance_expense_claims"
+    )
+    target = duckdb.connect()
+    target.execute("CREATE TABLE finance_expense_claims AS SELECT 'last good version' AS note")
+    _classify_in_background(monkeypatch)
+    with pytest.raises(UndeclaredPIIError, match="'merchant'") as err:
+        deid.deidentify_table(prepared.con, "claims_with_emails", target, "finance_expense_claims", contract, ctx,
+                              known=prepared.known, chunk_rows=100, exclude=(SOURCE_FILE_COLUMN,))
+    assert "@gmail.com" not in str(err.value)
+    assert target.execute("SELECT note FROM finance_expense_claims").fetchall() == [("last good version",)]
+    assert target.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 1  # no staging table left

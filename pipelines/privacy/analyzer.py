@@ -46,7 +46,10 @@ def resolve_model_name(model_name: str | None = None) -> str:
 
 
 def resolve_processes(n_process: int | None = None) -> int:
-    """Worker processes for scanning: explicit, else $PIPELINES_NLP_PROCESSES, else the usable cores (max 4)."""
+    """Worker processes for scanning: explicit, else $PIPELINES_NLP_PROCESSES, else the usable cores (max 4).
+    Always 1 inside a worker (pool workers are daemons and may not fork)."""
+    if _IN_WORKER:
+        return 1
     if n_process is not None:
         value, source = n_process, "n_process"
     elif os.environ.get(NLP_PROCESSES_ENV, "").strip():
@@ -134,6 +137,7 @@ _DATE_CUE = regex.compile(
     r"(?i)\b(?:1[89]|20)\d\d\b|\b\d{1,2}(?:st|nd|rd|th)\b|\b\d{1,2}:\d\d\b|\b\d{1,2}[ \t]?[ap]\.?m\b"
     r"|\b\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\b"
 )
+_PLACEHOLDER = regex.compile(r"<[A-Z][A-Z0-9_]*>")  # Presidio `replace`'s default new_value, <ENTITY_TYPE>
 _COMMON_OPENERS = frozenset({"please", "thanks", "thank", "hi", "hello", "hey", "dear", "sorry", "yes", "no", "ok", "okay"})
 ENTITY_CACHE_SIZE = 200_000  # distinct sentences whose NER result is kept in memory (never written anywhere)
 
@@ -149,6 +153,8 @@ def needs_ner(sentence: str) -> bool:
     stop word or greeting), a word in a script without case, or a year, ordinal, time or numeric date."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
+    if "<" in sentence:  # the masks' own placeholders (<STREET_ADDRESS>) are no candidates
+        sentence = _PLACEHOLDER.sub("#", sentence)
     if not any(c.isupper() for c in sentence):
         return any(c.isalpha() for c in sentence)  # lower-cased text has no capitalisation cue: always NER
     first = True
@@ -712,6 +718,7 @@ def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) 
 # Worker processes are forked so they inherit the loaded analyzer (and the NER cache) instead of reloading it.
 _FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 _WORKER_JOB: tuple | None = None
+_IN_WORKER = False
 
 
 def _map_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: int) -> list:
@@ -728,8 +735,55 @@ def _map_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: i
     return [result for part in parts for result in part]
 
 
+def shared_counter():
+    """An integer shared with workers forked after it is made (None where processes cannot fork)."""
+    return _FORK.Value("i", 0) if _FORK is not None and resolve_processes() > 1 else None
+
+
+class Background:
+    """`fn(*args)` started in one forked process (it inherits the loaded model and data); `result()` waits for it
+    and re-raises its error. With one usable process (or no fork) it runs inline, in `result()`."""
+
+    def __init__(self, fn, *args, enabled: bool = True) -> None:
+        global _WORKER_JOB
+        self._fn, self._args, self._pool, self._pending = fn, args, None, None
+        if enabled and _FORK is not None and resolve_processes() > 1:
+            _WORKER_JOB = (_call_with_args, (fn, args))
+            try:
+                self._pool = _FORK.Pool(1, initializer=_quiet_worker)  # forks now, inheriting _WORKER_JOB
+            finally:
+                _WORKER_JOB = None
+            self._pending = self._pool.apply_async(_run_in_worker, (None,))
+
+    def result(self):
+        if self._pending is None:
+            return self._fn(*self._args)
+        try:
+            return self._pending.get()
+        finally:
+            self.cancel()
+
+    def ready(self) -> bool:
+        """Has the worker finished (always False when the work runs inline, in `result()`)?"""
+        return self._pool is not None and self._pending.ready()
+
+    def cancel(self) -> None:
+        """Stop the worker if it still runs (the caller failed first); idempotent."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+def _call_with_args(_chunk, job: tuple):
+    fn, args = job
+    return fn(*args)
+
+
 def _quiet_worker() -> None:
     """Forked workers drop the parent's interrupt handlers (Dagster's raise in them when the pool ends them)."""
+    global _IN_WORKER
+    _IN_WORKER = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the pool
 

@@ -275,6 +275,18 @@ def _deidentify_columns(
     return _Chunk(pd.DataFrame(out, index=frame.index), records, residual)
 
 
+# Classifying kept columns is a fixed cost (a few hundred sampled values per column through Presidio). On
+# tables this large a forked helper starts on it while this process applies the column operators.
+BACKGROUND_CLASSIFICATION_ROWS = 20_000
+
+
+def _classify_in_background(frame, contract: Contract, known: KnownIdentifiers | None, model_name: str | None, *, rows: int):
+    from pipelines.privacy.classify import SharedClassification, columns_to_classify
+
+    worth_it = rows >= BACKGROUND_CLASSIFICATION_ROWS and bool(columns_to_classify(contract))
+    return SharedClassification(frame, contract, known=known, model_name=model_name, background=worth_it)
+
+
 def _check_residual(contract: Contract, residual: dict[str, dict[str, Any]]) -> None:
     hits = {name: scan["residual"] for name, scan in residual.items() if scan.get("residual")}
     if hits:
@@ -306,10 +318,12 @@ def deidentify_frame(
 ) -> DeidentifiedTable:
     """De-identify every declared column of `frame` as its contract says (the whole table in memory)."""
     _check_declared(frame.columns, contract)
-    from pipelines.privacy.classify import classify_frame
-
-    classification = classify_frame(frame, contract, known=known, model_name=model_name)
-    chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known)
+    classifying = _classify_in_background(frame, contract, known, model_name, rows=len(frame))
+    try:
+        chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known)
+        classification = classifying.result()  # raises UndeclaredPIIError before the residual gate, as inline
+    finally:
+        classifying.cancel()
     _check_residual(contract, chunk.residual)
     result, suppressed, k_params = enforce_k_anonymity(chunk.frame, contract)
     return DeidentifiedTable(
@@ -366,7 +380,7 @@ def deidentify_table(
     searched, the quasi-identifier columns). Output and metadata equal `deidentify_frame`'s on the same rows.
     """
     from pipelines.ingest import quote_ident
-    from pipelines.privacy.classify import classify_frame, columns_to_classify
+    from pipelines.privacy.classify import columns_to_classify
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
@@ -377,7 +391,8 @@ def deidentify_table(
         c.name: source.execute(f"SELECT DISTINCT {quote_ident(c.name)} FROM {src} WHERE {quote_ident(c.name)} IS NOT NULL").df().iloc[:, 0]
         for c in columns_to_classify(contract)
     }
-    classification = classify_frame(values, contract, known=known, model_name=model_name)
+    rows = source.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
+    classifying = _classify_in_background(values, contract, known, model_name, rows=rows)
     del values
     staging = quote_ident(f"{target_table}__staging")
     records: list[ColumnRecord] | None = None
@@ -400,9 +415,12 @@ def deidentify_table(
                 target.execute(f"INSERT INTO {staging} BY NAME SELECT * FROM deidentified_chunk")
             target.unregister("deidentified_chunk")
             rows_in += len(frame)
+            classifying.poll()  # undeclared PII stops the stream as soon as the helper finds it
+        classification = classifying.result()  # raises UndeclaredPIIError before anything is published
         _check_residual(contract, residual)
         suppressed, rows_out, k_params = _publish_k_anonymous(target, staging, quote_ident(target_table), contract, rows_in)
     finally:
+        classifying.cancel()
         reader.close()
         target.execute(f"DROP TABLE IF EXISTS {staging}")
     return DeidentifiedTable(
