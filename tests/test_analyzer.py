@@ -344,3 +344,16 @@ def test_background_work_runs_inline_with_one_process(monkeypatch):
     monkeypatch.setenv(an.NLP_PROCESSES_ENV, "2")
     assert an.Background(os.getpid).result() != os.getpid()
     assert an.Background(os.getpid, enabled=False).result() == os.getpid()
+
+
+def _die() -> None:
+    import os
+
+    os._exit(3)
+
+
+def test_a_background_worker_that_dies_gives_a_clear_error(monkeypatch):
+    monkeypatch.setenv(an.NLP_PROCESSES_ENV, "2")
+    job = an.Background(_die)
+    with pytest.raises(RuntimeError, match="ended without a result \\(exit code 3\\)"):
+        job.result()

@@ -742,42 +742,65 @@ def shared_counter():
 
 class Background:
     """`fn(*args)` started in one forked process (it inherits the loaded model and data); `result()` waits for it
-    and re-raises its error. With one usable process (or no fork) it runs inline, in `result()`."""
+    and re-raises its error. With one usable process (or no fork) it runs inline, in `result()`.
+
+    A bare process and a pipe, not a Pool: ending a Pool joins its handler threads, which poll every 0.1 s."""
 
     def __init__(self, fn, *args, enabled: bool = True) -> None:
-        global _WORKER_JOB
-        self._fn, self._args, self._pool, self._pending = fn, args, None, None
+        self._fn, self._args = fn, args
+        self._process = self._conn = None
+        self._outcome: tuple | None = None  # ("ok", value) or ("error", exception)
         if enabled and _FORK is not None and resolve_processes() > 1:
-            _WORKER_JOB = (_call_with_args, (fn, args))
-            try:
-                self._pool = _FORK.Pool(1, initializer=_quiet_worker)  # forks now, inheriting _WORKER_JOB
-            finally:
-                _WORKER_JOB = None
-            self._pending = self._pool.apply_async(_run_in_worker, (None,))
+            receive, send = _FORK.Pipe(duplex=False)
+            self._process = _FORK.Process(target=_background_main, args=(send, fn, args), daemon=True)
+            self._process.start()  # forks now: the child inherits fn and args, nothing is pickled
+            send.close()
+            self._conn = receive
 
     def result(self):
-        if self._pending is None:
+        if self._process is None and self._outcome is None:
             return self._fn(*self._args)
         try:
-            return self._pending.get()
+            if self._outcome is None:
+                try:
+                    self._outcome = self._conn.recv()
+                except EOFError:
+                    self._process.join()
+                    self._outcome = ("error", RuntimeError(
+                        f"the background worker ended without a result (exit code {self._process.exitcode})"))
         finally:
             self.cancel()
+        kind, value = self._outcome
+        if kind == "error":
+            raise value
+        return value
 
     def ready(self) -> bool:
         """Has the worker finished (always False when the work runs inline, in `result()`)?"""
-        return self._pool is not None and self._pending.ready()
+        return self._outcome is not None or (self._conn is not None and self._conn.poll())
 
     def cancel(self) -> None:
         """Stop the worker if it still runs (the caller failed first); idempotent."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.terminate()
+            self._process.join()
+            self._conn.close()
+            self._process = self._conn = None
 
 
-def _call_with_args(_chunk, job: tuple):
-    fn, args = job
-    return fn(*args)
+def _background_main(conn, fn, args) -> None:
+    _quiet_worker()
+    try:
+        outcome = ("ok", fn(*args))
+    except Exception as error:  # handed to the parent, which re-raises it
+        outcome = ("error", error)
+    try:
+        conn.send(outcome)
+    except Exception as error:  # a result or error that cannot be pickled
+        conn.send(("error", RuntimeError(f"the background worker's {outcome[0]} could not be passed back ({type(error).__name__})")))
+    finally:
+        conn.close()
 
 
 def _quiet_worker() -> None:
