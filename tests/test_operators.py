@@ -205,7 +205,7 @@ def test_column_wise_hmac_equals_python_hmac(monkeypatch, secret):
     import pipelines.privacy.operators as ops
 
     monkeypatch.setattr(ops, "COLUMN_WISE_HMAC_MIN_VALUES", 1)
-    values = pd.Series([*TRICKY, "", "Ana María Ruiz", "x" * 500, "李华", "e1234567 "] * 3, dtype=object)
+    values = pd.Series([*TRICKY, "", "Ana María Ruiz", "x" * 500, "李华", "e1234567 ", "a\x00b"] * 3, dtype=object)
     for domain in ("PERSON", "EMPLOYEE_ID", "EMAIL_ADDRESS"):
         column_wise = ops.pseudonyms(secret, domain, values)
         assert ops._hmac_sha256_column_wise(secret, f"{domain}\x1f", ["a"]) is not None  # the DuckDB path ran
