@@ -127,6 +127,9 @@ class ScanText(_Strict):
     operators: dict[str, Literal["pseudonymize", "replace", "redact", "mask"]] = Field(
         default_factory=lambda: {"DEFAULT": "replace"}
     )
+    # kept columns of the same table whose values name things, not people (product names): the texts' mentions
+    # of them are no name candidates for NER, and a NER entity inside one is not masked
+    non_personal_terms_from: list[str] = Field(default_factory=list)
 
 
 Deidentification = Annotated[
@@ -227,6 +230,21 @@ class Contract(_Strict):
     def _dataset_prefix(self) -> "Contract":
         if not self.dataset.startswith(self.department + "_"):
             raise ValueError(f"dataset '{self.dataset}' must start with its department '{self.department}_'")
+        return self
+
+    @model_validator(mode="after")
+    def _term_sources(self) -> "Contract":
+        by_name = {c.name: c for c in self.columns}
+        for column in self.columns:
+            for name in getattr(column.deidentify, "non_personal_terms_from", ()):
+                source = by_name.get(name)
+                where = f"column '{column.name}': non_personal_terms_from"
+                if source is None:
+                    raise ValueError(f"{where} names '{name}', which is not a column of this contract")
+                if source.role != Role.plain_attribute or source.deidentify.operator != "keep":
+                    raise ValueError(f"{where} names '{name}': only a kept plain_attribute column can name non-personal terms")
+                if {"PERSON", "LOCATION", "NRP"} & set(source.tolerate_entities):
+                    raise ValueError(f"{where} names '{name}', which tolerates names or places (tolerate_entities)")
         return self
 
     def column(self, name: str) -> Column:

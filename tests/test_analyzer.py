@@ -269,6 +269,52 @@ def test_needs_ner_prefilter(line, expected):
     assert an.needs_ner(line) is expected
 
 
+PRODUCTS = an.compile_terms(["Cloud Backup Pro", "TeamChat", "Pro", "  ", None])
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("Hi, this is person_0123456789abcdef. My app stopped. Please call me.", False),  # sentence openers
+        ("It broke again! Where is my order?", False),
+        ("It broke. Jane called.", True),  # a name opening a sentence is still a candidate
+        ("Thanks. Will called.", True),  # stop words that are first names stay candidates
+        ("May I ask for a refund?", True),
+        ("Kind regards, person_0123456789abcdef", False),  # sign-offs
+        ("Order <ORDER_ID> arrived damaged.", False),  # an identifier's cue word before its placeholder
+        ("Jane <ORDER_ID> arrived damaged.", True),  # ... but only its cue word
+        ("sent to <ORDER_ID> by order <ORDER_ID>", True),  # lower-cased text around it: always NER
+        ("Cannot log in to Cloud Backup Pro; password reset emails never arrive.", False),  # declared terms
+        ("Cannot log in to Cloud Backup Pro; ask Jane.", True),
+        ("Cannot log in to Cloud Backup Professional.", True),  # whole words only: "Professional" is no term
+        ("TeamChatter keeps crashing", True),
+    ],
+)
+def test_needs_ner_with_sentence_openers_cues_and_declared_terms(analyzer, line, expected):
+    assert an.needs_ner(line, PRODUCTS, analyzer.nlp_engine.cued_placeholders) is expected
+
+
+def test_no_terms_compile_to_nothing():
+    assert an.compile_terms([None, "", " 42 "]) is None
+
+
+def test_declared_terms_are_never_a_ner_entity_but_names_beside_them_are(analyzer):
+    texts = ["How do I export my data from Cloud Backup Pro?",  # the pinned model reads the product as a person
+             "Hi, this is Allen Cole. My Cloud Backup Pro stopped syncing after the last update."]
+    plain = [_spans(t, r) for t, r in zip(texts, an.scan_texts(texts, n_process=1))]
+    assert any(entity == "PERSON" and "Cloud" in span for found in plain for entity, span in found), plain
+    with_terms = [_spans(t, r) for t, r in zip(texts, an.scan_texts(texts, n_process=1, terms=PRODUCTS))]
+    assert not any("Cloud" in span or "Pro" in span for found in with_terms for _, span in found), with_terms
+    assert ("PERSON", "Allen Cole") in with_terms[1]
+    assert _keys(an.scan_texts(texts, n_process=2, batch_size=1, terms=PRODUCTS)) == _keys(
+        an.scan_texts(texts, n_process=1, terms=PRODUCTS))
+
+
+def test_terms_need_the_lean_engine():
+    with pytest.raises(ValueError, match="lean NLP engine"):
+        an.scan_texts_with(an.get_baseline_analyzer(), ["Cloud Backup Pro"], terms=PRODUCTS)
+
+
 def test_line_level_ner_maps_entities_onto_the_whole_text(analyzer):
     text = "Thanks for your help.\n\nJane Doe moved to Paris last year.\nRegards"
     results = an.scan_texts([text], n_process=1)[0]

@@ -74,3 +74,23 @@ def test_duplicate_dataset(tmp_path):
     (tmp_path / "b.yaml").write_text(text)
     with pytest.raises(ContractError, match="declared twice"):
         load_contracts(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("terms_from", "mutate", "message"),
+    [
+        (["products"], None, "names 'products', which is not a column"),
+        (["customer_email"], None, "only a kept plain_attribute column"),
+        (["satisfaction"], None, "only a kept plain_attribute column"),  # a sensitive attribute
+        (["product"], lambda cols: cols["product"].update(tolerate_entities=["PERSON"]), "tolerates names or places"),
+    ],
+)
+def test_non_personal_terms_come_from_kept_plain_columns(tmp_path, terms_from, mutate, message):
+    data = yaml.safe_load((CONTRACTS_DIR / "support_tickets.yaml").read_text())
+    columns = {c["name"]: c for c in data["columns"]}
+    columns["body"]["deidentify"]["non_personal_terms_from"] = terms_from
+    if mutate:
+        mutate(columns)
+    with pytest.raises(ContractError) as err:
+        load_contract(_write(tmp_path, data))
+    assert "non_personal_terms_from" in str(err.value) and message in str(err.value), str(err.value)

@@ -160,3 +160,74 @@ def test_classification_in_a_second_process_gives_the_same_verdicts(monkeypatch)
     with pytest.raises(UndeclaredPIIError, match="'merchant'") as err:
         deid.deidentify_frame(frame, finance_contract_k1(), CTX, known=KnownIdentifiers())
     assert "@gmail.com" not in str(err.value)
+
+
+# --- Declared non-personal terms (product names) and the rescan pre-filter ---------------------------------
+
+def _body_spec(terms_from: list[str]):
+    body = contract("support_tickets").column("body")
+    return body.model_copy(update={"deidentify": body.deidentify.model_copy(update={"non_personal_terms_from": terms_from})})
+
+
+def _scan_bodies(texts: list[str], spec, products: list[str] | None):
+    terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(products))
+    return deid.scan_text_column(pd.Series(texts, dtype=object), spec, CTX, score_threshold=0.4, model_name=None,
+                                 known=KnownIdentifiers(), terms=terms)
+
+
+BODIES = ["How do I export my data from Cloud Backup Pro?",  # the pinned model reads the product as a person
+          "Hi, this is Allen Cole. My Cloud Backup Pro stopped syncing after the last update."]
+
+
+def test_declared_product_names_stay_readable_while_names_are_masked():
+    out, params, counts, _ = _scan_bodies(BODIES, _body_spec(["product"]), ["Cloud Backup Pro", "TeamChat"])
+    assert out.tolist()[0] == BODIES[0]
+    assert "My Cloud Backup Pro stopped syncing" in out[1] and "Allen Cole" not in out[1]
+    assert pseudonym(SECRET, "PERSON", "Allen Cole") in out[1]
+    assert params["non_personal_terms"] == {"from": ["product"], "distinct_terms": 2, "max_terms": 1000, "used": True}
+    undeclared, params, _, _ = _scan_bodies(BODIES, _body_spec([]), None)
+    assert "Cloud Backup Pro" not in undeclared[0] and "non_personal_terms" not in params  # what the terms prevent
+
+
+def test_a_column_of_too_many_distinct_values_is_no_vocabulary():
+    many = [f"Product {i}" for i in range(1001)]
+    out, params, _, _ = _scan_bodies(BODIES, _body_spec(["product"]), many)
+    assert params["non_personal_terms"]["used"] is False and params["non_personal_terms"]["distinct_terms"] == 1001
+    assert "Allen Cole" not in out[1]
+
+
+def test_declared_terms_must_be_passed():
+    with pytest.raises(ValueError, match="names non-personal terms"):
+        deid.scan_text_column(pd.Series(BODIES), _body_spec(["product"]), CTX, score_threshold=0.4, model_name=None)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from pipelines.bench.data import prepare
+
+    return prepare(tmp_path_factory.mktemp("generated"), 300, 5)
+
+
+@pytest.mark.parametrize(("dataset", "column", "skips"), [("support_tickets", "body", True),
+                                                          ("finance_expense_claims", "memo", False),
+                                                          ("it_security_incidents", "description", False)])
+def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, dataset, column, skips):
+    """A rescan sends a masked text to the analyzer only if a line is a NER candidate or a digit lies outside our
+    tokens; scanning every changed text instead gives the same output."""
+    frame = generated.frame(dataset)
+    spec = generated.contract(dataset).column(column)
+    terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
+
+    def scan():
+        return deid.scan_text_column(frame[column], spec, CTX, score_threshold=0.4, model_name=None,
+                                     known=generated.known, terms=terms)
+
+    skipped = []
+    real = deid._rescan_can_find
+    monkeypatch.setattr(deid, "_rescan_can_find", lambda *a: real(*a) or skipped.append(1) or False)
+    filtered = scan()
+    assert bool(skipped) is skips  # memos and incident reports keep a candidate ("Team dinner with ...") or a digit
+    monkeypatch.setattr(deid, "_rescan_can_find", lambda *a: True)
+    full = scan()
+    pd.testing.assert_series_equal(filtered[0], full[0])
+    assert filtered[1:] == full[1:]

@@ -181,13 +181,19 @@ def frame_method(name: str, contract: Contract, ctx: OperatorContext, known: Kno
 
 # ------------------------------------------------------------------------------------ free text alone
 
-def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext, known: KnownIdentifiers | None) -> Callable[[list[str]], list[Any]]:
+def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext, known: KnownIdentifiers | None,
+                terms_from: pd.DataFrame | None = None) -> Callable[[list[str]], list[Any]]:
+    """`terms_from`: the rows' columns the contract names as non-personal terms (the pipeline reads them per table)."""
+    from pipelines.privacy.deidentify import declared_terms
+
     threshold = contract.privacy.score_threshold
     spec = contract.column(column)
+    terms = declared_terms(spec.deidentify, lambda name: terms_from[name])
 
     def project(texts: list[str]) -> list[Any]:
         cold_start()
-        out, *_ = scan_text_column(pd.Series(texts, dtype=object), spec, ctx, score_threshold=threshold, model_name=None, known=known)
+        out, *_ = scan_text_column(pd.Series(texts, dtype=object), spec, ctx, score_threshold=threshold, model_name=None,
+                                   known=known, terms=terms)
         return out.tolist()
 
     def project_one_process(texts: list[str]) -> list[Any]:
@@ -198,7 +204,7 @@ def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext
         from pipelines.privacy.analyzer import scan_texts
 
         cold_start()
-        scan_texts(texts, score_threshold=threshold)
+        scan_texts(texts, score_threshold=threshold, terms=terms[0])
         return list(texts)  # detection only: nothing is masked
 
     def one_column(run: Callable[[pd.DataFrame, float], Output]) -> Callable[[list[str]], list[Any]]:

@@ -259,14 +259,16 @@ def section_free_text(cfg: BenchConfig, log) -> tuple[str, dict]:
     for dataset, column in TEXT_COLUMNS:
         prep = cfg.prepared_base(cfg.text_sizes_base)
         contract = prep.contract(dataset)
-        series = prep.frame(dataset)[column].dropna()
-        texts = series.sample(n=min(cfg.texts, len(series)), random_state=cfg.seed).astype(str).tolist()
+        frame = prep.frame(dataset).dropna(subset=[column])
+        sample = frame.sample(n=min(cfg.texts, len(frame)), random_state=cfg.seed)
+        texts = sample[column].astype(str).tolist()
+        terms_from = sample[contract.column(column).deidentify.non_personal_terms_from]
         truth = ground_truth_values(prep.landing, dataset, column)
         distinct = len(set(texts))
         results = {}
         for name in (m.PROJECT_TEXT, m.PROJECT_TEXT_1, m.DETECTOR_ONLY, m.NAIVE, m.BATCH, m.STRUCTURED):
             log(f"  section 2: {dataset}.{column}, {len(texts):,} texts, {name}")
-            run = m.text_method(name, contract, column, bench_context(), prep.known)
+            run = m.text_method(name, contract, column, bench_context(), prep.known, terms_from)
             seconds, runs, out = repeat_median(lambda: run(list(texts)), cfg.repeats)
             leak = measure_leak(truth, texts, [str(t) for t in out if t is not None]) if name != m.DETECTOR_ONLY else None
             results[name] = {"seconds": seconds, "runs": runs, "texts_per_s": len(texts) / seconds,

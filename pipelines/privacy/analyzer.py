@@ -148,28 +148,57 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in _LINE.finditer(text) if not m.group().isspace()]
 
 
-def needs_ner(sentence: str) -> bool:
-    """Could NER find an entity here? Any all-lower-case text; else a capitalised word (a sentence's first word only if it is not a
-    stop word or greeting), a word in a script without case, or a year, ordinal, time or numeric date."""
+_SIGN_OFFS = frozenset({"regards", "cheers", "sincerely", "kind", "greetings"})  # "Kind regards, ..."
+_NAME_LIKE_STOP_WORDS = frozenset({"will", "may"})  # stop words that are also first names: always candidates
+_SENTENCE_END = regex.compile(r"[.!?][\"'’”)\]]*[ \t]+[\"'‘“(\[]*\Z")  # what separates a sentence from the next word
+MAX_TERMS = 1_000  # declared non-personal terms per scan (a column with more distinct values is no vocabulary)
+
+
+def compile_terms(values) -> regex.Pattern | None:
+    """One pattern for a vocabulary of non-personal phrases (product names...): whole words, longest first."""
+    terms = sorted({v.strip() for v in values if isinstance(v, str) and any(c.isalpha() for c in v)}, key=lambda t: (-len(t), t))
+    if not terms:
+        return None
+    return regex.compile(r"(?<![\p{L}\p{N}_])(?:" + "|".join(regex.escape(t) for t in terms) + r")(?![\p{L}\p{N}_])")
+
+
+def needs_ner(sentence: str, terms: regex.Pattern | None = None, cues: regex.Pattern | None = None) -> bool:
+    """Could NER find an entity here? Any all-lower-case text; else a capitalised word (a sentence's first word only
+    if it is not a stop word, greeting or sign-off), a word in a script without case, or a year, ordinal, time or
+    numeric date. Declared non-personal `terms` (see `compile_terms`), the masks' own placeholders and an
+    identifier's cue word before its placeholder (`cues`: "Order <ORDER_ID>") are no candidates."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
+    if terms is not None:
+        sentence = terms.sub("#", sentence)
+    candidates = sentence
     if "<" in sentence:  # the masks' own placeholders (<STREET_ADDRESS>) are no candidates
-        sentence = _PLACEHOLDER.sub("#", sentence)
+        if cues is not None:
+            candidates = cues.sub("#", candidates)
+        sentence, candidates = _PLACEHOLDER.sub("#", sentence), _PLACEHOLDER.sub("#", candidates)
     if not any(c.isupper() for c in sentence):
         return any(c.isalpha() for c in sentence)  # lower-cased text has no capitalisation cue: always NER
-    first = True
+    sentence = candidates
+    previous_end = 0
     for match in _CANDIDATE_WORD.finditer(sentence):
         word = match.group()
         initial = word[0]
         if initial.isupper():
             if word != "I" and not word.startswith(("I'", "I’")):
                 lower = word.lower()
-                if not first or (lower not in STOP_WORDS and lower not in _COMMON_OPENERS):
+                first = previous_end == 0 or _SENTENCE_END.search(sentence, previous_end, match.start()) is not None
+                if (not first or lower in _NAME_LIKE_STOP_WORDS
+                        or (lower not in STOP_WORDS and lower not in _COMMON_OPENERS and lower not in _SIGN_OFFS)):
                     return True
         elif not initial.islower():
             return True  # uncased script (CJK, Arabic, ...): no capitalisation cue to rely on
-        first = False
+        previous_end = match.end()
     return bool(_DATE_CUE.search(sentence))
+
+
+def holds_ner_candidate(text: str, terms: regex.Pattern | None = None, cues: regex.Pattern | None = None) -> bool:
+    """Does any line of the text need NER (see `needs_ner`)?"""
+    return any(needs_ner(text[start:end], terms, cues) for start, end in sentence_spans(text))
 
 
 class OfflineSpacyNlpEngine(SpacyNlpEngine):
@@ -183,6 +212,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         super().__init__(*args, **kwargs)
         self.lean = lean
         self._entities: dict[str, tuple[tuple[int, int, str], ...]] = {}
+        self.cued_placeholders: regex.Pattern | None = None  # "Order <ORDER_ID>": set with the identifier recognizers
 
     def load(self) -> None:
         """Load each configured model, failing clearly if it is not installed."""
@@ -196,19 +226,26 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
             return super().process_text(text, language)
         return next(self.process_batch([text], language))[1]
 
-    def process_batch(self, texts, language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False):
-        """Tokenize whole texts; entities come from per-sentence NER (computed here if not cached)."""
+    def process_batch(self, texts, language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False,
+                      terms: regex.Pattern | None = None):
+        """Tokenize whole texts; entities come from per-sentence NER (computed here if not cached). NER spans that lie
+        inside a declared non-personal term (a product name) are dropped."""
         if not self.lean or as_tuples:
             yield from super().process_batch(texts, language, batch_size=batch_size, n_process=n_process, as_tuples=as_tuples)
             return
         texts = [str(t) for t in texts]
-        self.recognize_entities(texts, language, batch_size=max(batch_size, 64), n_process=n_process)
+        self.recognize_entities(texts, language, batch_size=max(batch_size, 64), n_process=n_process, terms=terms)
         nlp = self.nlp[language]
         for text in texts:
             doc = nlp.make_doc(text)
             spans = []
             for start, end in sentence_spans(text):
-                for a, b, label in self._entities.get(text[start:end], ()):
+                found = self._entities.get(text[start:end], ())
+                if found and terms is not None:
+                    inside = [(m.start(), m.end()) for m in terms.finditer(text, start, end)]
+                    found = [(a, b, label) for a, b, label in found
+                             if not any(s <= start + a and start + b <= e for s, e in inside)]
+                for a, b, label in found:
                     span = doc.char_span(start + a, start + b, label=label, alignment_mode="expand")
                     if span is not None:
                         spans.append(span)
@@ -219,13 +256,15 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         """Forget the per-line NER results (benchmarks start cold; memory is bounded anyway)."""
         self._entities.clear()
 
-    def recognize_entities(self, texts: Sequence[str], language: str, *, batch_size: int = 256, n_process: int = 1) -> int:
+    def recognize_entities(self, texts: Sequence[str], language: str, *, batch_size: int = 256, n_process: int = 1,
+                           terms: regex.Pattern | None = None) -> int:
         """Run NER on the distinct candidate sentences of `texts` not seen before; returns how many."""
         pending: dict[str, None] = {}
         for text in texts:
             for start, end in sentence_spans(text):
                 sentence = text[start:end]
-                if sentence not in self._entities and sentence not in pending and needs_ner(sentence):
+                if (sentence not in self._entities and sentence not in pending
+                        and needs_ner(sentence, terms, self.cued_placeholders)):
                     pending[sentence] = None
         if not pending:
             return 0
@@ -651,10 +690,18 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
         for entity in r.supported_entities
         if entity.endswith("_ID")
     }
+    engine.cued_placeholders = _cued_placeholders(ner.identifier_cues)
     return AnalyzerEngine(
         registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE],
         context_aware_enhancer=ShallowCopyContextEnhancer(),
     )
+
+
+def _cued_placeholders(cues: dict[str, frozenset[str]]) -> regex.Pattern | None:
+    """An identifier's cue word right before the identifier's placeholder ("Order <ORDER_ID>"): no name there."""
+    parts = [rf"(?i:\b(?:{'|'.join(map(regex.escape, sorted(words)))})\b)[ \t:#]*<{entity}>"
+             for entity, words in sorted(cues.items()) if words]
+    return regex.compile("|".join(parts)) if parts else None
 
 
 def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None) -> AnalyzerEngine:
@@ -671,15 +718,19 @@ def scan_texts_with(
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     batch_size: int = 256,
     n_process: int | None = None,
+    terms: regex.Pattern | None = None,
 ) -> list[list[RecognizerResult]]:
     """Scan texts with a given analyzer (see scan_texts)."""
     positions = _unique_positions(texts)
     unique = list(positions)
-    options = {"entities": entities, "score_threshold": score_threshold, "batch_size": batch_size}
+    options = {"entities": entities, "score_threshold": score_threshold, "batch_size": batch_size, "terms": terms}
     n_process = resolve_processes(n_process)
     engine = analyzer.nlp_engine
-    if isinstance(engine, OfflineSpacyNlpEngine) and engine.lean:
-        engine.recognize_entities(unique, LANGUAGE, batch_size=batch_size, n_process=n_process)  # cached for the workers
+    lean = isinstance(engine, OfflineSpacyNlpEngine) and engine.lean
+    if lean:
+        engine.recognize_entities(unique, LANGUAGE, batch_size=batch_size, n_process=n_process, terms=terms)  # cached for the workers
+    elif terms is not None:
+        raise ValueError("declared non-personal terms need the project's lean NLP engine")
     if n_process > 1 and len(unique) > batch_size and _FORK is not None:
         found = _map_in_processes(_scan_chunk_in_worker, unique, n_process, (analyzer, options), batch_size)
     else:
@@ -702,7 +753,8 @@ def _unique_positions(texts: Sequence[str | None]) -> dict[str, list[int]]:
 
 def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) -> list[list[RecognizerResult]]:
     """Run spaCy over the texts in batches (nlp.pipe), then Presidio's recognizers per text."""
-    artifacts = analyzer.nlp_engine.process_batch(texts, LANGUAGE, batch_size=options["batch_size"], n_process=1)
+    extra = {"terms": options["terms"]} if options.get("terms") is not None else {}
+    artifacts = analyzer.nlp_engine.process_batch(texts, LANGUAGE, batch_size=options["batch_size"], n_process=1, **extra)
     return [
         analyzer.analyze(
             text,
@@ -829,11 +881,13 @@ def scan_texts(
     model_name: str | None = None,
     batch_size: int = 256,
     n_process: int | None = None,
+    terms: regex.Pattern | None = None,
 ) -> list[list[RecognizerResult]]:
     """Detect PII in many texts; one result list per input, empty for None/blank.
 
     Distinct texts are scanned once. With more than one process (default: the usable cores, or
     $PIPELINES_NLP_PROCESSES), batches are scanned in forked workers that share the loaded model.
+    `terms` (see `compile_terms`): declared non-personal phrases, no NER candidates and never a NER entity.
     """
     return scan_texts_with(
         get_analyzer(model_name),
@@ -842,6 +896,7 @@ def scan_texts(
         score_threshold=score_threshold,
         batch_size=batch_size,
         n_process=n_process,
+        terms=terms,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -149,18 +150,22 @@ NER_ENTITIES = ("PERSON", "NRP", "LOCATION", "DATE_TIME")
 
 def _findings(
     texts: list[str], spec: ScanText, threshold: float, model_name: str | None, known: KnownIdentifiers | None,
-    *, rescan: bool = False,
+    *, rescan: bool = False, terms=None,
 ) -> list[list]:
     """Presidio's results plus known identifiers, without spans that are already our own tokens."""
     from pipelines.privacy.analyzer import scan_texts
 
     entities = spec.entities
+    scanned = list(range(len(texts)))
     if rescan:
         entities = [e for e in (spec.entities or NER_ENTITIES) if e in NER_ENTITIES]
-    if entities == []:
-        results: list[list] = [[] for _ in texts]
-    else:
-        results = scan_texts(texts, entities=entities, score_threshold=threshold, model_name=model_name)
+        scanned = [i for i, text in enumerate(texts) if _rescan_can_find(text, terms, model_name)]
+    results: list[list] = [[] for _ in texts]
+    if entities != [] and scanned:
+        found = scan_texts([texts[i] for i in scanned], entities=entities, score_threshold=threshold,
+                           model_name=model_name, terms=terms)
+        for i, result in zip(scanned, found):
+            results[i] = result
     out = []
     for text, found in zip(texts, results):
         merged = list(found) + (known.find_in_text(text) if known is not None else [])
@@ -168,6 +173,16 @@ def _findings(
         tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
         out.append([r for r in merged if not any(r.start < end and start < r.end for start, end in tokens)])
     return out
+
+
+def _rescan_can_find(text: str, terms, model_name: str | None) -> bool:
+    """Could a rescan find anything? Only NER and the date patterns can (see NER_ENTITIES): NER needs a candidate
+    line, a date pattern a digit outside our own tokens (pseudonyms hold hex digits)."""
+    from pipelines.privacy.analyzer import get_analyzer, holds_ner_candidate
+
+    if any(c.isdigit() for c in _TOKEN.sub(" ", text)):
+        return True
+    return holds_ner_candidate(text, terms, get_analyzer(model_name).nlp_engine.cued_placeholders)
 
 
 def scan_text_column(
@@ -178,9 +193,11 @@ def scan_text_column(
     score_threshold: float,
     model_name: str | None,
     known: KnownIdentifiers | None = None,
+    terms: tuple[Any, dict[str, Any] | None] = (None, None),
 ) -> tuple[pd.Series, dict[str, Any], dict[str, int], dict[str, Any]]:
     """Find PII in every distinct text and mask it per entity type, then rescan what changed.
 
+    `terms`: the table's declared non-personal terms (`declared_terms`), when the column names any.
     Returns the masked values, the parameters, PII counts per entity (per row) and the residual scan.
     """
     spec: ScanText = column.deidentify  # type: ignore[assignment]
@@ -193,10 +210,14 @@ def scan_text_column(
     pending = list(range(len(current)))
     rescan_masked: Counter = Counter()
     residual: Counter = Counter()
+    terms, terms_params = terms
+    if spec.non_personal_terms_from and terms_params is None:
+        raise ValueError(f"column '{column.name}' names non-personal terms, but they were not passed (declared_terms)")
     for scan_pass in range(1 + RESCAN_PASSES):
         if not pending:
             break
-        findings = _findings([current[i] for i in pending], spec, threshold, model_name, known, rescan=scan_pass > 0)
+        findings = _findings([current[i] for i in pending], spec, threshold, model_name, known,
+                             rescan=scan_pass > 0, terms=terms)
         changed = []
         for i, found in zip(pending, findings):
             if not found:
@@ -226,8 +247,26 @@ def scan_text_column(
         "known_identifiers": known is not None,
         "key_id": ctx.pseudonym_key.key_id if "pseudonymize" in spec.operators.values() else None,
     }
+    if terms_params:
+        params["non_personal_terms"] = terms_params
     scan = {"distinct_texts": len(current), "masked_on_rescan": dict(rescan_masked), "residual": dict(residual)}
     return out, params, dict(sorted(counts.items())), scan
+
+
+def declared_terms(spec: ScanText, distinct: Callable[[str], pd.Series]) -> tuple[Any, dict[str, Any] | None]:
+    """A free-text column's declared non-personal terms (the distinct values of the columns it names, read by
+    `distinct(column)` once per table, so every chunk sees the same terms) as one pattern, and its parameters."""
+    from pipelines.privacy.analyzer import MAX_TERMS, compile_terms
+
+    if not spec.non_personal_terms_from:
+        return None, None
+    values = pd.unique(pd.concat([distinct(c).dropna().astype(str) for c in spec.non_personal_terms_from]))
+    params: dict[str, Any] = {"from": list(spec.non_personal_terms_from), "distinct_terms": len(values), "max_terms": MAX_TERMS}
+    if len(values) > MAX_TERMS:  # an identifier-like column is no vocabulary: scan as if none were declared
+        params["used"] = False
+        return None, params
+    params["used"] = True
+    return compile_terms(values), params
 
 
 def residual_in_structured(values: pd.Series, known: KnownIdentifiers) -> dict[str, int]:
@@ -242,8 +281,14 @@ class _Chunk:
     residual: dict[str, dict[str, Any]]
 
 
+def _table_terms(contract: Contract, distinct: Callable[[str], pd.Series]) -> dict[str, tuple]:
+    """declared_terms of every free-text column of the table."""
+    return {c.name: declared_terms(c.deidentify, distinct) for c in contract.columns if c.deidentify.operator == "scan"}
+
+
 def _deidentify_columns(
-    frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, *, model_name: str | None, known: KnownIdentifiers | None
+    frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, *, model_name: str | None, known: KnownIdentifiers | None,
+    terms: dict[str, tuple],
 ) -> _Chunk:
     """Every declared column through its operator (no classification, no gate, no k-anonymity)."""
     out: dict[str, pd.Series] = {}
@@ -260,7 +305,8 @@ def _deidentify_columns(
         )
         if column.deidentify.operator == "scan":
             new, record.params, record.entities_detected, scan = scan_text_column(
-                values, column, ctx, score_threshold=contract.privacy.score_threshold, model_name=model_name, known=known
+                values, column, ctx, score_threshold=contract.privacy.score_threshold, model_name=model_name, known=known,
+                terms=terms[column.name],
             )
             residual[column.name] = scan
         else:
@@ -320,7 +366,8 @@ def deidentify_frame(
     _check_declared(frame.columns, contract)
     classifying = _classify_in_background(frame, contract, known, model_name, rows=len(frame))
     try:
-        chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known)
+        terms = _table_terms(contract, lambda name: pd.Series(pd.unique(frame[name].dropna())))
+        chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
         classification = classifying.result()  # raises UndeclaredPIIError before the residual gate, as inline
     finally:
         classifying.cancel()
@@ -394,6 +441,8 @@ def deidentify_table(
     rows = source.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
     classifying = _classify_in_background(values, contract, known, model_name, rows=rows)
     del values
+    terms = _table_terms(contract, lambda name: source.execute(
+        f"SELECT DISTINCT {quote_ident(name)} FROM {src} WHERE {quote_ident(name)} IS NOT NULL").df().iloc[:, 0])
     staging = quote_ident(f"{target_table}__staging")
     records: list[ColumnRecord] | None = None
     residual: dict[str, dict[str, Any]] = {}
@@ -403,7 +452,7 @@ def deidentify_table(
         selected = ", ".join(quote_ident(n) for n in names)
         result = reader.execute(f"SELECT {selected} FROM {src}")
         for frame in _chunks(result, chunk_rows, empty=lambda: source.execute(f"SELECT {selected} FROM {src} LIMIT 0").df()):
-            chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known)
+            chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
             records = _merge_records(records, chunk.records)
             _merge_residual(residual, chunk.residual)
             out = chunk.frame
