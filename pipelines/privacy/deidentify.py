@@ -153,13 +153,14 @@ def _findings(
     *, rescan: bool = False, terms=None,
 ) -> list[list]:
     """Presidio's results plus known identifiers, without spans that are already our own tokens."""
-    from pipelines.privacy.analyzer import scan_texts
+    from pipelines.privacy.analyzer import get_analyzer, scan_texts
 
     entities = spec.entities
     scanned = list(range(len(texts)))
     if rescan:
         entities = [e for e in (spec.entities or NER_ENTITIES) if e in NER_ENTITIES]
-        scanned = [i for i, text in enumerate(texts) if _rescan_can_find(text, terms, model_name)]
+        cues = get_analyzer(model_name).nlp_engine.cued_placeholders
+        scanned = [i for i, text in enumerate(texts) if _rescan_can_find(text, terms, cues)]
     results: list[list] = [[] for _ in texts]
     if entities != [] and scanned:
         found = scan_texts([texts[i] for i in scanned], entities=entities, score_threshold=threshold,
@@ -175,14 +176,14 @@ def _findings(
     return out
 
 
-def _rescan_can_find(text: str, terms, model_name: str | None) -> bool:
+def _rescan_can_find(text: str, terms, cues) -> bool:
     """Could a rescan find anything? Only NER and the date patterns can (see NER_ENTITIES): NER needs a candidate
     line, a date pattern a digit outside our own tokens (pseudonyms hold hex digits)."""
-    from pipelines.privacy.analyzer import get_analyzer, holds_ner_candidate
+    from pipelines.privacy.analyzer import holds_ner_candidate
 
     if any(c.isdigit() for c in _TOKEN.sub(" ", text)):
         return True
-    return holds_ner_candidate(text, terms, get_analyzer(model_name).nlp_engine.cued_placeholders)
+    return holds_ner_candidate(text, terms, cues)
 
 
 def scan_text_column(
