@@ -284,6 +284,9 @@ PRODUCTS = an.compile_terms(["Cloud Backup Pro", "TeamChat", "Pro", "  ", None])
         ("Order <ORDER_ID> arrived damaged.", False),  # an identifier's cue word before its placeholder
         ("Jane <ORDER_ID> arrived damaged.", True),  # ... but only its cue word
         ("sent to <ORDER_ID> by order <ORDER_ID>", True),  # lower-cased text around it: always NER
+        ("Where is my order ORD-1234567? It has not arrived yet.", False),  # the organisation's identifier formats
+        ("Ticket TCK-0012345 for Jane", True),
+        ("ORD-1234567 arrived, ask john smith", True),  # lower-cased text once the identifier is set aside
         ("Cannot log in to Cloud Backup Pro; password reset emails never arrive.", False),  # declared terms
         ("Cannot log in to Cloud Backup Pro; ask Jane.", True),
         ("Cannot log in to Cloud Backup Professional.", True),  # whole words only: "Professional" is no term
@@ -291,7 +294,7 @@ PRODUCTS = an.compile_terms(["Cloud Backup Pro", "TeamChat", "Pro", "  ", None])
     ],
 )
 def test_needs_ner_with_sentence_openers_cues_and_declared_terms(analyzer, line, expected):
-    assert an.needs_ner(line, PRODUCTS, analyzer.nlp_engine.cued_placeholders) is expected
+    assert an.needs_ner(line, PRODUCTS, analyzer.nlp_engine.identifiers) is expected
 
 
 def test_no_terms_compile_to_nothing():
@@ -403,3 +406,13 @@ def test_a_background_worker_that_dies_gives_a_clear_error(monkeypatch):
     job = an.Background(_die)
     with pytest.raises(RuntimeError, match="ended without a result \\(exit code 3\\)"):
         job.result()
+
+
+@pytest.mark.parametrize(
+    ("span", "trimmed"),
+    [(". - Marissa Chan", "Marissa Chan"), ("Marissa Chan, ", "Marissa Chan"), ("John Smith Jr.", "John Smith Jr."),
+     ("(Jane Doe)", "Jane Doe"), ("Jane Doe (HR)", "Jane Doe (HR)"), ("Jane Doe).", "Jane Doe"), ("--", "")],
+)
+def test_ner_spans_lose_edge_punctuation(span, trimmed):
+    start, end = an._trimmed(span, 0, len(span))
+    assert span[start:end] == trimmed

@@ -231,3 +231,9 @@ def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, d
     full = scan()
     pd.testing.assert_series_equal(filtered[0], full[0])
     assert filtered[1:] == full[1:]
+
+
+def test_a_name_keeps_its_pseudonym_when_ner_takes_punctuation_into_the_span():
+    text = "Cannot log in to TeamChat; password reset emails never arrive at marissa.chan@gmail.com. - Marissa Chan"
+    out, *_ = _scan_bodies([text], _body_spec(["product"]), ["TeamChat"])
+    assert out[0].endswith(". - " + pseudonym(SECRET, "PERSON", "Marissa Chan")), out[0]  # NER's span was ". - Marissa Chan"

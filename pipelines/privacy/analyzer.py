@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 import importlib.util
 import multiprocessing
 import os
@@ -162,19 +163,31 @@ def compile_terms(values) -> regex.Pattern | None:
     return regex.compile(r"(?<![\p{L}\p{N}_])(?:" + "|".join(regex.escape(t) for t in terms) + r")(?![\p{L}\p{N}_])")
 
 
-def needs_ner(sentence: str, terms: regex.Pattern | None = None, cues: regex.Pattern | None = None) -> bool:
+@dataclass(frozen=True)
+class IdentifierShapes:
+    """The organisation's identifier formats (recognizers.yaml's *_ID patterns) and, for masked text, each
+    identifier's cue word before its placeholder ("Order <ORDER_ID>"): neither is a name."""
+
+    formats: tuple[regex.Pattern, ...] = ()
+    cued_placeholders: regex.Pattern | None = None
+
+
+def needs_ner(sentence: str, terms: regex.Pattern | None = None, identifiers: IdentifierShapes | None = None) -> bool:
     """Could NER find an entity here? Any all-lower-case text; else a capitalised word (a sentence's first word only
     if it is not a stop word, greeting or sign-off), a word in a script without case, or a year, ordinal, time or
-    numeric date. Declared non-personal `terms` (see `compile_terms`), the masks' own placeholders and an
-    identifier's cue word before its placeholder (`cues`: "Order <ORDER_ID>") are no candidates."""
+    numeric date. Declared non-personal `terms` (see `compile_terms`), the organisation's `identifiers`
+    ("ORD-1234567", "Order <ORDER_ID>") and the masks' own placeholders are no candidates."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
     if terms is not None:
         sentence = terms.sub("#", sentence)
+    if identifiers is not None and identifiers.formats and any(c.isdigit() for c in sentence):
+        for pattern in identifiers.formats:
+            sentence = pattern.sub("#", sentence)
     candidates = sentence
     if "<" in sentence:  # the masks' own placeholders (<STREET_ADDRESS>) are no candidates
-        if cues is not None:
-            candidates = cues.sub("#", candidates)
+        if identifiers is not None and identifiers.cued_placeholders is not None:
+            candidates = identifiers.cued_placeholders.sub("#", candidates)
         sentence, candidates = _PLACEHOLDER.sub("#", sentence), _PLACEHOLDER.sub("#", candidates)
     if not any(c.isupper() for c in sentence):
         return any(c.isalpha() for c in sentence)  # lower-cased text has no capitalisation cue: always NER
@@ -196,9 +209,9 @@ def needs_ner(sentence: str, terms: regex.Pattern | None = None, cues: regex.Pat
     return bool(_DATE_CUE.search(sentence))
 
 
-def holds_ner_candidate(text: str, terms: regex.Pattern | None = None, cues: regex.Pattern | None = None) -> bool:
+def holds_ner_candidate(text: str, terms: regex.Pattern | None = None, identifiers: IdentifierShapes | None = None) -> bool:
     """Does any line of the text need NER (see `needs_ner`)?"""
-    return any(needs_ner(text[start:end], terms, cues) for start, end in sentence_spans(text))
+    return any(needs_ner(text[start:end], terms, identifiers) for start, end in sentence_spans(text))
 
 
 class OfflineSpacyNlpEngine(SpacyNlpEngine):
@@ -212,7 +225,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         super().__init__(*args, **kwargs)
         self.lean = lean
         self._entities: dict[str, tuple[tuple[int, int, str], ...]] = {}
-        self.cued_placeholders: regex.Pattern | None = None  # "Order <ORDER_ID>": set with the identifier recognizers
+        self.identifiers = IdentifierShapes()  # the organisation's ID formats: set with the identifier recognizers
 
     def load(self) -> None:
         """Load each configured model, failing clearly if it is not installed."""
@@ -264,7 +277,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
             for start, end in sentence_spans(text):
                 sentence = text[start:end]
                 if (sentence not in self._entities and sentence not in pending
-                        and needs_ner(sentence, terms, self.cued_placeholders)):
+                        and needs_ner(sentence, terms, self.identifiers)):
                     pending[sentence] = None
         if not pending:
             return 0
@@ -568,9 +581,15 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
-        """Drop DATE_TIME spans that are durations, ages, decades or lack any calendar anchor."""
-        results = super().analyze(text, entities, nlp_artifacts)
-        return [r for r in results if r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])]
+        """Drop DATE_TIME spans that are durations, ages, decades or lack any calendar anchor; trim punctuation that
+        NER took into a span's edges ("gmail.com. - Marissa Chan" gives ". - Marissa Chan"), so a name in a text
+        gets the pseudonym it has everywhere else."""
+        results = []
+        for r in super().analyze(text, entities, nlp_artifacts):
+            r.start, r.end = _trimmed(text, r.start, r.end)
+            if r.start < r.end and (r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])):
+                results.append(r)
+        return results
 
     identifier_cues: dict[str, frozenset[str]] = {}  # organisation identifier entity -> its context words
 
@@ -595,6 +614,22 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
                 if all(word.strip(".,:;#-").lower() in self.identifier_cues[identifier.entity_type] for word in rest):
                     return True
         return False
+
+
+_LEADING_NOISE = regex.compile(r"[^\p{L}\p{N}]+")
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span without leading non-word characters and trailing spaces or punctuation; a final period stays after
+    a letter ("Jr."), a closing bracket when the span opened it ("Jane Doe (HR)")."""
+    lead = _LEADING_NOISE.match(text, start, end)
+    if lead:
+        start = lead.end()
+    while start < end:
+        last = text[end - 1]
+        if (last.isalnum() or (last == "." and end - 2 >= start and text[end - 2].isalpha())
+                or (last == ")" and "(" in text[start : end - 1])):
+            break
+        end -= 1
+    return start, end
 
 
 def _is_calendar_date(span: str) -> bool:
@@ -690,18 +725,20 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
         for entity in r.supported_entities
         if entity.endswith("_ID")
     }
-    engine.cued_placeholders = _cued_placeholders(ner.identifier_cues)
+    engine.identifiers = _identifier_shapes(registry, ner.identifier_cues)
     return AnalyzerEngine(
         registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE],
         context_aware_enhancer=ShallowCopyContextEnhancer(),
     )
 
 
-def _cued_placeholders(cues: dict[str, frozenset[str]]) -> regex.Pattern | None:
-    """An identifier's cue word right before the identifier's placeholder ("Order <ORDER_ID>"): no name there."""
-    parts = [rf"(?i:\b(?:{'|'.join(map(regex.escape, sorted(words)))})\b)[ \t:#]*<{entity}>"
-             for entity, words in sorted(cues.items()) if words]
-    return regex.compile("|".join(parts)) if parts else None
+def _identifier_shapes(registry: RecognizerRegistry, cues: dict[str, frozenset[str]]) -> IdentifierShapes:
+    """The *_ID pattern recognizers' formats (with Presidio's pattern flags) and their cue words before placeholders."""
+    formats = tuple(regex.compile(p.regex, r.global_regex_flags) for r in registry.recognizers
+                    if isinstance(r, PatternRecognizer) and any(e in cues for e in r.supported_entities) for p in r.patterns)
+    cued = [rf"(?i:\b(?:{'|'.join(map(regex.escape, sorted(words)))})\b)[ \t:#]*<{entity}>"
+            for entity, words in sorted(cues.items()) if words]
+    return IdentifierShapes(formats=formats, cued_placeholders=regex.compile("|".join(cued)) if cued else None)
 
 
 def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None) -> AnalyzerEngine:

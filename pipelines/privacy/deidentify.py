@@ -159,8 +159,8 @@ def _findings(
     scanned = list(range(len(texts)))
     if rescan:
         entities = [e for e in (spec.entities or NER_ENTITIES) if e in NER_ENTITIES]
-        cues = get_analyzer(model_name).nlp_engine.cued_placeholders
-        scanned = [i for i, text in enumerate(texts) if _rescan_can_find(text, terms, cues)]
+        identifiers = get_analyzer(model_name).nlp_engine.identifiers
+        scanned = [i for i, text in enumerate(texts) if _rescan_can_find(text, terms, identifiers)]
     results: list[list] = [[] for _ in texts]
     if entities != [] and scanned:
         found = scan_texts([texts[i] for i in scanned], entities=entities, score_threshold=threshold,
@@ -176,14 +176,14 @@ def _findings(
     return out
 
 
-def _rescan_can_find(text: str, terms, cues) -> bool:
+def _rescan_can_find(text: str, terms, identifiers) -> bool:
     """Could a rescan find anything? Only NER and the date patterns can (see NER_ENTITIES): NER needs a candidate
     line, a date pattern a digit outside our own tokens (pseudonyms hold hex digits)."""
     from pipelines.privacy.analyzer import holds_ner_candidate
 
     if any(c.isdigit() for c in _TOKEN.sub(" ", text)):
         return True
-    return holds_ner_candidate(text, terms, cues)
+    return holds_ner_candidate(text, terms, identifiers)
 
 
 def scan_text_column(
