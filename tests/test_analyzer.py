@@ -416,3 +416,62 @@ def test_a_background_worker_that_dies_gives_a_clear_error(monkeypatch):
 def test_ner_spans_lose_edge_punctuation(span, trimmed):
     start, end = an._trimmed(span, 0, len(span))
     assert span[start:end] == trimmed
+
+
+# Texts for the exactness of the recognizer shortcuts: phone numbers in several regions' formats, the same short
+# candidates in different surroundings, identifiers, and texts that no pattern matches.
+SHORTCUT_TEXTS = [
+    "Call me back at (404) 581-8657 or +44 20 7946 0958, email jane.doe@example.org.",
+    "Desk: +41 (0)96 471 07 95, mobile 0688 843 79 56; Smart Router X2 keeps crashing.",
+    "Please call me on 0688 843 79 56 (not 0688 843 79 57). Order ORD-17944971 arrived damaged.",
+    "abc8005001234 and 8005001234def are no numbers, but 800-500-1234 is; so is (800) 500-1234.",
+    "Call 8005001234 today, or 8005001234.",
+    "SSN 123-45-6789, card 4415101282806639538, IBAN DE89370400440532013000, IP 10.0.0.12",
+    "Version 2 of the app, build 19, crashed 3 times on page 28 of 41.",
+    "Nothing to find here at all",
+    "",
+    "Mobile: (898)666-3621x0135; fax (898)666-3621; 2000-04-16 11:34:35",
+]
+
+
+def _recognizer_keys(results) -> list[tuple]:
+    return sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in results)
+
+
+def test_pattern_recognizers_skip_only_texts_none_of_their_patterns_match(analyzer):
+    from presidio_analyzer import PatternRecognizer
+
+    shortcut = [r for r in analyzer.registry.recognizers if isinstance(r.__dict__.get("analyze"), an._SkipWithoutMatch)]
+    assert len(shortcut) >= 20  # Presidio's and the organisation's pattern recognizers
+    skipped = 0
+    for recognizer in shortcut:
+        for text in SHORTCUT_TEXTS:
+            stock = PatternRecognizer.analyze(recognizer, text, None)
+            assert _recognizer_keys(recognizer.analyze(text, None)) == _recognizer_keys(stock), (recognizer.name, text)
+            skipped += not stock
+    assert skipped > 0
+
+
+def test_phone_recognizer_remembers_verdicts_without_changing_them(analyzer):
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    phone = next(r for r in analyzer.registry.recognizers if r.name == "PhoneRecognizer")
+    an._PHONE_VERDICTS.clear()
+    for _ in range(2):  # cold, then with every verdict remembered
+        for text in SHORTCUT_TEXTS:
+            assert _recognizer_keys(phone.analyze(text, None)) == _recognizer_keys(PhoneRecognizer.analyze(phone, text, None)), text
+    assert an._PHONE_VERDICTS  # the second round was answered from memory
+
+
+def test_parallel_scan_caches_the_workers_ner_results(analyzer):
+    engine = analyzer.nlp_engine
+    texts = [f"Ticket {i} was raised by Maria Lopez-{i} in Paris" for i in range(8)]
+    engine.clear_entity_cache()
+    parallel = an.scan_texts(texts, n_process=2, batch_size=2)
+    assert engine.recognize_entities(texts, "en") == 0  # the workers' NER results reached the parent's cache
+    assert _keys(parallel) == _keys(an.scan_texts(texts, n_process=1))
+    mark = engine.entity_mark()
+    assert engine.entities_since(mark) == []
+    engine.clear_entity_cache()
+    engine.recognize_entities(texts[:2], "en")
+    assert [line for line, _ in engine.entities_since(mark)] == texts[:2]  # cleared since the mark: all of them
