@@ -475,3 +475,27 @@ def test_parallel_scan_caches_the_workers_ner_results(analyzer):
     engine.clear_entity_cache()
     engine.recognize_entities(texts[:2], "en")
     assert [line for line, _ in engine.entities_since(mark)] == texts[:2]  # cleared since the mark: all of them
+
+
+@pytest.mark.parametrize(("trans1", "trans2"), [(False, False), (True, False), (False, True), (True, True)])
+def test_numpy_blas_ops_multiply_like_thinc(trans1, trans2):
+    import numpy
+    from thinc.api import NumpyOps
+
+    rng = numpy.random.default_rng(7)
+    x = rng.random((40, 30) if not trans1 else (30, 40), dtype="float32")
+    y = rng.random((30, 20) if not trans2 else (20, 30), dtype="float32")
+    expected = NumpyOps().gemm(x, y, trans1=trans1, trans2=trans2)
+    ops = an.NumpyBlasOps()
+    numpy.testing.assert_allclose(ops.gemm(x, y, trans1=trans1, trans2=trans2), expected, rtol=1e-5)
+    out = numpy.zeros((40, 20), dtype="float32")
+    assert ops.gemm(x, y, out=out, trans1=trans1, trans2=trans2) is out
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_the_lean_model_multiplies_through_numpy_and_says_so(analyzer):
+    ner = analyzer.nlp_engine.nlp["en"].get_pipe("ner")
+    assert {type(node.ops) for node in ner.model.walk()} == {an.NumpyBlasOps}
+    assert an.detector_info()["nlp_model"]["matrix_products"].startswith("numpy (")
+    baseline = an.get_baseline_analyzer().nlp_engine.nlp["en"].get_pipe("ner")
+    assert not isinstance(baseline.model.ops, an.NumpyBlasOps)  # Presidio as shipped, for the comparisons
