@@ -7,6 +7,7 @@ import pytest
 
 import pipelines.privacy.deidentify as deid
 from pipelines.contracts import Contract, load_contracts
+from pipelines.privacy.analyzer import NLP_PROCESSES_ENV
 from pipelines.privacy.classify import UndeclaredPIIError, classify_frame
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.keys import SecretKey, fingerprint
@@ -222,6 +223,7 @@ def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, d
         return deid.scan_text_column(frame[column], spec, CTX, score_threshold=0.4, model_name=None,
                                      known=generated.known, terms=terms)
 
+    monkeypatch.setenv(NLP_PROCESSES_ENV, "1")  # the skips are counted here, not in workers
     skipped = []
     real = deid._rescan_can_find
     monkeypatch.setattr(deid, "_rescan_can_find", lambda *a: real(*a) or skipped.append(1) or False)
@@ -237,3 +239,32 @@ def test_a_name_keeps_its_pseudonym_when_ner_takes_punctuation_into_the_span():
     text = "Cannot log in to TeamChat; password reset emails never arrive at marissa.chan@gmail.com. - Marissa Chan"
     out, *_ = _scan_bodies([text], _body_spec(["product"]), ["TeamChat"])
     assert out[0].endswith(". - " + pseudonym(SECRET, "PERSON", "Marissa Chan")), out[0]  # NER's span was ". - Marissa Chan"
+
+
+def test_workers_mask_each_text_as_one_process_does(generated, monkeypatch):
+    """Many distinct texts are masked in forked workers (scan, mask, rescans per chunk): the same output, counts and
+    rescan figures as in one process, and the parent keeps the NER results the workers computed."""
+    from pipelines.privacy.analyzer import get_analyzer
+
+    frame = generated.frame("support_tickets")
+    spec = generated.contract("support_tickets").column("body")
+    terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
+    from pipelines.privacy import analyzer
+
+    monkeypatch.setattr(deid, "MIN_TEXTS_PER_WORKER", 40)  # 300 bodies: several chunks per worker
+    pooled = []
+    real_map = analyzer._map_chunks_in_processes
+    monkeypatch.setattr(analyzer, "_map_chunks_in_processes", lambda fn, *a: pooled.append(fn.__name__) or real_map(fn, *a))
+
+    def scan(processes: str):
+        monkeypatch.setenv(NLP_PROCESSES_ENV, processes)
+        get_analyzer().nlp_engine.clear_entity_cache()
+        out = deid.scan_text_column(frame["body"], spec, CTX, score_threshold=0.4, model_name=None,
+                                    known=generated.known, terms=terms)
+        return out, get_analyzer().nlp_engine.entity_mark()[1]
+
+    (alone, cached_alone), (parallel, cached_parallel) = scan("1"), scan("2")
+    pd.testing.assert_series_equal(alone[0], parallel[0])
+    assert alone[1:] == parallel[1:]
+    assert cached_parallel == cached_alone > 0
+    assert pooled == ["_mask_chunk_in_worker"]  # one pool for the whole column; none in one process

@@ -186,6 +186,92 @@ def _rescan_can_find(text: str, terms, identifiers) -> bool:
     return holds_ner_candidate(text, terms, identifiers)
 
 
+@dataclass(frozen=True)
+class _MaskJob:
+    """What masking a free-text column needs (forked workers inherit it; nothing of it is pickled)."""
+
+    spec: ScanText
+    threshold: float
+    model_name: str | None
+    known: KnownIdentifiers | None
+    terms: Any
+    ctx: OperatorContext
+
+
+MIN_TEXTS_PER_WORKER = 256  # fewer distinct texts than this are masked in the calling process
+
+
+def _mask_distinct(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counter], Counter, Counter]:
+    """Detect, mask and rescan each distinct text; in forked workers (all usable cores) when there are many.
+
+    Each text's result depends on that text alone, so chunks of texts go to workers whole (first scan, masking,
+    rescans): the parent then only merges. Workers hand back the NER results they computed, for the parent's cache.
+    """
+    from pipelines.privacy import analyzer
+
+    n_process = analyzer.resolve_processes()
+    if n_process == 1 or len(texts) <= MIN_TEXTS_PER_WORKER or analyzer._FORK is None:
+        return _mask_chunk(texts, job)
+    current: list[str] = []
+    per_distinct: list[Counter] = []
+    rescan_masked: Counter = Counter()
+    residual: Counter = Counter()
+    engine = analyzer.get_analyzer(job.model_name).nlp_engine
+    for part, entities in analyzer._map_chunks_in_processes(_mask_chunk_in_worker, texts, n_process, (job,),
+                                                             MIN_TEXTS_PER_WORKER):
+        current.extend(part[0])
+        per_distinct.extend(part[1])
+        rescan_masked.update(part[2])
+        residual.update(part[3])
+        engine.remember_entities(entities)
+    return current, per_distinct, rescan_masked, residual
+
+
+def _mask_chunk_in_worker(texts: list[str], args: tuple) -> tuple[tuple, list[tuple]]:
+    """`_mask_chunk` in a forked worker, with the NER results it computed (see `_mask_distinct`)."""
+    from pipelines.privacy.analyzer import get_analyzer
+
+    (job,) = args
+    engine = get_analyzer(job.model_name).nlp_engine
+    mark = engine.entity_mark()
+    return _mask_chunk(texts, job), engine.entities_since(mark)
+
+
+def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counter], Counter, Counter]:
+    """Find PII in each text and mask it per entity type, then rescan what changed (at most RESCAN_PASSES times).
+
+    Returns the masked texts, the entities masked in each, those masked on rescans and those still found on the last."""
+    spec, ctx = job.spec, job.ctx
+    current = list(texts)
+    anonymizer = get_anonymizer()
+    default = spec.operators.get("DEFAULT", "replace")
+    per_distinct: list[Counter] = [Counter() for _ in current]
+    pending = list(range(len(current)))
+    rescan_masked: Counter = Counter()
+    residual: Counter = Counter()
+    for scan_pass in range(1 + RESCAN_PASSES):
+        if not pending:
+            break
+        findings = _findings([current[i] for i in pending], spec, job.threshold, job.model_name, job.known,
+                             rescan=scan_pass > 0, terms=job.terms)
+        changed = []
+        for i, found in zip(pending, findings):
+            if not found:
+                continue
+            kinds = Counter(r.entity_type for r in found)
+            if scan_pass == RESCAN_PASSES:
+                residual.update(kinds)
+                continue
+            per_distinct[i].update(kinds)
+            if scan_pass > 0:
+                rescan_masked.update(kinds)
+            operators = {r.entity_type: _text_operator(spec.operators.get(r.entity_type, default), r.entity_type, ctx) for r in found}
+            current[i] = anonymizer.anonymize(text=current[i], analyzer_results=found, operators=operators).text
+            changed.append(i)
+        pending = changed
+    return current, per_distinct, rescan_masked, residual
+
+
 def scan_text_column(
     values: pd.Series,
     column: Column,
@@ -204,36 +290,11 @@ def scan_text_column(
     spec: ScanText = column.deidentify  # type: ignore[assignment]
     threshold = spec.score_threshold if spec.score_threshold is not None else score_threshold
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    current = [str(u) for u in uniques]
-    anonymizer = get_anonymizer()
-    default = spec.operators.get("DEFAULT", "replace")
-    per_distinct: list[Counter] = [Counter() for _ in current]
-    pending = list(range(len(current)))
-    rescan_masked: Counter = Counter()
-    residual: Counter = Counter()
     terms, terms_params = terms
     if spec.non_personal_terms_from and terms_params is None:
         raise ValueError(f"column '{column.name}' names non-personal terms, but they were not passed (declared_terms)")
-    for scan_pass in range(1 + RESCAN_PASSES):
-        if not pending:
-            break
-        findings = _findings([current[i] for i in pending], spec, threshold, model_name, known,
-                             rescan=scan_pass > 0, terms=terms)
-        changed = []
-        for i, found in zip(pending, findings):
-            if not found:
-                continue
-            kinds = Counter(r.entity_type for r in found)
-            if scan_pass == RESCAN_PASSES:
-                residual.update(kinds)
-                continue
-            per_distinct[i].update(kinds)
-            if scan_pass > 0:
-                rescan_masked.update(kinds)
-            operators = {r.entity_type: _text_operator(spec.operators.get(r.entity_type, default), r.entity_type, ctx) for r in found}
-            current[i] = anonymizer.anonymize(text=current[i], analyzer_results=found, operators=operators).text
-            changed.append(i)
-        pending = changed
+    job = _MaskJob(spec, threshold, model_name, known, terms, ctx)
+    current, per_distinct, rescan_masked, residual = _mask_distinct([str(u) for u in uniques], job)
     # counts are per row: a text repeated in 10 rows had its PII masked 10 times
     counts: Counter = Counter()
     occurrences = pd.Series(codes[codes >= 0]).value_counts()
