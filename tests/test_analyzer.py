@@ -408,6 +408,31 @@ def test_a_background_worker_that_dies_gives_a_clear_error(monkeypatch):
         job.result()
 
 
+def _freeze_count(chunk: list, args: tuple) -> list[int]:
+    import gc
+
+    return [gc.get_freeze_count()] * len(chunk)
+
+
+def test_workers_are_forked_with_the_parents_objects_frozen(monkeypatch):
+    """Pool workers and the background helper inherit a frozen heap (their collections skip the parent's objects,
+    so copy-on-write does not copy them); the parent's collector is left as it was."""
+    import gc
+
+    monkeypatch.setenv(an.NLP_PROCESSES_ENV, "2")
+    assert gc.get_freeze_count() == 0
+    in_workers = an._map_in_processes(_freeze_count, list(range(8)), 2, (), 1)
+    assert len(in_workers) == 8 and min(in_workers) > 0
+    assert an.Background(gc.get_freeze_count).result() > 0
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze its objects itself keeps them frozen
+    try:
+        an._map_in_processes(_freeze_count, [1], 2, (), 1)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 @pytest.mark.parametrize(
     ("span", "trimmed"),
     [(". - Marissa Chan", "Marissa Chan"), ("Marissa Chan, ", "Marissa Chan"), ("John Smith Jr.", "John Smith Jr."),
