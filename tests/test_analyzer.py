@@ -469,12 +469,70 @@ def test_pattern_recognizers_skip_only_texts_none_of_their_patterns_match(analyz
     shortcut = [r for r in analyzer.registry.recognizers if isinstance(r.__dict__.get("analyze"), an._SkipWithoutMatch)]
     assert len(shortcut) >= 20  # Presidio's and the organisation's pattern recognizers
     skipped = 0
+    texts = SHORTCUT_TEXTS + URL_TEXTS + SHORT_VALUES
+    assert {len(t) <= an.SHORT_TEXT_CHARS for t in texts} == {True, False}  # both ways of checking
     for recognizer in shortcut:
-        for text in SHORTCUT_TEXTS:
+        for text in texts:
             stock = PatternRecognizer.analyze(recognizer, text, None)
             assert _recognizer_keys(recognizer.analyze(text, None)) == _recognizer_keys(stock), (recognizer.name, text)
             skipped += not stock
     assert skipped > 0
+
+
+# Presidio's URL patterns (and texts they must not miss); short structured values as classification samples them.
+URL_TEXTS = [
+    "Visit www.example-corp.com/help or https://status.example.org/incidents?id=4 now.",
+    "see example.com", "EXAMPLE.COM.", "mail jane.doe@example.org", "files on ftp.example.net:21", "a.b and 1.2.3.4",
+    "The docs (https://docs.python.org/3/) say so; 'quoted.example.io' too.",
+    "Nothing here. Really nothing. Version 2.0.1 only.",
+]
+SHORT_VALUES = ["CLM-0008373", "TCK-0007116", "Powell-Gutierrez", "Cloud Backup Pro", "EUR", "10.0.0.12", "fe80::1",
+                "jane@x.org", "E1234567", "123-45-6789", "4415101282806639538", "(404) 581-8657", "2000-04-16", ""]
+
+
+def test_url_patterns_are_checked_through_a_necessary_condition(analyzer):
+    url = next(r for r in analyzer.registry.recognizers if r.name == "UrlRecognizer")
+    analyzer.analyze("warm up www.example.com", "en")  # Presidio compiles the patterns on first use
+    conditions = {an._necessary_condition(p.regex, url.global_regex_flags) for p in url.patterns}
+    assert len(conditions) == 1 and None not in conditions  # noticed if Presidio's patterns change shape
+    condition = conditions.pop()
+    for text in URL_TEXTS + SHORTCUT_TEXTS + SHORT_VALUES:
+        if any(p.compiled_regex.search(text) for p in url.patterns):
+            assert condition.search(text), text  # necessary: wherever a URL pattern matches, so does the condition
+    assert not condition.search("Nothing here. Really nothing.")
+    assert an._necessary_condition(r"\b\d{3}-\d{2}-\d{4}\b", 0) is None  # no condition known: the pattern itself
+
+
+
+EMAIL = r"\b((([!#$%&'*+\-/=?^_`{|}~\w])|([!#$%&'*+\-/=?^_`{|}~\w][!#$%&'*+\-/=?^_`{|}~\.\w]{0,}[!#$%&'*+\-/=?^_`{|}~\w]))[@]\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+)\b"
+
+
+@pytest.mark.parametrize(("pattern", "required"), [
+    (EMAIL, "@."), (r"\d{3}-\d{4}", "-"), (r"x{0,3}-", "-"), (r"x{,3}-", "-"), (r"(-){2}", "-"), (r"[@]", "@"),
+    (r"a\-b", "-"), (r"(a-)++", "-"), (r"(?>a:)", ":"), (r"\{x\}-", "{}-"), (r"[]{]-", "-"), (r"(?:a-|b-)", "-"),
+    # nothing certain: an optional part, a branch without it, a lookaround, a set of several characters
+    (r"a|b-c", ""), (r"(x-)?y", ""), (r"(?=.*@)x", ""), (r"[@:]", ""), (r"x-{0}", ""),
+    # syntax only the regex module knows, which Python's parser would misread or refuse: no shortcut
+    (r"[[:alpha:]]-", ""), (r"a{e<=1}-", ""), (r"(?:x-{e<=1}|-y)", ""), (r"\p{L}+@", ""), (r"(?V1)a-", ""),
+])
+def test_required_characters_are_those_every_match_holds(pattern, required):
+    import regex
+
+    flags = regex.IGNORECASE | regex.MULTILINE | regex.DOTALL
+    assert an._required_characters(pattern, flags) == frozenset(required)
+    assert an._required_characters(pattern, flags | regex.VERSION1) == frozenset()  # other flags: no shortcut
+
+def test_alternation_matches_exactly_when_one_pattern_does():
+    import regex
+
+    patterns = [r"\bCLM-\d{7}\b", r"[A-Z]{2}\d{2}", r"(?<!\d)\d{3}-\d{4}(?!\d)"]
+    union = an._alternation(patterns, regex.IGNORECASE)
+    for text in ["CLM-1234567", "de89 bank", "555-1234", "5555-12345", "clm-123", "none", ""] + SHORT_VALUES:
+        assert bool(union.search(text)) == any(regex.search(p, text, regex.IGNORECASE) for p in patterns), text
+    # a global inline flag, a backreference or a conditional means something else inside an alternation: refused
+    for odd in [r"(?i)abc", r"(?-i)abc", r"(?V1)abc", r"(a)\1", r"(?P<x>a)(?P=x)", r"(a)?(?(1)b|c)", r"(?P<x>a)\g<x>"]:
+        assert an._alternation([odd, "x"], 0) is None, odd
+    assert an._alternation(["only one"], 0) is None
 
 
 def test_phone_recognizer_remembers_verdicts_without_changing_them(analyzer):
