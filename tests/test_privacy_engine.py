@@ -5,6 +5,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+import pipelines.privacy.classify as classify
 import pipelines.privacy.deidentify as deid
 from pipelines.contracts import Contract, load_contracts
 from pipelines.privacy.analyzer import NLP_PROCESSES_ENV
@@ -152,7 +153,8 @@ def test_classification_sample_ignores_row_order_and_batch_split():
 
 def test_classification_in_a_second_process_gives_the_same_verdicts(monkeypatch):
     monkeypatch.setenv("PIPELINES_NLP_PROCESSES", "2")
-    monkeypatch.setattr(deid, "BACKGROUND_CLASSIFICATION_ROWS", 1)
+    monkeypatch.setattr(classify, "BACKGROUND_MIN_VALUES", 1)
+    monkeypatch.setattr(classify, "BACKGROUND_MIN_CELLS", 1)
     frame = claims(["Dinner with Jane Doe"] * 30)
     inline = classify_frame(frame, finance_contract_k1(), known=KnownIdentifiers(), model_name=None)
     table = deid.deidentify_frame(frame, finance_contract_k1(), CTX, known=KnownIdentifiers())
@@ -162,6 +164,30 @@ def test_classification_in_a_second_process_gives_the_same_verdicts(monkeypatch)
         deid.deidentify_frame(frame, finance_contract_k1(), CTX, known=KnownIdentifiers())
     assert "@gmail.com" not in str(err.value)
 
+
+
+def test_shared_classification_adds_up_counts_split_across_units(monkeypatch):
+    # 20 emails among 200 merchants, every tenth value in the (sorted) sample: each unit of 25 values holds 2 or 3 of
+    # them, so only the sum over all units (20 of 200, the 10% bar) flags the column, whichever process classified each
+    merchants = [f"m{i:03d}.name@gmail.com" if i % 10 == 0 else f"m{i:03d} supplies" for i in range(200)]
+    frame = claims(["ok"] * 200).assign(merchant=merchants)
+    with pytest.raises(UndeclaredPIIError, match=r"EMAIL_ADDRESS in 20 of 200 sampled values"):
+        classify_frame(frame, contract("finance_expense_claims"), known=None, model_name=None)
+    monkeypatch.setenv(NLP_PROCESSES_ENV, "2")
+    monkeypatch.setattr(classify, "BACKGROUND_MIN_VALUES", 1)
+    monkeypatch.setattr(classify, "BACKGROUND_MIN_CELLS", 1)
+    shared = classify.SharedClassification(frame, contract("finance_expense_claims"), known=None, model_name=None, cells=frame.size)
+    assert len(shared._units) > 8 and shared._next is not None  # a helper shares the units
+    with pytest.raises(UndeclaredPIIError, match=r"EMAIL_ADDRESS in 20 of 200 sampled values"):
+        shared.result()
+
+
+def test_columns_that_cannot_be_flagged_are_not_sampled():
+    # support's postcode is a quasi-identifier declared as ZIP_CODE: generalized, never undeclared PII
+    support = contract("support_tickets")
+    assert [c.name for c in classify.columns_to_classify(support)] == ["ticket_id", "product"]
+    assert not classify.can_be_flagged(support.column("postcode"))
+    assert classify.can_be_flagged(contract("hr_employees").column("job_title"))  # a quasi-identifier without entity
 
 # --- Declared non-personal terms (product names) and the rescan pre-filter ---------------------------------
 

@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.bench.data import bench_context, prepare
 from pipelines.ingest import SOURCE_FILE_COLUMN, quote_ident
+from pipelines.privacy import classify
 from pipelines.privacy import deidentify as deid
 
 
@@ -91,7 +92,8 @@ def test_an_empty_table_streams_to_an_empty_table_with_its_columns(prepared):
 
 def _classify_in_background(monkeypatch) -> None:
     monkeypatch.setenv("PIPELINES_NLP_PROCESSES", "2")
-    monkeypatch.setattr(deid, "BACKGROUND_CLASSIFICATION_ROWS", 1)
+    monkeypatch.setattr(classify, "BACKGROUND_MIN_VALUES", 1)
+    monkeypatch.setattr(classify, "BACKGROUND_MIN_CELLS", 1)
 
 
 def test_streamed_table_with_classification_in_a_second_process_equals_in_memory(prepared, monkeypatch):

@@ -14,6 +14,7 @@ from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
 from pipelines.contracts import Column, Contract, Role, ScanText
+from pipelines.privacy.classify import SharedClassification, columns_to_classify
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import KeyedPseudonym, OperatorContext, apply_column
 
@@ -383,18 +384,6 @@ def _deidentify_columns(
     return _Chunk(pd.DataFrame(out, index=frame.index), records, residual)
 
 
-# Classifying kept columns is a fixed cost (a few hundred sampled values per column through Presidio). On
-# tables this large a forked helper starts on it while this process applies the column operators.
-BACKGROUND_CLASSIFICATION_ROWS = 20_000
-
-
-def _classify_in_background(frame, contract: Contract, known: KnownIdentifiers | None, model_name: str | None, *, rows: int):
-    from pipelines.privacy.classify import SharedClassification, columns_to_classify
-
-    worth_it = rows >= BACKGROUND_CLASSIFICATION_ROWS and bool(columns_to_classify(contract))
-    return SharedClassification(frame, contract, known=known, model_name=model_name, background=worth_it)
-
-
 def _check_residual(contract: Contract, residual: dict[str, dict[str, Any]]) -> None:
     hits = {name: scan["residual"] for name, scan in residual.items() if scan.get("residual")}
     if hits:
@@ -426,7 +415,8 @@ def deidentify_frame(
 ) -> DeidentifiedTable:
     """De-identify every declared column of `frame` as its contract says (the whole table in memory)."""
     _check_declared(frame.columns, contract)
-    classifying = _classify_in_background(frame, contract, known, model_name, rows=len(frame))
+    # classifying kept columns is a fixed cost: a forked helper starts on it while the column operators run
+    classifying = SharedClassification(frame, contract, known=known, model_name=model_name, cells=frame.size)
     try:
         terms = _table_terms(contract, lambda name: pd.Series(pd.unique(frame[name].dropna())))
         chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
@@ -489,8 +479,6 @@ def deidentify_table(
     searched, the quasi-identifier columns). Output and metadata equal `deidentify_frame`'s on the same rows.
     """
     from pipelines.ingest import quote_ident
-    from pipelines.privacy.classify import columns_to_classify
-
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     src = quote_ident(table)
@@ -501,7 +489,7 @@ def deidentify_table(
         for c in columns_to_classify(contract)
     }
     rows = source.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
-    classifying = _classify_in_background(values, contract, known, model_name, rows=rows)
+    classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=rows * len(names))
     del values
     terms = _table_terms(contract, lambda name: source.execute(
         f"SELECT DISTINCT {quote_ident(name)} FROM {src} WHERE {quote_ident(name)} IS NOT NULL").df().iloc[:, 0])
