@@ -152,6 +152,19 @@ def test_known_identifier_prefilters_never_drop_a_match():
     assert known.count_matches(values) == per_value
 
 
+
+def test_known_identifiers_added_after_a_check_are_found_by_the_next():
+    from collections import Counter
+
+    from pipelines.privacy.known import KnownIdentifiers
+
+    known = KnownIdentifiers()
+    known.add("PERSON", ["Jane Doe"])
+    values = pd.Series(["Zoe Quinn", "jane doe", "Ward 7"])
+    assert known.count_matches(values) == Counter({"PERSON": 1})
+    known.add("PERSON", ["Zoe Quinn"])  # a new first-characters pair ("zo"): the kept pre-filter must not hide it
+    assert known.count_matches(values) == Counter({"PERSON": 2})
+
 @pytest.mark.parametrize("chars_to_mask,keep_last", [(None, 4), (None, 0), (None, 30), (3, None), (0, None), (50, None), (-2, None)])
 @pytest.mark.parametrize("from_end", [False, True])
 def test_column_wise_mask_and_truncate_equal_presidio_and_python(chars_to_mask, keep_last, from_end):

@@ -12,6 +12,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,7 @@ class KnownIdentifiers:
         self._lengths: dict[str, set[int]] = {}  # lengths of the normalized values: a cheap exact pre-filter
         self._shapes: dict[str, set[int]] = {}  # shapes (digit/letter/@) of the values: another one
         self._prefixes: dict[str, set[str]] = {}  # first characters of the normalized values: a third one
+        self._prefix_arrays: dict[str, Any] = {}  # the same as sorted Arrow arrays (made on first use, dropped by add)
         self.counts: Counter = Counter()
 
     def _hash(self, entity: str, value: str) -> bytes:
@@ -66,6 +68,7 @@ class KnownIdentifiers:
         self._lengths.setdefault(entity, set())
         self._shapes.setdefault(entity, set())
         self._prefixes.setdefault(entity, set())
+        self._prefix_arrays.pop(entity, None)
         before = len(bucket)
         for v in values:
             if v and len(v.strip()) >= 4:  # too short to identify anyone, and would match common words
@@ -100,6 +103,7 @@ class KnownIdentifiers:
         array = pa.array(distinct, pa.string())
         shapes, digit_counts, printable = _shapes_and_digits(array)
         matched = np.zeros(len(distinct), dtype=bool)
+        normalized: dict[Any, tuple | None] = {}  # normalizer -> lengths and prefixes of the values (once per call)
         for entity, bucket in self._hashes.items():
             if not bucket or matched.all():
                 continue
@@ -109,14 +113,24 @@ class KnownIdentifiers:
                 candidates = np.isin(digit_counts, list(lengths)) | (digit_counts < 0)
             else:  # normalization keeps digits, letters and @: the shape must be one a known value has
                 candidates = np.isin(shapes, list(self._shapes[entity])) | (shapes < 0)
-                narrowed = _normalized_prefilter(fn, array, self._lengths[entity], self._prefixes[entity])
-                if narrowed is not None:  # exact for printable ASCII values; others are always hashed
-                    candidates &= narrowed | ~printable
+                if not candidates.any():
+                    continue
+                if fn not in normalized:
+                    normalized[fn] = _normalized_parts(fn, array)
+                if normalized[fn] is not None:  # exact for printable ASCII values; others are always hashed
+                    candidates &= _prefilter(normalized[fn], self._lengths[entity], self._prefix_array(entity)) | ~printable
             for i in np.flatnonzero(candidates & ~matched):
                 if self._hash_normalized(fn(distinct[i])) in bucket:
                     hits[entity] += 1
                     matched[i] = True
         return hits
+
+    def _prefix_array(self, entity: str):
+        import pyarrow as pa
+
+        if entity not in self._prefix_arrays:
+            self._prefix_arrays[entity] = pa.array(sorted(self._prefixes[entity]), pa.string())
+        return self._prefix_arrays[entity]
 
     def matches_any(self, value: str) -> str | None:
         """The entity whose known values include `value` exactly, if any."""
@@ -201,18 +215,23 @@ def _arrow_normalized(fn, array):
     return None
 
 
-def _normalized_prefilter(fn, array, lengths: set[int], prefixes: set[str]) -> np.ndarray | None:
-    """Which values' normalized form has a known length and known first characters (exact necessary test)."""
-    import pyarrow as pa
+def _normalized_parts(fn, array) -> tuple | None:
+    """The lengths (NumPy) and first characters (Arrow) of the values as `fn` normalizes them; None if `fn` has no
+    column-wise form."""
     import pyarrow.compute as pc
 
     normalized = _arrow_normalized(fn, array)
     if normalized is None:
         return None
-    length_ok = np.isin(pc.utf8_length(normalized).to_numpy(zero_copy_only=False), list(lengths))
-    prefix = pc.utf8_slice_codeunits(normalized, 0, PREFIX_CHARS)
-    prefix_ok = pc.is_in(prefix, value_set=pa.array(sorted(prefixes), pa.string())).to_numpy(zero_copy_only=False)
-    return length_ok & prefix_ok
+    return pc.utf8_length(normalized).to_numpy(zero_copy_only=False), pc.utf8_slice_codeunits(normalized, 0, PREFIX_CHARS)
+
+
+def _prefilter(parts: tuple, lengths: set[int], prefixes) -> np.ndarray:
+    """Which values' normalized form has a known length and known first characters (exact necessary test)."""
+    import pyarrow.compute as pc
+
+    value_lengths, value_prefixes = parts
+    return np.isin(value_lengths, list(lengths)) & pc.is_in(value_prefixes, value_set=prefixes).to_numpy(zero_copy_only=False)
 
 
 def _result(entity: str, start: int, end: int) -> RecognizerResult:
