@@ -89,3 +89,17 @@ def test_small_pipeline_reports_its_outcome(report):
     assert "300 (300 / 600 / 150 / 300)" in text
     assert re.search(r"\| \*\*failed\*\*|\| success", text)  # k-anonymity fails by design at 300 rows
     assert "peak RSS" in text
+
+
+def test_scaling_finding_judges_the_stage_that_grows_with_the_rows():
+    from pipelines.bench import findings
+
+    def run(rows, wall, deid):
+        return {"rows": rows, "status": "success", "wall_seconds": wall, "max_rss_mib": 100.0,
+                "stages": {"de-identify (deidentified_*)": deid, "dbt build (staging + marts + tests)": 15.0},
+                "steps": {"deidentified_x": deid}}
+
+    text = findings(None, {5: {"a": run(10_000, 60.0, 27.0), "b": run(100_000, 300.0, 265.0), "c": run(1_000_000, 3_400.0, 3_360.0)}})
+    assert "10,000 -> 100,000 rows: 10x the rows took 5.0x the wall time and 9.8x in the de-identification stage (linear or better" in text
+    # the wall time grew 11.3x, but the stage that carries the rows decides: 12.7x is 27% more time per row
+    assert "100,000 -> 1,000,000 rows: 10x the rows took 11.3x the wall time and 12.7x in the de-identification stage (worse than linear: 27% more" in text

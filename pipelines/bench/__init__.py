@@ -129,14 +129,15 @@ def findings(cfg: BenchConfig, data: dict) -> str:
             out.append(f"- Pipeline at {r['rows']:,} rows: {fmt_s(r['wall_seconds'])} s wall, peak RSS {fmt_s(r['max_rss_mib'])} MiB "
                        f"(largest process); {top[0]} takes {100 * top[1] / total:.0f}% of the step time, the slowest step is "
                        f"`{slow[0]}` ({fmt_s(slow[1])} s).")
-        if len(ok) >= 2:
-            a, b = ok[0], ok[-1]
-            stage = "de-identify (deidentified_*)"
-            deid = (f"; the de-identification stage {b['stages'][stage] / a['stages'][stage]:.1f}x"
-                    if a["stages"].get(stage) and b["stages"].get(stage) else "")
-            wall_ratio = b["wall_seconds"] / a["wall_seconds"]
-            out.append(f"- Scaling: {b['rows'] / a['rows']:.0f}x the rows took {wall_ratio:.1f}x the wall time{deid} "
-                       f"({'linear or better: fixed costs (startup, dbt) amortize' if wall_ratio <= 1.05 * b['rows'] / a['rows'] else 'worse than linear'}).")
+        stage = "de-identify (deidentified_*)"
+        for a, b in zip(ok, ok[1:]):  # each step up in size: the wall time and the stage that grows with the rows
+            rows, wall = b["rows"] / a["rows"], b["wall_seconds"] / a["wall_seconds"]
+            deid = b["stages"].get(stage, 0) / a["stages"][stage] if a["stages"].get(stage) else None
+            verdict = ("linear or better" if (deid or wall) <= 1.05 * rows else
+                       f"worse than linear: {100 * ((deid or wall) / rows - 1):.0f}% more time per row")
+            out.append(f"- Scaling {a['rows']:,} -> {b['rows']:,} rows: {rows:.0f}x the rows took {wall:.1f}x the wall time"
+                       + (f" and {deid:.1f}x in the de-identification stage" if deid else "") + f" ({verdict}"
+                       + ("; the de-identification stage decides, as fixed costs (startup, dbt, the model load) amortize)" if deid else ")") + ".")
         for r in runs.values():
             if r["status"] != "success":
                 est = (f"; a linear extrapolation of the {r['linear_estimate_from']:,}-row run gives ~{r['linear_estimate_seconds'] / 3600:.1f} h"
