@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.quality.features import CLASS_SIZE, DISTINCT_PREFIX, RECORD_RISK
+
 # GE prints progress bars per validation; they would flood run logs
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -21,6 +23,9 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 SAFE_RESULT_KEYS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent")
 # Expectations whose observed value is an aggregate that names no person.
 _OBSERVED_IS_SAFE = {"expect_table_row_count_to_be_between", "expect_table_columns_to_match_set"}
+# Columns that `pipelines.quality.features` derives (class sizes, risks, distinct counts): aggregates, not cells.
+RISK_FEATURES = (CLASS_SIZE, RECORD_RISK)
+RISK_FEATURE_PREFIXES = (DISTINCT_PREFIX,)
 _ids = count()
 
 
@@ -105,10 +110,16 @@ def _thresholds(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def is_risk_feature(column: str | None) -> bool:
+    """Whether `column` is one of the risk features `pipelines.quality.features` adds (never a data column)."""
+    return column is not None and (column in RISK_FEATURES or column.startswith(RISK_FEATURE_PREFIXES))
+
+
 def _observed(kind: str, column: str | None, result: dict[str, Any]) -> dict[str, Any]:
     out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k in SAFE_RESULT_KEYS}
-    derived = column is not None and column.startswith("_")  # risk features computed by us, not cell values
-    if "observed_value" in result and (kind in _OBSERVED_IS_SAFE or derived):
+    # a data column's min, max, mean or set would be a cell value (a salary, a birth date)
+    table_level = column is None and kind in _OBSERVED_IS_SAFE
+    if "observed_value" in result and (table_level or is_risk_feature(column)):
         value = result["observed_value"]
         out["observed_value"] = sorted(value) if isinstance(value, (set, list)) and kind.endswith("match_set") else value
     if kind == "expect_table_columns_to_match_set" and "details" in result:
@@ -136,31 +147,33 @@ def _expectations(suite: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _validate_ephemeral(suite: dict[str, Any], frame: pd.DataFrame) -> Any:
+def _validate_ephemeral(expectations: list[Any], name: str, frame: pd.DataFrame) -> Any:
+    """Validate in the in-memory context; the suite is stored there too, so GE gives each expectation its id."""
     import great_expectations as gx
 
     context = _context()
-    name = f"b{next(_ids)}"
+    name = f"{name}_b{next(_ids)}"
     source = context.data_sources.add_pandas(f"source_{name}")
+    gx_suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     try:
         batch = source.add_dataframe_asset(f"asset_{name}").add_batch_definition_whole_dataframe(name).get_batch(
             batch_parameters={"dataframe": frame}
         )
-        return batch.validate(gx.ExpectationSuite(name=f"{suite['name']}_{name}", expectations=_expectations(suite)), result_format=RESULT_FORMAT)
+        return batch.validate(gx_suite, result_format=RESULT_FORMAT)
     finally:
+        context.suites.delete(name)
         context.data_sources.delete(source.name)
 
 
-def _validate_with_docs(suite: dict[str, Any], frame: pd.DataFrame, root: Path) -> tuple[Any, str]:
+def _validate_with_docs(expectations: list[Any], name: str, frame: pd.DataFrame, root: Path) -> tuple[Any, str]:
     """Validate through a checkpoint of a file-backed context, so GE stores the result and rebuilds Data Docs."""
     import great_expectations as gx
 
     context = _file_context(str(root))
-    name = suite["name"]
     source = context.data_sources.add_or_update_pandas("frames")
     asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
     batch_definition = next((b for b in asset.batch_definitions if b.name == "batch"), None) or asset.add_batch_definition_whole_dataframe("batch")
-    gx_suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=_expectations(suite)))
+    gx_suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
     definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch_definition, suite=gx_suite))
     checkpoint = context.checkpoints.add_or_update(
         gx.Checkpoint(name=name, validation_definitions=[definition], result_format=RESULT_FORMAT,
@@ -171,31 +184,69 @@ def _validate_with_docs(suite: dict[str, Any], frame: pd.DataFrame, root: Path) 
     return next(iter(result.run_results.values())), (sites[0]["site_url"] if sites else "")
 
 
+class SuitePairingError(RuntimeError):
+    """Great Expectations returned results that cannot be matched one to one with the suite's expectations."""
+
+
+def _pair(suite: dict[str, Any], expectations: list[Any], results: list[Any]) -> list[tuple[dict[str, Any], Any]]:
+    """Each result with the expectation it validated, by the id GE stamped on it, in the suite's order.
+
+    GE 1.x regroups results by column, so their position says nothing about which expectation they answer.
+    """
+    specs = suite["expectations"]
+    if len(results) != len(specs):
+        raise SuitePairingError(f"suite {suite['name']}: {len(specs)} expectations but {len(results)} results")
+    # the objects were built from the specs one by one, so this zip pairs construction, not GE's output
+    position = {e.id: i for i, e in enumerate(expectations) if e.id is not None}
+    if len(position) != len(specs):
+        raise SuitePairingError(f"suite {suite['name']}: Great Expectations did not give every expectation its own id")
+    found: dict[int, Any] = {}
+    for res in results:
+        i = position.get(getattr(res.expectation_config, "id", None))
+        if i is None or i in found:
+            raise SuitePairingError(f"suite {suite['name']}: a result matches no expectation, or one twice")
+        found[i] = res
+    return [(specs[i], found[i]) for i in range(len(specs))]
+
+
+def _error(res: Any) -> str | None:
+    """The exception types a result raised, without their messages (a message may quote a cell)."""
+    # GE 1.x keys exception_info by metric; each entry holds raised_exception and a traceback
+    infos = [i for i in (res.exception_info or {}).values() if isinstance(i, dict) and i.get("raised_exception")]
+    kinds = {_exception_type(str(i.get("exception_traceback") or "")) for i in infos}
+    return ", ".join(sorted(kinds)) or None
+
+
+def _exception_type(traceback: str) -> str:
+    """`MetricResolutionError` from a traceback's last line `great_expectations...MetricResolutionError: ...`."""
+    last = traceback.strip().rsplit("\n", 1)[-1]
+    return last.split(":", 1)[0].rsplit(".", 1)[-1].strip() or "error"
+
+
+def _outcome(spec: dict[str, Any], res: Any) -> ExpectationOutcome:
+    """What is safe to publish of one expectation's result: its own column and thresholds, counts, risk aggregates."""
+    kwargs = spec["kwargs"]
+    return ExpectationOutcome(
+        expectation=spec["type"],
+        column=kwargs.get("column"),
+        success=bool(res.success),
+        threshold=_plain(_thresholds(kwargs)),
+        observed=_plain(_observed(spec["type"], kwargs.get("column"), res.result or {})),
+        notes=spec.get("meta", {}).get("notes"),
+        error=_error(res),
+    )
+
+
 def run_suite(suite: dict[str, Any], frame: pd.DataFrame, docs_root: Path | None = None) -> SuiteOutcome:
     """Validate `frame` against a suite (as stored in `expectations/`); results carry no cell values.
 
     With `docs_root`, results are kept in a Great Expectations project there and its Data Docs rebuilt.
     """
     docs_url = None
+    expectations = _expectations(suite)
     if docs_root is None:
-        validation = _validate_ephemeral(suite, frame)
+        validation = _validate_ephemeral(expectations, suite["name"], frame)
     else:
-        validation, docs_url = _validate_with_docs(suite, frame, docs_root)
-    outcomes = []
-    for spec, res in zip(suite["expectations"], validation.results):
-        kwargs = spec["kwargs"]
-        error = None
-        if res.exception_info and res.exception_info.get("raised_exception"):
-            error = str(res.exception_info.get("exception_message", "error"))[:200]
-        outcomes.append(
-            ExpectationOutcome(
-                expectation=spec["type"],
-                column=kwargs.get("column"),
-                success=bool(res.success),
-                threshold=_plain(_thresholds(kwargs)),
-                observed=_plain(_observed(spec["type"], kwargs.get("column"), res.result or {})),
-                notes=spec.get("meta", {}).get("notes"),
-                error=error,
-            )
-        )
+        validation, docs_url = _validate_with_docs(expectations, suite["name"], frame, docs_root)
+    outcomes = [_outcome(spec, res) for spec, res in _pair(suite, expectations, validation.results)]
     return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes, data_docs=docs_url)
