@@ -10,6 +10,7 @@ import dagster as dg
 
 from pipelines.privacy.keys import SecretKey, load_key
 from pipelines.privacy.operators import OperatorContext
+from pipelines.runs import record_worker
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
@@ -26,6 +27,14 @@ class PipelineStorage(dg.ConfigurableResource):
     """Where landed files, quarantine, the DuckDB files and local keys live (all under `data_dir`)."""
 
     data_dir: str
+    quarantine_retention_days: int = 30  # rejected files hold personal data: purged daily after this
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Everything a run creates (DuckDB files, dbt's warehouse, logs) starts owner-only; the one file meant
+        # for others, marts.duckdb, is opened up explicitly when published.
+        os.umask(0o077)
+        if context.instance is not None and context.run_id:
+            record_worker(context.instance, context.run_id)  # lets run monitoring tell a dead run from a slow one
 
     @property
     def root(self) -> Path:
@@ -72,8 +81,9 @@ class PipelineStorage(dg.ConfigurableResource):
         return self.root / "gx"
 
     def ensure(self) -> None:
-        for d in (self.root, self.landing_dir, self.quarantine_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.landing_dir.mkdir(exist_ok=True)
+        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
 
 
 CHUNK_ROWS_ENV = "PIPELINES_CHUNK_ROWS"

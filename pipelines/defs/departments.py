@@ -200,7 +200,7 @@ def build_department(contract: Contract) -> dg.Definitions:
 
     job = dg.define_asset_job(
         f"{ds}_job",
-        selection=dg.AssetSelection.assets(raw, deidentified).downstream(),
+        selection=dg.AssetSelection.assets(raw, deidentified).downstream().required_multi_asset_neighbors(),
         description=f"Ingest and de-identify {contract.title}, then rebuild the approved models that use it.",
         tags=tags,
     )

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
+from pipelines.dbt_child import real_dbt
 from pipelines.governance.approvals import check_project
 from pipelines.provenance import provenance
 from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR, PipelineStorage
@@ -29,9 +30,9 @@ class IntegrationTranslator(DagsterDbtTranslator):
 
 
 def dbt_executable() -> str:
-    """dbt from this interpreter's environment, so an unactivated venv still finds it."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+    """dbt that ends with the run that started it (`pipelines-dbt`), from this interpreter's environment."""
+    beside = Path(sys.executable).parent / "pipelines-dbt"
+    return str(beside) if beside.exists() else (shutil.which("pipelines-dbt") or real_dbt())
 
 
 def dbt_resource(project: DbtProject) -> DbtCliResource:
