@@ -30,7 +30,8 @@ def reidentify(token: str, *, dataset: str, column: str, reason: str, requested_
     data_dir = default_data_dir()
     key = load_key("PIPELINES_REIDENTIFICATION_KEY", data_dir / "keys" / "reidentification.key", create=False)
     append(data_dir / AUDIT_FILE, {
-        "action": "decrypt", "dataset": dataset, "column": column, "key_id": key.key_id,
+        # `key_id` on every record is the audit key's; this names the break-glass key that decrypted
+        "action": "decrypt", "dataset": dataset, "column": column, "reidentification_key_id": key.key_id,
         "requested_by": requested_by, "reason": reason,
     })
     return Decrypt().operate(token, {"key": key.secret[:32].decode("ascii")})
