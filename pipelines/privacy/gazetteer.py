@@ -36,7 +36,7 @@ smartwatch tablet tablets selfie emoji emojis startup startups began begun paid 
 
 _SUFFIXES = (  # (suffix, what replaces it) tried in order: inflections and common derivations of a dictionary word
     ("'s", ""), ("’s", ""), ("ies", "y"), ("ied", "y"), ("ier", "y"), ("iest", "y"), ("ily", "y"), ("es", ""),
-    ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"), ("er", ""), ("er", "e"), ("est", ""),
+    ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
     ("ly", ""), ("ness", ""), ("ment", ""), ("ers", ""), ("ings", ""), ("able", ""), ("able", "e"),
     ("ful", ""), ("less", ""), ("ity", ""), ("ization", "ize"), ("isation", "ise"),
 )
@@ -87,7 +87,7 @@ def is_common_word(word: str) -> bool:
             stem = word[: -len(suffix)] + replacement
             if stem in common:
                 return True
-            if suffix in ("ed", "ing", "er", "est") and len(stem) >= 3 and stem[-1] == stem[-2] and stem[:-1] in common:
+            if suffix in ("ed", "ing") and len(stem) >= 3 and stem[-1] == stem[-2] and stem[:-1] in common:
                 return True  # stopped, stopping
     return False
 
