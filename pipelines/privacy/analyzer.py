@@ -669,6 +669,9 @@ _INITIAL = regex.compile(r"\p{Lu}\.?")
 _POSSESSIVE = regex.compile(r"['’]s\Z")
 
 
+NAME_RUN_BLOCKING_LABELS = frozenset({"WORK_OF_ART", "PRODUCT", "EVENT", "LAW", "LANGUAGE"})  # NER labels a run yields to
+
+
 class NameRunRecognizer(LocalRecognizer):
     """Capitalised runs of words that are no everyday English words: a person's name (see above)."""
 
@@ -685,7 +688,7 @@ class NameRunRecognizer(LocalRecognizer):
         if self.ENTITY not in entities:
             return []
         taken = [(e.start_char, e.end_char) for e in getattr(getattr(nlp_artifacts, "tokens", None), "ents", ())
-                 if e.label_ not in ("PERSON", "PER")]
+                 if e.label_ in NAME_RUN_BLOCKING_LABELS]
         results = []
         for start, end in name_runs(text):
             if not any(a < end and start < b for a, b in taken):
