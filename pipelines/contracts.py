@@ -7,6 +7,7 @@ decided. Everything downstream (assets, checks, suites, metadata) is derived fro
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
 _IDENT = r"^[a-z][a-z0-9_]*$"
@@ -171,6 +173,68 @@ class Column(_Strict):
         return self
 
 
+FORMAT_EXTENSIONS = {"csv": ".csv"}
+_OCCURRENCE = re.compile(r"^(?P<name>.*)#(?P<n>\d+)$")
+
+
+def source_ref(ref: str) -> tuple[str, int | None]:
+    """Split a source column reference: 'decile_score#2' -> ('decile_score', 2); 'x' -> ('x', None)."""
+    m = _OCCURRENCE.match(ref)
+    return (m.group("name"), int(m.group("n"))) if m else (ref, None)
+
+
+def _check_ref(ref: str) -> None:
+    name, n = source_ref(ref)
+    if not name:
+        raise ValueError(f"{ref!r} names no source column")
+    if n == 0:
+        raise ValueError(f"{ref!r}: occurrences are counted from 1 ('{name}#1' is the first)")
+
+
+def _glob_problem(segment: str) -> str | None:
+    """Why a path segment is not a glob pattern Path.glob reads as meant, or None."""
+    if "**" in segment and segment != "**":
+        return "'**' must be a whole path segment"
+    if "{" in segment or "}" in segment:
+        return "brace expansion ({a,b}) is not glob syntax"
+    i = 0
+    while i < len(segment):
+        if segment[i] == "[":
+            # a ']' right after '[' or '[!' is a literal member of the set, as in fnmatch
+            j = i + 1 + (segment[i + 1 : i + 2] == "!")
+            j += segment[j : j + 1] == "]"
+            close = segment.find("]", j)
+            if close < 0:
+                return "unclosed '[' in a character set"
+            i = close
+        elif segment[i] == "]":
+            return "']' without an opening '['"
+        i += 1
+    return None
+
+
+def landing_pattern_problem(pattern: str, department: str | None, fmt: str) -> str | None:
+    """Why a landing pattern is unsafe or surely wrong (None if fine): relative, inside the department's folder, right extension."""
+    if "\\" in pattern:
+        return "use '/' as the path separator"
+    if pattern.startswith("/") or re.match(r"^[A-Za-z]:", pattern):
+        return "must be relative to the landing directory, not absolute"
+    segments = pattern.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        return "must not contain empty, '.' or '..' path segments"
+    if len(segments) < 2:
+        return "must be '<department>/<file pattern>'"
+    if department is not None and segments[0] != department:
+        return f"its first folder must be the contract's department '{department}', not {segments[0]!r}"
+    problem = next((p for s in segments if (p := _glob_problem(s))), None)
+    if problem:
+        return problem
+    extension = FORMAT_EXTENSIONS[fmt]
+    if not segments[-1].endswith(extension) or segments[-1] == "**":
+        return f"the file part must end with '{extension}' (format {fmt})"
+    return None
+
+
 class Source(_Strict):
     kind: Literal["file"] = "file"
     path_pattern: str  # glob relative to the landing directory, e.g. "hr/employees_*.csv"
@@ -179,10 +243,45 @@ class Source(_Strict):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     max_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_cell_bytes: int = Field(default=65_536, gt=0)
+    # take real exports as they are: source header -> contract column; 'name#2' is the 2nd header called 'name'
+    rename: dict[str, str] = Field(default_factory=dict)
+    # source headers (or 'name#N' occurrences) that are declared but not ingested; a plain name drops every occurrence
+    ignore_columns: list[str] = Field(default_factory=list)
+
+    @field_validator("rename")
+    @classmethod
+    def _rename_refs(cls, rename: dict[str, str]) -> dict[str, str]:
+        for ref, target in rename.items():
+            _check_ref(ref)
+            if not re.match(_IDENT, target):
+                raise ValueError(f"{ref!r} maps to {target!r}, which is not a column name")
+        by_target: dict[str, list[str]] = {}
+        for ref, target in rename.items():
+            by_target.setdefault(target, []).append(ref)
+        clash = {t: refs for t, refs in by_target.items() if len(refs) > 1}
+        if clash:
+            t, refs = next(iter(clash.items()))
+            raise ValueError(f"{' and '.join(map(repr, refs))} both map to column {t!r}; a column has one source")
+        return rename
+
+    @field_validator("ignore_columns")
+    @classmethod
+    def _ignore_refs(cls, ignored: list[str]) -> list[str]:
+        for ref in ignored:
+            _check_ref(ref)
+        dupes = sorted({r for r in ignored if ignored.count(r) > 1})
+        if dupes:
+            raise ValueError(f"listed twice: {', '.join(map(repr, dupes))}")
+        return ignored
+
+    def conflicts(self) -> list[str]:
+        """Source columns both renamed and ignored (plain names cover every occurrence)."""
+        ignored = set(self.ignore_columns)
+        return [r for r in self.rename if r in ignored or source_ref(r)[0] in ignored]
 
 
 class PrivacyThresholds(_Strict):
-    k_anonymity: int = Field(default=5, ge=1)
+    k_anonymity: int = 5
     l_diversity: int = Field(default=1, ge=1)
     max_sample_uniqueness: float = Field(default=0.05, ge=0, le=1)
     max_prosecutor_risk: float = Field(default=0.2, gt=0, le=1)
@@ -191,6 +290,13 @@ class PrivacyThresholds(_Strict):
     # when suppression alone cannot reach k, blank out whole quasi-identifiers (least information lost)
     adaptive_suppression: bool = True
     score_threshold: float = Field(default=0.4, ge=0, le=1)  # Presidio score for detection (its default)
+
+    @field_validator("k_anonymity")
+    @classmethod
+    def _k_protects(cls, k: int) -> int:
+        if k < 2:
+            raise ValueError(f"k_anonymity must be at least 2 (got {k}): with k = 1 every person may be alone in their group")
+        return k
 
 
 class QualityThresholds(_Strict):
@@ -246,6 +352,41 @@ class Contract(_Strict):
                 if {"PERSON", "LOCATION", "NRP"} & set(source.tolerate_entities):
                     raise ValueError(f"{where} names '{name}', which tolerates names or places (tolerate_entities)")
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _source_fits(cls, data: Any, handler: Any) -> "Contract":
+        contract = handler(data)
+        errors = contract._source_errors()
+        if errors:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [
+                    InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": m}), loc=loc, input=None)
+                    for loc, m in errors
+                ],
+            )
+        return contract
+
+    def _source_errors(self) -> list[tuple[tuple[str, ...], str]]:
+        """Checks of `source` that need the department and the columns, each with the field it is about."""
+        src, names = self.source, {c.name for c in self.columns}
+        errors = []
+        problem = landing_pattern_problem(src.path_pattern, self.department, src.format)
+        if problem:
+            errors.append((("source", "path_pattern"), f"{src.path_pattern!r} {problem}"))
+        for ref, target in src.rename.items():
+            if target not in names:
+                errors.append((("source", "rename"), f"{ref!r} maps to {target!r}, which is not a column of this contract"))
+        for ref in src.conflicts():
+            errors.append((("source", "ignore_columns"), f"{ref!r} is both renamed and ignored"))
+        targets = set(src.rename.values())
+        for name in sorted(names - targets):
+            if name in src.rename:
+                errors.append((("source", "rename"), f"column {name!r} has no source: its header is renamed to {src.rename[name]!r}"))
+            elif name in src.ignore_columns:
+                errors.append((("source", "ignore_columns"), f"column {name!r} has no source: its header is ignored and nothing is renamed to it"))
+        return errors
 
     def column(self, name: str) -> Column:
         for c in self.columns:
