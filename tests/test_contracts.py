@@ -94,3 +94,59 @@ def test_non_personal_terms_come_from_kept_plain_columns(tmp_path, terms_from, m
     with pytest.raises(ContractError) as err:
         load_contract(_write(tmp_path, data))
     assert "non_personal_terms_from" in str(err.value) and message in str(err.value), str(err.value)
+
+
+def _source(**changes):
+    def mutate(d: dict) -> None:
+        d["source"].update(changes)
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, field_named, says",
+    [
+        (lambda d: d["privacy"].update(k_anonymity=1), "privacy.k_anonymity", "at least 2"),
+        (_source(path_pattern="hr/employes_*.cvs"), "source.path_pattern", "must end with '.csv'"),
+        (_source(path_pattern="/data/landing/hr/employees_*.csv"), "source.path_pattern", "relative"),
+        (_source(path_pattern="hr/../finance/expense_claims_*.csv"), "source.path_pattern", "'..'"),
+        (_source(path_pattern="finance/employees_*.csv"), "source.path_pattern", "department 'hr'"),
+        (_source(path_pattern="employees_*.csv"), "source.path_pattern", "'<department>/<file pattern>'"),
+        (_source(path_pattern="hr/employees_[0-9.csv"), "source.path_pattern", "unclosed '['"),
+        (_source(path_pattern="hr/employees_{a,b}.csv"), "source.path_pattern", "brace expansion"),
+        (_source(path_pattern="hr\\employees_*.csv"), "source.path_pattern", "separator"),
+        (_source(rename={"Employee ID": "employe_id"}), "source.rename", "not a column of this contract"),
+        (_source(rename={"Employee ID": "employee_id", "EmpNo": "employee_id"}), "source.rename", "both map to column 'employee_id'"),
+        (_source(rename={"Employee ID": "Employee ID"}), "source.rename", "not a column name"),
+        (_source(rename={"salary#0": "salary"}), "source.rename", "counted from 1"),
+        (_source(rename={"decile#2": "salary"}, ignore_columns=["decile"]), "source.ignore_columns", "both renamed and ignored"),
+        (_source(rename={"Pay": "salary"}, ignore_columns=["Pay"]), "source.ignore_columns", "both renamed and ignored"),
+        (_source(ignore_columns=["notes", "notes"]), "source.ignore_columns", "listed twice"),
+        (_source(ignore_columns=["salary"]), "source.ignore_columns", "column 'salary' has no source"),
+        (_source(rename={"full_name": "employee_id"}), "source.rename", "column 'full_name' has no source"),
+    ],
+)
+def test_source_and_privacy_checked_at_load(tmp_path, mutate, field_named, says):
+    data = _base()
+    mutate(data)
+    with pytest.raises(ContractError) as err:
+        load_contract(_write(tmp_path, data))
+    assert f"field '{field_named}'" in str(err.value) and says in str(err.value), str(err.value)
+    assert "c.yaml" in str(err.value)
+
+
+def test_export_mapping_loads(tmp_path):
+    data = _base()
+    data["source"].update(
+        rename={"Employee ID": "employee_id", "salary#1": "salary"},
+        ignore_columns=["internal_note", "salary#2"],
+        path_pattern="hr/exports/employees_[0-9]*.csv",
+    )
+    source = load_contract(_write(tmp_path, data)).source
+    assert source.rename == {"Employee ID": "employee_id", "salary#1": "salary"}
+    assert source.ignore_columns == ["internal_note", "salary#2"]
+
+
+def test_shipped_landing_patterns_are_in_their_department():
+    for c in load_contracts():
+        assert c.source.path_pattern.startswith(c.department + "/") and c.source.path_pattern.endswith(".csv")
