@@ -766,6 +766,9 @@ _NOT_A_DATE = regex.compile(
     r"|\b\d0'?s\b"  # decades
 )
 _CONTAINED_IN_ADDRESS = {"DATE_TIME", "PERSON", "NRP", "LOCATION"}
+# A NER date overlapping one of these (found by their own recognizers) is that number, not a date.
+_NUMBER_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_BANK_NUMBER", "US_PASSPORT",
+                    "US_DRIVER_LICENSE", "IP_ADDRESS", "UK_NHS", "US_ITIN"}
 
 
 class FilteredSpacyRecognizer(SpacyRecognizer):
@@ -793,11 +796,13 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         that are an organisation identifier plus its own cue word ("Order ORD-1234567" is not a person)."""
         addresses = [r for r in other_raw_recognizer_results if r.entity_type == StreetAddressRecognizer.ENTITY]
         identifiers = [r for r in other_raw_recognizer_results if r.entity_type in self.identifier_cues]
+        numbers = [r for r in other_raw_recognizer_results if r.entity_type in _NUMBER_ENTITIES]
         return [
             r
             for r in raw_recognizer_results
-            if r.entity_type not in _CONTAINED_IN_ADDRESS
-            or not (any(r.contained_in(a) for a in addresses) or self._identifier_with_cue(text, r, identifiers))
+            if (r.entity_type not in _CONTAINED_IN_ADDRESS
+                or not (any(r.contained_in(a) for a in addresses) or self._identifier_with_cue(text, r, identifiers)))
+            and not (r.entity_type == "DATE_TIME" and any(n.start < r.end and r.start < n.end for n in numbers))
         ]
 
     def _identifier_with_cue(self, text: str, result: RecognizerResult, identifiers: list[RecognizerResult]) -> bool:
@@ -825,11 +830,22 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+_DATE_SHAPE = regex.compile(
+    r"(?<!\d)(?:\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}|\d{1,2}[:h.]\d\d|\d{1,2}[ \t]?[ap]\.?m\.?|\d{1,2}(?:st|nd|rd|th)"
+    r"|(?:1[5-9]|20)\d\d(?:'?s)?|'\d\d)(?!\d)",
+    regex.IGNORECASE,
+)  # numeric dates, times, ordinals (days), years
+
+
 def _is_calendar_date(span: str) -> bool:
-    """True if an NER date span names a calendar date or time rather than an age or duration."""
+    """True if an NER date span names a calendar date or time rather than an age or duration. A span with digits needs
+    a calendar word or a date's shape (a numeric date, a time, a day's ordinal, a year): digit groups alone ("0490 75
+    40 81" in a contact card, a card number, a postcode) are no date."""
     if _NOT_A_DATE.search(span):
         return False
-    return any(c.isdigit() for c in span) or bool(_CALENDAR_WORD.search(span))
+    if _CALENDAR_WORD.search(span):
+        return True
+    return any(c.isdigit() for c in span) and bool(_DATE_SHAPE.search(span))
 
 
 class PrefilteredPhoneRecognizer(PhoneRecognizer):
