@@ -1,18 +1,17 @@
-"""Governance: departments' data meets only inside approved dbt models, checked from a fresh dbt manifest.
+"""Governance: departments' data meets only inside approved dbt models, checked on the SQL dbt compiled.
 
-dbt parse takes seconds, so the shipped project is parsed once per session and all the bad models are
-added to one copy of the project, parsed once; each test then asserts its violation is reported.
+dbt compile takes seconds, so the shipped project is compiled once per session and all the bad models are
+added to one copy of the project, compiled once; each test then asserts its violation is reported. No test
+reads today's date: every check gets a fixed `today`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import subprocess
-import sys
-from datetime import date
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 from textwrap import dedent
 
@@ -22,32 +21,18 @@ from pipelines.governance.approvals import (
     DBT_PROJECT_DIR,
     Approval,
     ApprovalError,
+    CompileError,
     Rule,
     Violation,
     approval_for,
     check_project,
+    compile_project,
     load_manifest,
     main,
     model_departments,
 )
 
-TODAY = date(2026, 6, 1)  # fixed, so the shipped approvals (expiring 2027-01-15) stay valid in this suite
-DBT = Path(sys.executable).parent / "dbt"
-
-
-def _start_parse(project_dir: Path, target: Path) -> subprocess.Popen:
-    """Start `dbt parse` of a project directory into `target` (no tracking: there is no network)."""
-    return subprocess.Popen(
-        [str(DBT), "parse", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
-         "--target-path", str(target), "--log-path", str(target / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "DO_NOT_TRACK": "1"},
-    )
-
-
-def _finish_parse(process: subprocess.Popen, target: Path) -> dict:
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
-    return load_manifest(target / "manifest.json")
+TODAY = date(2026, 6, 1)  # fixed: the shipped approvals and the test ones (expiring 2027-01-15) are valid then
 
 
 def _copy_project(dest: Path) -> Path:
@@ -147,6 +132,11 @@ sources:
     tables: [{name: hr_employees}]
 """
 RAW_MACRO = "{% macro raw_employees() %}raw.main.hr_employees{% endmacro %}\n"
+# The shipped mart, edited in place to link IT incidents on job_family: the approved key is email_key.
+MART_EDIT = (
+    "left join incidents_per_employee on employees.email_key = incidents_per_employee.email_key",
+    "left join incidents_per_employee on employees.job_family = incidents_per_employee.email_key",
+)
 
 
 def _write_bad_project(project: Path) -> None:
@@ -164,6 +154,9 @@ def _write_bad_project(project: Path) -> None:
     settings.write_text(settings.read_text().replace(
         "    marts:\n", "    sandbox:\n      +group: integration\n    marts:\n"
     ))
+    mart = project / "models" / "marts" / "mart_org_unit_activity.sql"
+    assert MART_EDIT[0] in mart.read_text()
+    mart.write_text(mart.read_text().replace(*MART_EDIT))
     staging = project / "models" / "staging" / "_staging__models.yml"
     staging.write_text(staging.read_text().replace(
         "  - name: stg_support__tickets\n", "  - name: stg_support__tickets\n    config: {access: public}\n"
@@ -171,15 +164,23 @@ def _write_bad_project(project: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def manifests(tmp_path_factory) -> dict[str, dict]:
-    """Fresh manifests of the shipped project and of the bad copy, parsed side by side, once per session."""
-    # Always a fresh parse: a stale target/manifest.json would test yesterday's models.
+def compile_data_dir(tmp_path_factory) -> Path:
+    """An empty data directory for dbt's profile: compiling must not need (or create) any database."""
+    return tmp_path_factory.mktemp("compile_data")
+
+
+@pytest.fixture(scope="session")
+def manifests(tmp_path_factory, compile_data_dir) -> dict[str, dict]:
+    """Manifests compiled from the shipped project and the bad copy, side by side, once per session."""
+    # Always a fresh compile: a stale target/manifest.json would test yesterday's models.
     root = tmp_path_factory.mktemp("governance")
     bad_project = _copy_project(root / "bad_project")
     _write_bad_project(bad_project)
     jobs = {"shipped": (DBT_PROJECT_DIR, root / "shipped_target"), "bad": (bad_project, root / "bad_target")}
-    started = {name: (_start_parse(project, target), target) for name, (project, target) in jobs.items()}
-    return {name: _finish_parse(process, target) for name, (process, target) in started.items()}
+    env = {"PIPELINES_DATA_DIR": str(compile_data_dir)}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each compile is a subprocess
+        started = {name: pool.submit(compile_project, project, project, target, env) for name, (project, target) in jobs.items()}
+        return {name: load_manifest(future.result()) for name, future in started.items()}
 
 
 @pytest.fixture(scope="session")
@@ -240,7 +241,7 @@ def test_cli_exit_codes(shipped, bad, tmp_path, capsys):
         ("bad_read_csv", "read_csv(...)"),
         ("bad_bypass_source", "deidentified.main.hr_employees (not through source())"),
         ("bad_raw_source", "source raw.hr_employees"),
-        ("bad_macro_raw", "raw.main.hr_employees"),  # SQL hidden in a project macro is rendered too
+        ("bad_macro_raw", "raw.main.hr_employees"),  # SQL hidden in a project macro: dbt compiled it
     ],
 )
 def test_reading_anything_but_deidentified_source_is_caught(bad_violations, model, offending):
@@ -260,6 +261,7 @@ def test_each_bad_model_reports_exactly_its_problem(bad_violations):
             "bad_raw_table", "bad_read_csv", "bad_bypass_source", "bad_raw_source", "bad_macro_raw", "bad_hook")),
         ("bad_unapproved_join", Rule.unapproved_join),
         *((name, Rule.join_key) for name in ("bad_join_key", "bad_implicit_join", "bad_semi_join")),
+        ("mart_org_unit_activity", Rule.join_key),
         ("bad_publishes", Rule.unpublished_column),
         ("stg_support__tickets", Rule.access),
     }
@@ -309,13 +311,28 @@ def test_join_to_seed_is_exempt(shipped):
 # --- rule d: expiry and coverage -------------------------------------------------------------------
 
 
+def test_shipped_approvals_keep_the_demo_running_for_years(shipped):
+    for mart in ("mart_org_unit_activity", "mart_support_satisfaction"):
+        assert approval_for(shipped, mart).expires_on >= date(2035, 1, 1)
+
+
 def test_expired_approval_is_caught(shipped):
-    violations = check_project(shipped, today=date(2028, 1, 1))
-    assert {v.model for v in violations if v.rule == Rule.approval_expired} == {
-        "mart_org_unit_activity", "mart_support_satisfaction"
-    }
-    assert any("mart_org_unit_activity" in v.message and "2027-12-31" in v.message for v in violations)
-    assert not check_project(shipped, today=date(2027, 12, 31))  # valid through its last day
+    last_day = approval_for(shipped, "mart_org_unit_activity").expires_on
+    assert approval_for(shipped, "mart_support_satisfaction").expires_on == last_day
+    assert not check_project(shipped, today=last_day)  # valid through its last day
+    violations = check_project(shipped, today=last_day + timedelta(days=10))
+    assert {v.model for v in violations} == {"mart_org_unit_activity", "mart_support_satisfaction"}
+    assert {v.rule for v in violations} == {Rule.approval_expired}
+
+
+def test_expired_approval_says_which_since_when_and_who_renews_it(shipped):
+    m = _with_approval(shipped, "mart_support_satisfaction", approved_by="Head of Customer Care",
+                       approved_on="2025-01-10", expires_on="2026-01-31")
+    assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.approval_expired) == [
+        "model mart_support_satisfaction: its approval was valid through 2026-01-31, expired since 2026-02-01 "
+        "(120 day(s) ago) (approved by Head of Customer Care on 2025-01-10); nothing is built until "
+        "Head of Customer Care reviews it and sets a later expires_on in models/marts/mart_support_satisfaction.yml"
+    ]
 
 
 def _with_approval(manifest: dict, model: str, **changes) -> dict:
@@ -394,15 +411,68 @@ def test_invalid_approval_names_model_and_field(shipped, change, field):
     assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.invalid_approval)
 
 
+def _with_compiled(manifest: dict, model: str, edit) -> dict:
+    m = copy.deepcopy(manifest)
+    node = m["nodes"][f"model.privacy_integration.{model}"]
+    node["compiled_code"] = edit(node["compiled_code"])
+    return m
+
+
 def test_final_query_must_withhold_small_groups(shipped):
+    # the macro compiled the approval's minimum into the SQL: `customers >= 5`
+    assert "where customers >= 5" in shipped["nodes"]["model.privacy_integration.mart_support_satisfaction"]["compiled_code"]
+    m = _with_compiled(shipped, "mart_support_satisfaction", lambda sql: sql.replace("customers >= 5", "customers >= 2"))
+    assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.min_group_size)
+    # an approval raised after compiling is checked against the SQL dbt compiled, not a re-rendering
     m = _with_approval(shipped, "mart_support_satisfaction", min_group_size=10)
-    assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.min_group_size) == []  # SQL reads it
-    node = m["nodes"]["model.privacy_integration.mart_support_satisfaction"]
-    node["raw_code"] = node["raw_code"].replace("{{ approved_min_group_size() }}", "2")
     assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.min_group_size)
 
 
 def test_unparseable_sql_is_refused(shipped):
-    m = copy.deepcopy(shipped)
-    m["nodes"]["model.privacy_integration.stg_hr__employees"]["raw_code"] = "attach 'raw.duckdb' as raw"
+    m = _with_compiled(shipped, "stg_hr__employees", lambda sql: "attach 'raw.duckdb' as raw")
     assert _of(check_project(m, today=TODAY), "stg_hr__employees", Rule.unreadable_sql)
+
+
+# --- the gate checks what dbt compiled, from the current files -----------------------------------
+
+
+def test_edited_mart_joining_on_unapproved_key_is_refused_once_compiled(shipped, bad):
+    # the same mart, compiled before the edit (shipped) and after it (bad): only the fresh compile shows it
+    assert not _of(check_project(shipped, today=TODAY), "mart_org_unit_activity", Rule.join_key)
+    assert _of(check_project(bad, today=TODAY), "mart_org_unit_activity", Rule.join_key) == [
+        "model mart_org_unit_activity joins hr and it on column job_family, which is not an approved join key"
+    ]
+
+
+def test_manifest_without_compiled_sql_is_refused(shipped):
+    m = copy.deepcopy(shipped)
+    del m["nodes"]["model.privacy_integration.mart_org_unit_activity"]["compiled_code"]  # as `dbt parse` leaves it
+    assert _of(check_project(m, today=TODAY), "mart_org_unit_activity", Rule.unreadable_sql) == [
+        "model mart_org_unit_activity cannot be checked: the manifest holds no compiled SQL for it "
+        "(check a manifest from compile_project)"
+    ]
+
+
+def test_incremental_model_is_refused(shipped):
+    # set in the manifest: compiling is_incremental() looks up the model's table, which needs the databases
+    m = copy.deepcopy(shipped)
+    m["nodes"]["model.privacy_integration.stg_hr__employees"]["config"]["materialized"] = "incremental"
+    assert _of(check_project(m, today=TODAY), "stg_hr__employees", Rule.unreadable_sql) == [
+        "model stg_hr__employees cannot be checked: incremental models are not allowed: "
+        "only one branch of is_incremental() is compiled"
+    ]
+
+
+def test_compiling_opens_no_database(manifests, compile_data_dir):
+    assert list(compile_data_dir.iterdir()) == []
+
+
+def test_failed_compile_raises_and_leaves_no_manifest(tmp_path):
+    project = _copy_project(tmp_path / "project")
+    (project / "models" / "staging" / "stg_hr__employees.sql").write_text("select {{ no_such_macro() }}\n")
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "manifest.json").write_text("{}")  # an older manifest must not survive a failed compile
+    with pytest.raises(CompileError, match="dbt compile of .* failed"):
+        compile_project(project, project, target, {"PIPELINES_DATA_DIR": str(tmp_path)})
+    assert not (target / "manifest.json").exists()

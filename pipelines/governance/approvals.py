@@ -1,10 +1,12 @@
-"""Departments' data meets only inside approved dbt models: checked from the dbt manifest and a SQL parse.
+"""Departments' data meets only inside approved dbt models: checked on the SQL dbt compiled, with a SQL parse.
 
 An approval is dbt `meta` on a model (`config: meta: approval:` in its YAML), so people read it next to
-the model's columns and code reads it from `target/manifest.json`. `check_project` renders each model's
-Jinja itself (refs and sources become placeholder relations known from the manifest's `depends_on`),
-parses the SQL with sqlglot (DuckDB dialect), resolves CTEs, aliases and `*` with sqlglot's scope analysis
-and `qualify`, and reports every breach of the rules below. Messages name models, relations and columns,
+the model's columns and code reads it from the manifest. `compile_project` runs `dbt compile` on the
+project's current files into a target of its own; `check_project` reads each model's `compiled_code`
+from that manifest (what `dbt build` from the same target runs, not a re-rendering of its Jinja), names
+the relations dbt resolved its refs and sources to (the `relation_name`s of its `depends_on`), parses the
+SQL with sqlglot (DuckDB dialect), resolves CTEs, aliases and `*` with sqlglot's scope analysis and
+`qualify`, and reports every breach of the rules below. Messages name models, relations and columns,
 never data values.
 
 Rules (the `Rule` values):
@@ -17,9 +19,11 @@ Rules (the `Rule` values):
   f. access                  staging is never public; approved marts are public with an enforced contract;
                              a public model carries an approval
   plus invalid_approval, min_group_size (the final query withholds groups below the approved minimum)
-  and unreadable_sql (SQL the check cannot render or parse is refused, not trusted).
+  and unreadable_sql (SQL the check cannot parse, a manifest without compiled SQL, and incremental
+  models, whose other branch dbt does not compile, are refused, not trusted).
 
-Run: python -m pipelines.governance.approvals [--manifest PATH] [--contracts DIR] [--today YYYY-MM-DD]
+Run: python -m pipelines.governance.approvals [--project-dir DIR | --manifest COMPILED.json]
+     [--contracts DIR] [--today YYYY-MM-DD]   (without --manifest it compiles the project first)
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import sqlglot
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
@@ -48,7 +54,6 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from pipelines.contracts import CONTRACTS_DIR, load_contracts
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
-DEFAULT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 DIALECT = "duckdb"
 DEIDENTIFIED_SOURCE = "deidentified"  # source name and attached database alias (profiles.yml)
 ALLOWED_RESOURCE_TYPES = {"model", "seed"}
@@ -222,163 +227,107 @@ def model_departments(
     return set(_node_departments(m, _model_uid(m, model_name), _dataset_departments(contracts_dir), {}))
 
 
-# --- rendering dbt Jinja to plain SQL --------------------------------------------------------------
+# --- compiling with dbt ---------------------------------------------------------------------------
+
+
+class CompileError(RuntimeError):
+    """`dbt compile` failed, so there is no SQL the check could vouch for."""
 
 
 class _Unreadable(Exception):
-    """The model's SQL cannot be rendered or parsed, so it cannot be checked."""
+    """The model's compiled SQL is missing or cannot be parsed, so it cannot be checked."""
 
 
-class _MacroReturn(Exception):
-    def __init__(self, value: Any) -> None:
-        self.value = value
+def dbt_executable() -> str:
+    """The project's dbt: `pipelines-dbt` (ends with its parent) beside this interpreter, else dbt itself."""
+    # the lookup of pipelines.defs.integration.dbt_executable and pipelines.dbt_child.real_dbt, copied:
+    # integration imports this module, and both pull in Dagster, which the CLI does not need
+    for name in ("pipelines-dbt", "dbt"):
+        beside = Path(sys.executable).parent / name
+        found = str(beside) if beside.exists() else shutil.which(name)
+        if found:
+            return found
+    return "dbt"
 
 
-class _Opaque(jinja2.ChainableUndefined):
-    """Anything dbt provides that the check does not model; renders as SQL NULL so the query still parses."""
+def compile_project(project_dir: Path, profiles_dir: Path, target_path: Path, env: dict | None = None) -> Path:
+    """Compile the project's current files with `dbt compile` into `target_path`; returns its manifest.json.
 
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return "NULL"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Opaque":
-        return self
-
-
-class _Config:
-    """`config` as dbt offers it while compiling: calls render nothing, lookups read the parsed config."""
-
-    def __init__(self, node: Mapping[str, Any]) -> None:
-        self._config = node.get("config", {})
-
-    def __call__(self, *args: Any, **kwargs: Any) -> str:
-        return ""
-
-    def set(self, *args: Any) -> str:
-        return ""
-
-    def get(self, name: str, default: Any = None, validator: Any = None) -> Any:
-        return self._config.get(name, default)
-
-    def require(self, name: str, validator: Any = None) -> Any:
-        return self._config.get(name)
-
-    def meta_get(self, name: str, default: Any = None, validator: Any = None) -> Any:
-        return (self._config.get("meta") or {}).get(name, default)
-
-    def meta_require(self, name: str, validator: Any = None) -> Any:
-        return (self._config.get("meta") or {}).get(name)
+    No database is opened (`--no-populate-cache`; these models run no introspective queries), so this works
+    before any data exists and never locks the warehouse. `env` is added to dbt's environment (for
+    PIPELINES_DATA_DIR, which profiles.yml reads). Raises CompileError if dbt fails.
+    """
+    target_path = Path(target_path).resolve()
+    manifest = target_path / "manifest.json"
+    manifest.unlink(missing_ok=True)  # never leave an older manifest to be checked instead
+    command = [
+        dbt_executable(), "compile", "--quiet", "--no-populate-cache", "--no-partial-parse",
+        "--project-dir", str(Path(project_dir).resolve()), "--profiles-dir", str(Path(profiles_dir).resolve()),
+        "--target-path", str(target_path), "--log-path", str(target_path / "logs"),
+    ]
+    done = subprocess.run(  # cwd: profiles.yml's default data path is relative to the project
+        command, cwd=project_dir, env={**os.environ, "DO_NOT_TRACK": "1", **(env or {})},
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0 or not manifest.exists():
+        manifest.unlink(missing_ok=True)  # dbt writes one even when compiling fails: half-compiled, unusable
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise CompileError(f"dbt compile of {project_dir} failed (exit {done.returncode}):\n{tail}")
+    return manifest
 
 
-class _Exceptions:
-    @staticmethod
-    def raise_compiler_error(message: Any = "", *args: Any) -> None:
-        raise _Unreadable(f"the model's Jinja raised a compiler error: {message}")
-
-    @staticmethod
-    def warn(*args: Any, **kwargs: Any) -> str:
-        return ""
-
-
-def _raise_return(value: Any = None) -> None:
-    raise _MacroReturn(value)
+_PLACEHOLDER = "__governed__"
 
 
 def _placeholder(uid: str) -> str:
-    """The relation name a ref/source renders to: derived from the unique id, lower case for sqlglot."""
-    return "__dbt__" + re.sub(r"[^a-z0-9]+", "_", uid.lower())
+    """The name a known relation is given in the parsed SQL: from its unique id, lower case for sqlglot."""
+    return _PLACEHOLDER + re.sub(r"[^a-z0-9]+", "_", uid.lower())
 
 
-@dataclass
-class _Rendered:
-    sql: str
-    relations: dict[str, str] = field(default_factory=dict)  # placeholder -> unique id
+def _relation_key(database: Any, schema: Any, identifier: Any) -> tuple[str, str, str]:
+    # DuckDB identifiers are case-insensitive, quoted or not
+    return (str(database or "").lower(), str(schema or "").lower(), str(identifier or "").lower())
 
-    def relation(self, uid: str) -> str:
+
+def _resolved_relations(manifest: Mapping[str, Any], node: Mapping[str, Any]) -> dict[tuple[str, str, str], str]:
+    """(database, schema, identifier) -> unique id of what dbt compiled this node's refs, sources and `this` to.
+
+    Only the node's declared dependencies count: the same table named by hand in the SQL is not in
+    `depends_on`, so it stays an unknown relation. Ephemeral models are inlined as CTEs, so their own
+    dependencies are this node's too.
+    """
+    out: dict[tuple[str, str, str], str] = {}
+    for uid in [node["unique_id"], *_depends_on(node)]:
+        dep = _lookup(manifest, uid)
+        if dep is None:
+            continue
+        if dep is not node and dep.get("config", {}).get("materialized") == "ephemeral":
+            out |= {k: v for k, v in _resolved_relations(manifest, dep).items() if v != uid}
+            continue
+        identifier = dep.get("identifier") if dep["resource_type"] == "source" else dep.get("alias")
+        out[_relation_key(dep.get("database"), dep.get("schema"), identifier or dep["name"])] = uid
+    return out
+
+
+def _with_placeholders(query: exp.Query, known: Mapping[tuple[str, str, str], str]) -> dict[str, str]:
+    """Rename the tables dbt resolved to placeholders (in place); returns placeholder -> unique id."""
+    relations: dict[str, str] = {}
+    for table in list(query.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            continue
+        if table.name.lower().startswith(_PLACEHOLDER):
+            raise _Unreadable(f"its SQL names a relation {_PLACEHOLDER}..., a name reserved for the check")
+        uid = known.get(_relation_key(table.catalog, table.db, table.name))
+        if uid is None:
+            continue
+        if not table.alias:  # DuckDB lets columns name the relation by its table name
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name)))
         name = _placeholder(uid)
-        self.relations[name] = uid
-        return f'"{name}"'
-
-
-def _resolve_ref(manifest: Mapping[str, Any], node: Mapping[str, Any], args: tuple, kwargs: dict) -> str:
-    """The unique id a `ref(...)` call points at, from the node's depends_on (as dbt resolved it)."""
-    name = str(args[-1]) if args else str(kwargs.get("name", ""))
-    package = str(args[0]) if len(args) == 2 else kwargs.get("package")
-    version = kwargs.get("version", kwargs.get("v"))
-    for uid in node.get("depends_on", {}).get("nodes", []):
-        dep = manifest["nodes"].get(uid)
-        if (
-            dep is not None
-            and dep["name"] == name
-            and (package is None or dep["package_name"] == package)
-            and (version is None or str(dep.get("version")) == str(version))
-        ):
-            return uid
-    return f"unresolved.ref.{name}"
-
-
-def _resolve_source(manifest: Mapping[str, Any], node: Mapping[str, Any], source_name: str, table: str) -> str:
-    """The unique id a `source(...)` call points at, from the node's depends_on."""
-    for uid in node.get("depends_on", {}).get("nodes", []):
-        src = manifest["sources"].get(uid)
-        if src is not None and src["source_name"] == source_name and src["name"] == table:
-            return uid
-    return f"unresolved.source.{source_name}.{table}"
-
-
-def _root_macros(
-    env: SandboxedEnvironment, manifest: Mapping[str, Any], context: dict[str, Any]
-) -> dict[str, Callable[..., Any]]:
-    """The project's own macros, rendered like dbt would, so SQL hidden in a macro is parsed too."""
-    root = manifest.get("metadata", {}).get("project_name")
-
-    def make(name: str, source: str) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                macro = getattr(env.from_string(source, globals=context).module, name)
-                return macro(*args, **kwargs)
-            except _MacroReturn as r:
-                return r.value
-
-        return call
-
-    return {
-        m["name"]: make(m["name"], m["macro_sql"])
-        for m in manifest.get("macros", {}).values()
-        if m.get("package_name") == root
-    }
-
-
-def _render_model(manifest: Mapping[str, Any], node: Mapping[str, Any], *, incremental: bool = False) -> _Rendered:
-    """The node's SQL with refs/sources/this as placeholder relations and other Jinja stubbed."""
-    rendered = _Rendered(sql="")
-    env = SandboxedEnvironment(undefined=_Opaque, extensions=["jinja2.ext.do"])
-    context: dict[str, Any] = {
-        "ref": lambda *a, **k: rendered.relation(_resolve_ref(manifest, node, a, k)),
-        "source": lambda s, t: rendered.relation(_resolve_source(manifest, node, s, t)),
-        "this": rendered.relation(node["unique_id"]),
-        "var": lambda name, default=None: _Opaque() if default is None else default,
-        "env_var": lambda name, default=None: _Opaque() if default is None else default,
-        "config": _Config(node),
-        "execute": True,
-        "is_incremental": lambda: incremental,
-        "return": _raise_return,
-        "exceptions": _Exceptions(),
-        "model": node,
-        "log": lambda *a, **k: "",
-    }
-    for name, macro in _root_macros(env, manifest, context).items():
-        context.setdefault(name, macro)  # a project macro never replaces ref/source/config
-    try:
-        rendered.sql = env.from_string(node.get("raw_code") or "").render(context)
-    except _MacroReturn as r:
-        rendered.sql = str(r.value)
-    except _Unreadable:
-        raise
-    except Exception as e:  # any failure of the stubbed dbt context: refuse rather than trust
-        raise _Unreadable(f"its Jinja cannot be rendered ({type(e).__name__})") from None
-    return rendered
+        table.set("this", exp.to_identifier(name))
+        table.set("db", None)
+        table.set("catalog", None)
+        relations[name] = uid
+    return relations
 
 
 # --- parsing and column lineage --------------------------------------------------------------------
@@ -471,13 +420,24 @@ def _enforced_columns(node: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def _parse_model(project: _Project, node: Mapping[str, Any], *, incremental: bool = False) -> _Parsed:
-    """Render, parse and (where possible) qualify one model against its upstream relations' columns."""
-    rendered = _render_model(project.manifest, node, incremental=incremental)
-    query = _parse_query(rendered.sql)
+def _compiled_sql(node: Mapping[str, Any]) -> str:
+    """The SQL dbt compiled for the node: what `dbt build` runs, not a re-rendering of its Jinja."""
+    sql = node.get("compiled_code")
+    if sql is None:
+        raise _Unreadable("the manifest holds no compiled SQL for it (check a manifest from compile_project)")
+    if node.get("config", {}).get("materialized") == "incremental":
+        # dbt compiles one branch of is_incremental(); the other would be built without being checked
+        raise _Unreadable("incremental models are not allowed: only one branch of is_incremental() is compiled")
+    return sql
+
+
+def _parse_model(project: _Project, node: Mapping[str, Any]) -> _Parsed:
+    """Parse the compiled SQL and (where possible) qualify it against its upstream relations' columns."""
+    query = _parse_query(_compiled_sql(node))
+    relations = _with_placeholders(query, _resolved_relations(project.manifest, node))
     schema = {
         name: {column: "unknown" for column in columns}
-        for name, uid in rendered.relations.items()
+        for name, uid in relations.items()
         if uid != node["unique_id"] and (columns := _relation_columns(project, uid))
     }
     try:
@@ -487,7 +447,7 @@ def _parse_model(project: _Project, node: Mapping[str, Any], *, incremental: boo
         )
     except (SqlglotError, ValueError, KeyError):
         pass  # unqualified columns are then attributed conservatively (to every relation in scope)
-    return _Parsed(rendered.relations, query)
+    return _Parsed(relations, query)
 
 
 def _branches(query: exp.Expression) -> list[exp.Select]:
@@ -514,8 +474,6 @@ def _function_name(func: exp.Expression) -> str:
 
 
 def _table_label(table: exp.Table) -> str:
-    if not table.db and not table.this.quoted and table.name.upper() == "NULL":
-        return "a relation produced by Jinja the check cannot resolve"  # an unknown macro rendered as NULL
     label = ".".join(part.name for part in table.parts)
     # the de-identified database named directly bypasses source(), so lineage and departments would be lost
     return f"{label} (not through source())" if table.catalog == DEIDENTIFIED_SOURCE else label
@@ -758,12 +716,28 @@ def _check_access(node: Mapping[str, Any], approval: Approval | None, has_approv
     return [Violation(name, Rule.access, p) for p in problems]
 
 
+def _approval_file(node: Mapping[str, Any]) -> str:
+    """Where the model's approval is written: its YAML (`patch_path` is `project://models/...yml`)."""
+    patch = node.get("patch_path") or ""
+    return patch.split("://", 1)[-1] or f"the YAML file of model {node['name']}"
+
+
+def _expired_message(node: Mapping[str, Any], approval: Approval, today: date) -> str:
+    """Which approval, since when, who gave it, and who renews it how: enough to act without reading code."""
+    since = approval.expires_on + timedelta(days=1)  # expires_on is the last valid day
+    return (
+        f"model {node['name']}: its approval was valid through {approval.expires_on.isoformat()}, expired since "
+        f"{since.isoformat()} ({(today - since).days} day(s) ago) "
+        f"(approved by {approval.approved_by} on {approval.approved_on.isoformat()}); nothing is built until "
+        f"{approval.approved_by} reviews it and sets a later expires_on in {_approval_file(node)}"
+    )
+
+
 def _check_validity(project: _Project, node: Mapping[str, Any], approval: Approval, today: date) -> list[Violation]:
     """Rule d: the approval is current and names every department upstream."""
     name, out = node["name"], []
     if approval.expires_on < today:
-        message = f"model {name}: approval expired on {approval.expires_on.isoformat()}"
-        out.append(Violation(name, Rule.approval_expired, message))
+        out.append(Violation(name, Rule.approval_expired, _expired_message(node, approval, today)))
     uncovered = project.node_departments(node["unique_id"]) - set(approval.departments)
     if uncovered:
         message = f"model {name} reads departments {_and_list(uncovered)}, which its approval does not cover"
@@ -810,12 +784,9 @@ def _check_group_size(name: str, approval: Approval, parsed: _Parsed) -> list[Vi
 
 
 def _parsed_variants(project: _Project, node: Mapping[str, Any]) -> tuple[list[_Parsed], list[Violation]]:
-    """The model's parsed SQL (both branches of an incremental model), or why it cannot be checked."""
+    """The model's parsed compiled SQL, or why it cannot be checked."""
     try:
-        variants = [project.parsed(node["unique_id"])]
-        if node.get("config", {}).get("materialized") == "incremental":  # its other branch may read elsewhere
-            variants.append(_parse_model(project, node, incremental=True))
-        return variants, []
+        return [project.parsed(node["unique_id"])], []
     except _Unreadable as e:
         return [], [Violation(node["name"], Rule.unreadable_sql, f"model {node['name']} cannot be checked: {e}")]
 
@@ -864,22 +835,36 @@ def check_project(
 # --- CLI -------------------------------------------------------------------------------------------
 
 
+def _manifest_to_check(args: argparse.Namespace, scratch: Path) -> Path:
+    """The manifest given, or the project compiled now into `scratch` (raises CompileError)."""
+    if args.manifest is not None:
+        return args.manifest
+    return compile_project(args.project_dir, args.project_dir, scratch / "target")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print violations; exit 1 if there are any, 2 if the manifest is missing."""
+    """Print violations; exit 1 if there are any, 2 if there is no compiled manifest to check."""
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.governance.approvals", description=(__doc__ or "").splitlines()[0]
     )
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="dbt manifest.json (dbt parse)")
+    parser.add_argument("--project-dir", type=Path, default=DBT_PROJECT_DIR, help="dbt project to compile and check")
+    parser.add_argument("--manifest", type=Path, help="check this manifest.json from `dbt compile` instead")
     parser.add_argument("--contracts", type=Path, default=CONTRACTS_DIR, help="directory of dataset contracts")
     parser.add_argument("--today", type=date.fromisoformat, default=date.today(), help="date for expiry checks")
     args = parser.parse_args(argv)
-    if not args.manifest.exists():
-        print(f"no manifest at {args.manifest}; run `make manifest` (dbt parse) first", file=sys.stderr)
-        return 2
-    violations = check_project(args.manifest, args.contracts, args.today)
+    with tempfile.TemporaryDirectory(prefix="governance-") as scratch:
+        try:
+            manifest = _manifest_to_check(args, Path(scratch))
+        except CompileError as e:
+            print(e, file=sys.stderr)
+            return 2
+        if not manifest.exists():
+            print(f"no manifest at {manifest}; give a compiled one, or omit --manifest to compile", file=sys.stderr)
+            return 2
+        violations = check_project(manifest, args.contracts, args.today)
+        models = sum(n["resource_type"] == "model" for n in load_manifest(manifest)["nodes"].values())
     for v in violations:
         print(v)
-    models = sum(n["resource_type"] == "model" for n in load_manifest(args.manifest)["nodes"].values())
     print(f"governance: {models} models checked, {len(violations)} violation(s)", file=sys.stderr)
     return 1 if violations else 0
 
