@@ -7,7 +7,9 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from pipelines import audit
 from pipelines.contracts import load_contracts
+from pipelines.ingest import purge_quarantine
 from pipelines.defs.departments import build_department
 from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
@@ -16,9 +18,32 @@ from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings,
 MAIN_JOB = "integrate_all"
 
 
+@dg.op(description="Remove quarantined copies of rejected files older than the quarantine retention; audited.")
+def purge_quarantine_op(context, storage: PipelineStorage) -> dg.Output:
+    removed = purge_quarantine(storage.quarantine_dir, storage.quarantine_retention_days)
+    record = audit.append(storage.audit_log, {
+        "action": "purge_quarantine", "run_id": context.run_id, "retention_days": storage.quarantine_retention_days,
+        "removed": removed,  # dataset, folder, content hash and age: no values
+    })
+    context.log.info(f"quarantine: removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} older than {storage.quarantine_retention_days} days")
+    return dg.Output(len(removed), metadata={
+        "removed": len(removed), "retention_days": storage.quarantine_retention_days,
+        "entries": dg.MetadataValue.json(removed),
+        audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),
+    })
+
+
+@dg.job(description="Purge quarantine copies past their retention (they hold rejected personal data).")
+def purge_quarantine_job():
+    purge_quarantine_op()
+
+
 def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRACTS_DIR) -> dg.Definitions:
     """Everything, for one data directory (default: `$PIPELINES_DATA_DIR` or `data/`)."""
-    storage = PipelineStorage(data_dir=str(data_dir or default_data_dir()))
+    storage = PipelineStorage(
+        data_dir=str(data_dir or default_data_dir()),
+        quarantine_retention_days=int(dg.EnvVar("PIPELINES_QUARANTINE_RETENTION_DAYS").get_value("30") or 30),
+    )
     main_job = dg.define_asset_job(
         MAIN_JOB,
         selection=dg.AssetSelection.all(),
@@ -31,13 +56,21 @@ def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRA
         execution_timezone="UTC",
         description="The whole integration, every day at 02:00 UTC.",
     )
+    purge_daily = dg.ScheduleDefinition(
+        name="purge_quarantine_daily",
+        job=purge_quarantine_job,
+        cron_schedule="30 1 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,  # retention is a duty, not an option
+        description="Removes quarantined files older than the retention (PIPELINES_QUARANTINE_RETENTION_DAYS, default 30).",
+    )
     return dg.Definitions.merge(
         *[build_department(c) for c in load_contracts(contracts_dir)],
         build_integration(),
         build_marts(dbt_project().manifest_path, contracts_dir),
         dg.Definitions(
-            jobs=[main_job],
-            schedules=[daily],
+            jobs=[main_job, purge_quarantine_job],
+            schedules=[daily, purge_daily],
             executor=dg.in_process_executor,  # one DuckDB writer per file; Presidio loads once per run
             resources={
                 "storage": storage,

@@ -19,7 +19,7 @@ def test_definitions_load():
         assert f"deidentified_{dataset}" in {p.to_user_string() for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys}
     assert MARTS <= keys and {f"published_{m}" for m in MARTS} <= keys
     assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")}
-    assert [s.name for s in defs.schedules] == ["integrate_all_daily"]
+    assert sorted(s.name for s in defs.schedules) == ["integrate_all_daily", "purge_quarantine_daily"]
 
 
 def test_run_succeeds_with_all_checks(pipeline_run):

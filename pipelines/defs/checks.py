@@ -1,13 +1,12 @@
-"""Blocking asset checks: each dataset's Great Expectations suites, run from `expectations/`."""
+"""Blocking checks: each dataset's Great Expectations suites (from `expectations/`), run on staged tables."""
 
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
 from pipelines.contracts import Contract, Role
-from pipelines.ingest import SOURCE_FILE_COLUMN, quarantine, quote_ident
+from pipelines.ingest import SOURCE_FILE_COLUMN, quote_ident
 from pipelines.quality.features import with_risk_features
 from pipelines.quality.runner import SuiteOutcome, run_suite
 from pipelines.quality.suites import load_suite
@@ -20,15 +19,16 @@ class SuiteFailed(ValueError):
     problem = "expectations_failed"
 
 
-def check_result(outcome: SuiteOutcome, extra: dict | None = None) -> dg.AssetCheckResult:
+def check_result(outcome: SuiteOutcome, extra: dict | None = None, check_name: str | None = None) -> dg.AssetCheckResult:
     failed = outcome.failed
     description = (
         f"{outcome.suite}: all {len(outcome.results)} expectations passed"
         if outcome.success
         else f"{outcome.suite}: {len(failed)} of {len(outcome.results)} expectations failed: "
-        + "; ".join(f"{r.expectation}({r.column or 'table'}) observed {r.observed} vs {r.threshold}" for r in failed[:5])
+        + failed_lines(outcome)
     )
     return dg.AssetCheckResult(
+        check_name=check_name,
         passed=outcome.success,
         severity=dg.AssetCheckSeverity.ERROR,
         description=description[:2000],
@@ -63,36 +63,40 @@ def privacy_frame(frame: pd.DataFrame, quasi: list[str], sensitive: list[str]) -
     return with_risk_features(frame, [q for q in quasi if q in frame], [s for s in sensitive if s in frame])
 
 
-def build_checks(contract: Contract, raw_key: dg.AssetKey, deidentified_key: dg.AssetKey, suites_dir: Path = EXPECTATIONS_DIR) -> list:
-    ds = contract.dataset
+def quality_spec(contract: Contract, raw_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec("quality_suite", asset=raw_key, blocking=True, description=(
+        f"GE suite {contract.dataset}.quality on the staged batch: schema, nulls, uniqueness, ranges. "
+        "Only a passing batch replaces the raw table."))
 
-    @dg.asset_check(asset=raw_key, name="quality_suite", blocking=True, description=f"GE suite {ds}.quality: schema, nulls, uniqueness, ranges.")
-    def quality_suite(context: dg.AssetCheckExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.AssetCheckResult:
-        with raw_database.get_connection() as con:
-            frame = read_table(con, ds)
-        source_file = str(frame[SOURCE_FILE_COLUMN].iloc[0]) if len(frame) else None
-        outcome = run_suite(load_suite(suites_dir, f"{ds}.quality"), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
-        extra = {"source_file": source_file or "-"}
-        if not outcome.success and source_file:
-            landed = next(storage.landing_dir.glob(contract.source.path_pattern.rsplit("/", 1)[0] + "/" + source_file), None)
-            if landed is not None:
-                where = quarantine(landed, storage.quarantine_dir, SuiteFailed(check_result(outcome).description), dataset=ds, run_id=context.op_execution_context.run_id)
-                extra["quarantine"] = str(where)
-        return check_result(outcome, extra)
 
+def privacy_spec(contract: Contract, deidentified_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec("privacy_suite", asset=deidentified_key, blocking=True, description=(
+        f"GE suite {contract.dataset}.privacy on the staged table: no PII patterns; k-anonymity, l-diversity, "
+        "uniqueness, risk thresholds. Only a passing table replaces the de-identified one."))
+
+
+def failed_lines(outcome: SuiteOutcome) -> str:
+    """Each failed expectation with its column, observed counts and threshold (never a value)."""
+    return "; ".join(
+        f"{r.expectation}({r.column or 'table'}) observed {_fmt(r.observed)} vs threshold {_fmt(r.threshold)}" for r in outcome.failed
+    )
+
+
+def _fmt(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
+
+
+def quality_check(con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR) -> dg.AssetCheckResult:
+    """The contract's quality suite on a (staged) raw table."""
+    frame = read_table(con, table)
+    outcome = run_suite(load_suite(suites_dir, f"{contract.dataset}.quality"), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
+    return check_result(outcome, check_name="quality_suite")
+
+
+def privacy_check(con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR) -> dg.AssetCheckResult:
+    """The contract's privacy suite on a (staged) de-identified table."""
     quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
     sensitive = [c.name for c in contract.published_columns if c.role == Role.sensitive_attribute]
-
-    @dg.asset_check(
-        asset=deidentified_key,
-        name="privacy_suite",
-        blocking=True,
-        description=f"GE suite {ds}.privacy: no PII patterns; k-anonymity, l-diversity, uniqueness, risk thresholds.",
-    )
-    def privacy_suite(storage: PipelineStorage, deidentified_database: DuckDBResource) -> dg.AssetCheckResult:
-        with deidentified_database.get_connection() as con:
-            frame = read_table(con, ds)
-        outcome = run_suite(load_suite(suites_dir, f"{ds}.privacy"), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
-        return check_result(outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive})
-
-    return [quality_suite, privacy_suite]
+    frame = read_table(con, table)
+    outcome = run_suite(load_suite(suites_dir, f"{contract.dataset}.privacy"), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
+    return check_result(outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}, check_name="privacy_suite")

@@ -1,6 +1,7 @@
 """One factory builds every department's assets, sensor and job from its contract."""
 
 
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from dagster_duckdb import DuckDBResource
 
 from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
-from pipelines.defs.checks import build_checks
-from pipelines.ingest import IngestError, SOURCE_FILE_COLUMN, ingest_file, landed_files, newest_landed_file, quarantine, quote_ident
+from pipelines.defs.checks import SuiteFailed, privacy_check, privacy_spec, quality_check, quality_spec
+from pipelines.ingest import SOURCE_FILE_COLUMN, IngestError, drop_staged, ingest_file, landed_files, publish_staged, quarantine
 from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_table
 from pipelines.privacy.classify import UndeclaredPIIError
 from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
@@ -70,6 +71,42 @@ def cached_known_identifiers(con, raw_db: Path, contracts_dir: Path) -> KnownIde
     return _known_cache[key]
 
 
+LANDED_FILE_TAG = "pipelines/landed_file"  # set by a landing sensor: the run ingests exactly this file
+LANDED_FILE_METADATA = "landed_file"  # path under landing/ of the file a raw materialization ingested
+
+
+def landed_file_for_run(landing_dir: Path, contract: Contract, tagged: str | None) -> Path:
+    """The file a sensor named in the run's tags, else the newest landed file; a clear failure if there is none."""
+    files = landed_files(landing_dir, contract)
+    if tagged is not None:
+        match = next((f for f in files if str(f.relative_to(landing_dir)) == tagged), None)
+        if match is None:
+            raise dg.Failure(description=(
+                f"{contract.dataset}: the run was started for landing/{tagged}, which no longer exists or does not match "
+                f"landing/{contract.source.path_pattern}; nothing was ingested."))
+        return match
+    if not files:
+        raise dg.Failure(
+            description=f"{contract.dataset}: no landed file matches landing/{contract.source.path_pattern}",
+            metadata={"landing_dir": str(landing_dir)},
+        )
+    return files[-1]
+
+
+def ingested_cursor(instance: dg.DagsterInstance, key: dg.AssetKey, landing_dir: Path) -> str | None:
+    """The cursor of the file the raw table last ingested, if it is still landed."""
+    event = instance.get_latest_materialization_event(key)
+    md = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    name = getattr(md.get(LANDED_FILE_METADATA), "value", None)
+    if name is None:  # materialized before the landed path was recorded
+        name = (getattr(md.get("source_file"), "value", None) or {}).get("file")
+        matches = list(landing_dir.rglob(name)) if name else []
+        path = matches[0] if len(matches) == 1 else None
+    else:
+        path = landing_dir / name
+    return file_cursor(path) if path is not None and path.exists() else None
+
+
 def file_cursor(path: Path) -> str:
     """Sortable identity of a landed file: modification time, then name."""
     return f"{path.stat().st_mtime_ns:020d}:{path.name}"
@@ -98,35 +135,45 @@ def build_department(contract: Contract) -> dg.Definitions:
         owners=owners,
         tags={**tags, "privacy_tier": "raw"},
         code_version=contract.version_hash,
+        check_specs=[quality_spec(contract, raw_key(contract))],
         description=f"{contract.title} as landed, checked against its contract and typed (restricted raw database).",
     )
-    def raw(context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.MaterializeResult:
+    def raw(context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> Iterator:
         storage.ensure()
-        path = newest_landed_file(storage.landing_dir, contract)
-        if path is None:
-            raise dg.Failure(
-                description=f"{ds}: no landed file matches landing/{contract.source.path_pattern}",
-                metadata={"landing_dir": str(storage.landing_dir)},
-            )
-        try:
-            with raw_database.get_connection() as con:
-                report = ingest_file(path, contract, con, ds)
-        except IngestError as error:
+        path = landed_file_for_run(storage.landing_dir, contract, context.run.tags.get(LANDED_FILE_TAG))
+        staged = f"_staged_{ds}"
+
+        def reject(error: Exception, problem: str) -> dg.Failure:
             where = quarantine(path, storage.quarantine_dir, error, dataset=ds, run_id=context.run_id)
-            raise dg.Failure(
+            return dg.Failure(
                 description=(
-                    f"{ds}: rejected {error}. The landed file is kept; a copy and a reason file are in "
+                    f"{ds}: rejected {path.name}: {error} The landed file is kept; a copy and a reason file are in "
                     f"quarantine/{ds}/{where.name}; the raw table and everything downstream keep their last good version."
                 ),
-                metadata={"problem": error.problem, "quarantine": str(where), "file": path.name},
-            ) from None
+                metadata={"problem": problem, "quarantine": str(where), "file": path.name},
+            )
+
+        with raw_database.get_connection() as con:
+            try:
+                report = ingest_file(path, contract, con, staged)  # write: a staged batch beside the raw table
+            except IngestError as error:
+                drop_staged(con, staged)
+                raise reject(error, error.problem) from None
+            check = quality_check(con, staged, contract, storage)  # audit: the quality suite on the batch
+            if not check.passed:
+                drop_staged(con, staged)
+                yield check
+                raise reject(SuiteFailed(f"failed its quality suite: {check.description}"), SuiteFailed.problem)
+            publish_staged(con, staged, ds)  # publish: only a passing batch replaces the raw table
         storage.raw_db.chmod(0o600)  # raw personal data: the pipeline's account only
         context.log.info(f"{ds}: ingested {report.rows} rows from {report.file}")
-        return dg.MaterializeResult(
+        yield check
+        yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows,
                 "dagster/column_schema": _raw_schema(contract),
                 "source_file": report.to_metadata(),
+                LANDED_FILE_METADATA: str(path.relative_to(storage.landing_dir)),
                 "upstream": [landed.key.to_user_string()],
                 **_contract_metadata(contract),
                 "provenance": provenance(context),
@@ -142,6 +189,7 @@ def build_department(contract: Contract) -> dg.Definitions:
         owners=owners,
         tags={**tags, "privacy_tier": "deidentified"},
         code_version=contract.version_hash,
+        check_specs=[privacy_spec(contract, deidentified_key(contract))],
         description=f"{contract.title}, de-identified as its contract says (the only form dbt may read).",
     )
     def deidentified(
@@ -150,34 +198,45 @@ def build_department(contract: Contract) -> dg.Definitions:
         privacy: PrivacySettings,
         raw_database: DuckDBResource,
         deidentified_database: DuckDBResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator:
         ctx = privacy.operator_context(storage, run_date=date.today())
+        staged = f"_staged_{ds}"
+        kept = "The de-identified table keeps its last good version."
         with raw_database.get_connection() as raw, deidentified_database.get_connection() as con:
             # every department's identifiers: a name HR knows is found in Finance's memos too
             known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
             try:
-                # streamed a chunk at a time; the table is replaced only once every chunk passed the gates
+                # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
                 result = deidentify_table(
-                    raw, ds, con, ds, contract, ctx, model_name=privacy.model_name(), known=known,
+                    raw, ds, con, staged, contract, ctx, model_name=privacy.model_name(), known=known,
                     chunk_rows=privacy.chunk_rows, exclude=(SOURCE_FILE_COLUMN,),
                 )
             except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
-                raise dg.Failure(description=f"{error} The de-identified table keeps its last good version.") from None
+                drop_staged(con, staged)
+                raise dg.Failure(description=f"{error} {kept}") from None
+            check = privacy_check(con, staged, contract, storage)  # the privacy suite on the staged table
+            if not check.passed:
+                drop_staged(con, staged)
+                yield check
+                raise dg.Failure(description=f"{ds}: the de-identified batch failed its privacy suite: {check.description} {kept}")
             schema = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-                [ds],
+                [staged],
             ).fetchall()
+            # the audit record describes the table about to be swapped in, so it is written first
+            record = audit.append(storage.audit_log, {
+                "action": "deidentify", "dataset": ds, "run_id": context.run_id, "contract_version_hash": contract.version_hash,
+                "pseudonym_key_id": ctx.pseudonym_key.key_id, "rows_in": result.rows_in, "rows_out": result.rows_out,
+                # break-glass encryption is reversible: every column encrypted is on record with its key id
+                "encrypted_columns": [r.column for r in result.columns if r.operator == "encrypt"],
+                "reidentification_key_id": ctx.reidentification_key.key_id if ctx.reidentification_key else None,
+            })
+            publish_staged(con, staged, ds)
         storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
-        audit.append(storage.audit_log, {
-            "action": "deidentify", "dataset": ds, "run_id": context.run_id, "contract_version_hash": contract.version_hash,
-            "pseudonym_key_id": ctx.pseudonym_key.key_id, "rows_in": result.rows_in, "rows_out": result.rows_out,
-            # break-glass encryption is reversible: every column encrypted is on record with its key id
-            "encrypted_columns": [r.column for r in result.columns if r.operator == "encrypt"],
-            "reidentification_key_id": ctx.reidentification_key.key_id if ctx.reidentification_key else None,
-        })
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
-        return dg.MaterializeResult(
+        yield check
+        yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows_out,
                 "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in schema]),
@@ -192,6 +251,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 "deidentification": dg.MetadataValue.json({"columns": columns}),
                 "deidentification_table": dg.MetadataValue.md(deidentification_markdown(result.columns)),
                 "detector": dg.MetadataValue.json(result.detector or {}),
+                audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),  # the log's head, outside the log
                 "upstream": [raw_key(contract).to_user_string()],
                 **_contract_metadata(contract),
                 "provenance": provenance(context),
@@ -207,17 +267,16 @@ def build_department(contract: Contract) -> dg.Definitions:
 
     @dg.sensor(name=f"{ds}_landing_sensor", job=job, minimum_interval_seconds=30, description=f"Starts {ds}_job when a new file lands.")
     def landing_sensor(context: dg.SensorEvaluationContext, storage: PipelineStorage) -> dg.SensorResult | dg.SkipReason:
-        files = landed_files(storage.landing_dir, contract)
-        new = [f for f in files if file_cursor(f) > (context.cursor or "")]
+        # a sensor switched on after a run starts from the file that run ingested, not from the beginning
+        since = context.cursor or ingested_cursor(context.instance, raw_key(contract), storage.landing_dir)
+        new = [f for f in landed_files(storage.landing_dir, contract) if file_cursor(f) > (since or "")]
         if not new:
             return dg.SkipReason(f"no new file at landing/{contract.source.path_pattern}")
         newest = new[-1]  # a snapshot supersedes older ones landed since the last tick
         cursor = file_cursor(newest)
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"{ds}:{cursor}", tags={"pipelines/landed_file": newest.name})],
+            run_requests=[dg.RunRequest(run_key=f"{ds}:{cursor}", tags={LANDED_FILE_TAG: str(newest.relative_to(storage.landing_dir))})],
             cursor=cursor,
         )
 
-    checks = build_checks(contract, raw_key(contract), deidentified_key(contract))
-    return dg.Definitions(assets=[landed, raw, deidentified], asset_checks=checks, jobs=[job], sensors=[landing_sensor])
-
+    return dg.Definitions(assets=[landed, raw, deidentified], jobs=[job], sensors=[landing_sensor])
