@@ -582,3 +582,60 @@ def test_the_lean_model_multiplies_through_numpy_and_says_so(analyzer):
     assert an.detector_info()["nlp_model"]["matrix_products"].startswith("numpy (")
     baseline = an.get_baseline_analyzer().nlp_engine.nlp["en"].get_pipe("ner")
     assert not isinstance(baseline.model.ops, an.NumpyBlasOps)  # Presidio as shipped, for the comparisons
+
+
+# --- lower-case text, names NER does not know, dates that are numbers ---------------------------------
+
+from pipelines.privacy import gazetteer as gz  # noqa: E402
+
+
+def test_truecase_keeps_length_and_capitalises_names_not_words():
+    line = "my name is szabina j gelencsér and i live in koskikatu"
+    cased = gz.truecase(line)
+    assert len(cased) == len(line) and cased.lower() == line
+    assert "Szabina J Gelencsér" in cased and "Koskikatu" in cased and " I " in cased
+    assert "name is" in cased and " and " in cased  # everyday words stay as they are
+    assert gz.truecase("email jane.doe@example.org or person_3fa9c0") == "Email jane.doe@example.org or person_3fa9c0"
+    assert gz.case_view("Dear Team,\nthanks, eva kleist") == "Dear Team,\nThanks, Eva Kleist"
+    assert gz.case_view("Nothing To Change") == "Nothing To Change"
+
+
+def test_common_words_and_inflections():
+    assert gz.is_common_word("songs") and gz.is_common_word("stopped") and gz.is_common_word("email")
+    assert not gz.is_common_word("gelencsér") and not gz.is_common_word("nishiyama")
+
+
+@pytest.mark.parametrize(
+    ("text", "runs"),
+    [
+        ("Answer: by Szabina J Gelencsér - go figure", ["Szabina J Gelencsér"]),
+        ("the verses from Faina D. Yefremova's Cautionary Tales.", ["Faina D. Yefremova"]),
+        (">Ella H. Snider\n>Otc Markets", ["Ella H. Snider"]),
+        ("Disorderly Conduct", []),
+        ("Possess Cannabis/20 Grams Or Less", []),
+        ("Rapid Cycle Solutions is a company", []),
+    ],
+)
+def test_name_runs(text, runs):
+    gz.load()
+    assert [text[a:b] for a, b in an.name_runs(text)] == runs
+
+
+def test_lowercase_text_finds_names_and_addresses(analyzer):
+    text = "hi, this is tomomi nishiyama, i live at 86036 rua do arenque 1634"
+    found = _spans(text, an.scan_texts([text], n_process=1)[0])
+    assert ("PERSON", "tomomi nishiyama") in found
+    assert any(kind == "STREET_ADDRESS" and "86036" in value for kind, value in found)
+
+
+def test_contact_card_numbers_are_phones_not_dates(analyzer):
+    text = "Name: Toshimi Arata\nPhone: 0490 75 40 81"
+    found = _spans(text, an.scan_texts([text], n_process=1)[0])
+    assert ("PHONE_NUMBER", "0490 75 40 81") in found and not any(kind == "DATE_TIME" for kind, _ in found)
+    assert an._is_calendar_date("2024-03-05") and an._is_calendar_date("1977") and an._is_calendar_date("March 5")
+    assert not an._is_calendar_date("0490 75 40 81") and not an._is_calendar_date("52096")
+
+
+def test_laptop_hostnames(analyzer):
+    text = "Clayton lost a company laptop (lap-24470) while travelling."
+    assert ("HOSTNAME", "lap-24470") in _spans(text, an.scan_texts([text], n_process=1)[0])
