@@ -14,7 +14,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines.dbt_child import real_dbt
-from pipelines.governance.approvals import check_project
+from pipelines.governance.approvals import CompileError, check_project, compile_project
 from pipelines.provenance import provenance
 from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR, PipelineStorage
 
@@ -59,28 +59,46 @@ def release_dbt_duckdb() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
+def _check_and_build(context: dg.AssetExecutionContext, run_dir: Path, storage: PipelineStorage) -> Iterator[Any]:
+    env = {"PIPELINES_DATA_DIR": storage.data_dir}  # profiles.yml locates the databases through it
+    try:
+        manifest = compile_project(run_dir, run_dir, run_dir / "target", env=env)
+    except CompileError as error:
+        raise dg.Failure(description=f"dbt could not compile the project; nothing was built. {error}") from None
+    # the approval policy over every compiled model (a new one too): an unapproved join never runs
+    violations = check_project(manifest, CONTRACTS_DIR, today=date.today())
+    if violations:
+        raise dg.Failure(
+            description="dbt models violate the approval policy; nothing was built: "
+            + "; ".join(f"{v.model}: {v.message}" for v in violations[:10]),
+            metadata={"violations": dg.MetadataValue.json([{"model": v.model, "rule": str(v.rule), "message": v.message} for v in violations])},
+        )
+    context.log.info(f"approval policy: no violations in the compiled project ({manifest})")
+    os.environ.update(env)  # dagster-dbt's own row-count and column queries read the same profile
+    dbt = DbtCliResource(project_dir=str(run_dir), profiles_dir=str(run_dir), dbt_executable=dbt_executable())
+    run_provenance = provenance(context)
+    invocation = dbt.cli(["build"], context=context, manifest=manifest, target_path=run_dir / "target")
+    for event in invocation.stream().fetch_row_counts().fetch_column_metadata():
+        if isinstance(event, (dg.Output, dg.AssetMaterialization)):
+            event = event.with_metadata({**event.metadata, "provenance": run_provenance})
+        yield event
+
+
 def build_integration() -> dg.Definitions:
     project = dbt_project()
     translator = IntegrationTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models")
-    def approved_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, storage: PipelineStorage) -> Iterator[Any]:
-        # the approval policy is checked before anything is built: an unapproved join never runs
-        violations = check_project(project.manifest_path, CONTRACTS_DIR, today=date.today())
-        if violations:
-            raise dg.Failure(
-                description="dbt models violate the approval policy; nothing was built: "
-                + "; ".join(f"{v.model}: {v.message}" for v in violations[:10]),
-                metadata={"violations": dg.MetadataValue.json([{"model": v.model, "rule": str(v.rule), "message": v.message} for v in violations])},
-            )
-        context.log.info("approval policy: no violations in the dbt project")
-        # profiles.yml locates the databases through this variable; set it for dbt's process
-        os.environ["PIPELINES_DATA_DIR"] = storage.data_dir
-        run_provenance = provenance(context)
-        for event in dbt.cli(["build"], context=context).stream().fetch_row_counts().fetch_column_metadata():
-            if isinstance(event, (dg.Output, dg.AssetMaterialization)):
-                event = event.with_metadata({**event.metadata, "provenance": run_provenance})
-            yield event
-        release_dbt_duckdb()
+    def approved_models(context: dg.AssetExecutionContext, storage: PipelineStorage) -> Iterator[Any]:
+        # The gate checks exactly what is built: the project's current files are copied for this run, compiled
+        # by dbt, checked, and built from that same copy and manifest; an edit made meanwhile waits for the next run.
+        run_dir = storage.root / "dbt_runs" / context.run_id
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(project.project_dir, run_dir, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+        try:
+            yield from _check_and_build(context, run_dir, storage)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            release_dbt_duckdb()
 
     return dg.Definitions(assets=[approved_models], resources={"dbt": dbt_resource(project)})
