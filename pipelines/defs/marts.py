@@ -1,5 +1,9 @@
 """Approved marts: audited in the warehouse by blocking checks, then published to the analysts' database."""
 
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import pandas as pd
 from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import check_result
+from pipelines.defs.integration import release_dbt_duckdb
 from pipelines.governance.approvals import Approval, approval_for, load_manifest, model_departments
 from pipelines.ingest import quote_ident
 from pipelines.provenance import provenance
@@ -107,64 +112,312 @@ def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk:
     ])
 
 
+# --- publishing: all approved marts of a run, in one transaction, with their dbt types -------------------
+
+PUBLISH_LOCK_TIMEOUT_ENV = "PIPELINES_PUBLISH_LOCK_TIMEOUT_SECONDS"
+DEFAULT_PUBLISH_LOCK_TIMEOUT_S = 300.0
+UNCHANGED = "nothing was published; the analysts' marts are unchanged."
+_TYPE_ALIASES = {
+    "INT": "INTEGER", "INT4": "INTEGER", "SIGNED": "INTEGER", "INT8": "BIGINT", "LONG": "BIGINT",
+    "INT2": "SMALLINT", "SHORT": "SMALLINT", "INT1": "TINYINT", "STRING": "VARCHAR", "TEXT": "VARCHAR",
+    "CHAR": "VARCHAR", "BPCHAR": "VARCHAR", "FLOAT8": "DOUBLE", "DOUBLE PRECISION": "DOUBLE", "FLOAT4": "FLOAT",
+    "REAL": "FLOAT", "BOOL": "BOOLEAN", "LOGICAL": "BOOLEAN", "NUMERIC": "DECIMAL(18,3)", "DECIMAL": "DECIMAL(18,3)",
+    "DATETIME": "TIMESTAMP",
+}
+
+
+def publish_lock_timeout_from_env() -> float:
+    """Seconds to wait for connections holding marts.duckdb: $PIPELINES_PUBLISH_LOCK_TIMEOUT_SECONDS, else 300."""
+    raw = os.environ.get(PUBLISH_LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PUBLISH_LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses NaN
+        raise dg.Failure(description=f"{PUBLISH_LOCK_TIMEOUT_ENV} must be a number of seconds (0 or more); {UNCHANGED}")
+    return value
+
+
+def normalize_type(data_type: str) -> str:
+    """One spelling per type (case, spacing, common aliases), so dbt's contract and DuckDB's catalog compare."""
+    text = re.sub(r"\s*([(),])\s*", r"\1", re.sub(r"\s+", " ", data_type.strip().upper()))
+    base, paren, args = text.partition("(")
+    if not paren:
+        return _TYPE_ALIASES.get(base, base)
+    return f"{'DECIMAL' if base == 'NUMERIC' else base}({args}"
+
+
+def contract_columns(manifest: dict, mart: str) -> dict[str, dict[str, str]]:
+    """The model's declared columns: name -> {data_type, description} (dbt's contract)."""
+    for node in manifest["nodes"].values():
+        if node.get("resource_type") == "model" and node["name"] == mart:
+            columns = node.get("columns", {})
+            return {n: {"data_type": c.get("data_type") or "", "description": c.get("description") or ""} for n, c in columns.items()}
+    return {}
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _is_lock_error(exc: duckdb.Error) -> bool:
+    """DuckDB's 'could not set lock' (another process) or a same-file conflict inside this process."""
+    message = str(exc).lower()
+    other_process = isinstance(exc, (duckdb.IOException, duckdb.ConnectionException)) and "lock" in message
+    return other_process or "same database file" in message or "file handle conflict" in message
+
+
+def _locked_failure(path: Path, waited: float) -> dg.Failure:
+    # DuckDB's own message names the holder's program, PID and user: only the path and the advice are shown
+    return dg.Failure(
+        description=(
+            f"{path} is locked by another connection (waited {waited:.0f} s). Close analyst connections to it "
+            "(duckdb CLI, BI tools, notebooks); open it read-only only while no run publishes. Nothing was published; "
+            "the analysts' marts are unchanged."
+        ),
+        metadata={"locked_file": str(path), "waited_seconds": round(waited, 1)},
+    )
+
+
+def open_for_publishing(path: Path, timeout_s: float, sleep: Callable[[float], None] = time.sleep) -> duckdb.DuckDBPyConnection:
+    """Open the analysts' database for writing, retrying with backoff while another connection holds it."""
+    started, delay = time.monotonic(), 0.1
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                raise dg.Failure(description=f"{path} could not be opened ({type(exc).__name__}); {UNCHANGED}") from None
+            waited = time.monotonic() - started
+            if waited >= timeout_s:
+                raise _locked_failure(path, waited) from None
+            sleep(min(delay, timeout_s - waited))
+            delay = min(delay * 2, 2.0)  # small backoff: an analyst closing a tab should not cost a minute
+
+
+def _attach_warehouse(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
+    """The warehouse, read-only: publishing can never change what dbt built."""
+    try:
+        con.execute(f"ATTACH {_sql_literal(str(warehouse))} AS wh (READ_ONLY)")
+    except duckdb.Error as exc:
+        held = ", held open by another connection" if _is_lock_error(exc) else ""
+        raise dg.Failure(description=f"{warehouse} could not be attached read-only ({type(exc).__name__}{held}); {UNCHANGED}") from None
+
+
+def _copy_mart(con: duckdb.DuckDBPyConnection, mart: str) -> None:
+    """Copy one mart in SQL, so DuckDB's types (DECIMAL(18,2), BIGINT) arrive unchanged."""
+    table = quote_ident(mart)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE main.{table} AS SELECT * FROM wh.main.{table}")
+    except duckdb.Error as exc:
+        # the class only: a conversion error's text could quote a cell
+        raise dg.Failure(description=f"copying {mart} from the warehouse failed ({type(exc).__name__}); {UNCHANGED}") from None
+
+
+_OBJECTS = (
+    "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = current_database() AND NOT internal "
+    "UNION ALL "
+    "SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() WHERE database_name = current_database() AND NOT internal"
+)
+
+
+def _drop_unapproved(con: duckdb.DuckDBPyConnection, approved: set[str]) -> list[str]:
+    """Remove every table or view that is not an approved mart: the analysts' database holds nothing else."""
+    dropped = []
+    for schema, name, kind in con.execute(_OBJECTS).fetchall():
+        if not (schema == "main" and name in approved and kind == "TABLE"):
+            con.execute(f"DROP {kind} IF EXISTS {quote_ident(schema)}.{quote_ident(name)} CASCADE")
+            dropped.append(f"{schema}.{name}")
+    return dropped
+
+
+def published_types(con: duckdb.DuckDBPyConnection, mart: str) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of a table in the analysts' database, in column order."""
+    return con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
+        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [mart],
+    ).fetchall()
+
+
+def _check_types(mart: str, columns: list[tuple[str, str]], expected: dict[str, str]) -> None:
+    """The published columns and types are the dbt contract's, or nothing is published."""
+    actual = {c: normalize_type(t) for c, t in columns}
+    wanted = {c: normalize_type(t) if t else None for c, t in expected.items()}  # no data_type: any type
+    differences = [
+        f"{c}: contract {wanted.get(c) or 'absent'}, warehouse {actual.get(c, 'absent')}"
+        for c in dict.fromkeys([*wanted, *actual])
+        if c not in wanted or c not in actual or (wanted[c] and wanted[c] != actual[c])
+    ]
+    if differences:
+        raise dg.Failure(description=f"{mart} does not match its dbt contract ({'; '.join(differences)}); {UNCHANGED}")
+
+
+def _commit(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("COMMIT")
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # no transaction left to roll back (a failed COMMIT already ended it)
+
+
+def _stage(con: duckdb.DuckDBPyConnection, marts: Mapping[str, Approval], keep: set[str],
+           contracts: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """Inside the open transaction: copy every mart, drop everything else, describe what is about to be swapped in."""
+    for mart in marts:
+        _copy_mart(con, mart)
+    dropped = _drop_unapproved(con, set(marts) | keep)
+    staged = {}
+    for mart, approval in marts.items():
+        columns = published_types(con, mart)
+        if mart in contracts:
+            _check_types(mart, columns, dict(contracts[mart]))
+        frame = con.execute(f"SELECT * FROM main.{quote_ident(mart)}").df()
+        staged[mart] = {"rows": len(frame), "columns": columns, "risk": mart_risk(frame, approval)}
+    return {"marts": staged, "dropped": dropped}
+
+
+def _publication_record(run_id: str, staged: dict[str, Any]) -> dict[str, Any]:
+    """The audit event of one publication: every mart with its rows and risk (no values)."""
+    marts = staged["marts"]
+    return {
+        "action": "publish", "run_id": run_id, "marts": list(marts), "rows": {m: s["rows"] for m, s in marts.items()},
+        "risk": {m: s["risk"] for m, s in marts.items()}, "dropped": staged["dropped"],
+    }
+
+
+def _commit_or_abort(con: duckdb.DuckDBPyConnection, storage: PipelineStorage, run_id: str, record: dict[str, Any]) -> None:
+    """COMMIT; if it fails, the audit log says the publication it already recorded did not happen."""
+    try:
+        _commit(con)
+    except duckdb.Error as exc:
+        audit.append(storage.audit_log, {
+            "action": "publish_aborted", "run_id": run_id, "marts": record["marts"], "publish_seq": record["seq"],
+            "error": type(exc).__name__,
+        })
+        raise dg.Failure(description=f"committing the marts to {storage.marts_db} failed ({type(exc).__name__}); {UNCHANGED}") from None
+
+
+def publish_marts(
+    storage: PipelineStorage,
+    marts: Mapping[str, Approval],
+    timeout_s: float,
+    *,
+    run_id: str = "",
+    keep: Iterable[str] = (),
+    contracts: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Replace `marts` in the analysts' database from the warehouse in one transaction (all or none).
+
+    Approved marts in `keep` stay as last published; any other table or view is dropped. `contracts` (mart ->
+    column -> dbt data_type) must match the copies. Returns {"marts": {mart: rows, columns, risk}, "dropped", "audit"}.
+    """
+    storage.marts_db.parent.mkdir(parents=True, exist_ok=True)
+    con = open_for_publishing(storage.marts_db, timeout_s)
+    try:
+        _attach_warehouse(con, storage.warehouse_db)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            staged = _stage(con, marts, set(keep), contracts or {})
+            # written before the commit: the record describes the data about to be swapped in
+            record = audit.append(storage.audit_log, _publication_record(run_id, staged))
+            _commit_or_abort(con, storage, run_id, record)
+        except BaseException:
+            _rollback(con)
+            raise
+    finally:
+        con.close()
+    storage.marts_db.chmod(0o644)  # readable by analysts: the deliberate publication; the other databases stay owner-only
+    return {**staged, "audit": record}
+
+
+def _built_in_this_run(context: dg.AssetExecutionContext, mart: str) -> bool:
+    """Whether this run built (and so checked) the mart; a mart left from an earlier run may never have passed."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(mart))
+    return event is not None and event.run_id == context.run_id
+
+
+def _published_metadata(
+    context: dg.AssetExecutionContext, storage: PipelineStorage, mart: str, approval: Approval, contracts: list[Contract],
+    declared: Mapping[str, Mapping[str, str]], staged: dict[str, Any], head: dict[str, Any],
+) -> dict[str, Any]:
+    """What a steward reads on a published mart: exact types, privacy card, approval, risk, audit anchor."""
+    columns = [dg.TableColumn(c, t, description=declared.get(c, {}).get("description") or None) for c, t in staged["columns"]]
+    return {
+        "dagster/row_count": staged["rows"],
+        "dagster/column_schema": dg.TableSchema(columns=columns),
+        "privacy_card": dg.MetadataValue.md(privacy_card(mart, approval, contracts, staged["risk"], context.instance)),
+        "approval": dg.MetadataValue.json(approval.model_dump(mode="json")),
+        "risk": dg.MetadataValue.json(staged["risk"]),
+        "upstream": [mart] + [f"deidentified_{c.dataset}" for c in contracts],
+        "analysts_database": str(storage.marts_db),
+        "audit_head": dg.MetadataValue.json(head),
+        "provenance": provenance(context),
+    }
+
+
+def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str, list[Contract]]) -> dg.AssetsDefinition:
+    """One step publishes every approved mart: analysts see all marts of a run or none of them."""
+    declared = {mart: contract_columns(manifest, mart) for mart in marts}
+    specs = [
+        dg.AssetSpec(
+            key=f"published_{mart}", deps=[dg.AssetKey(mart)], group_name="approved_marts", kinds={"duckdb"},
+            owners=["team:data-integration"], description=f"{mart}, published to the analysts' database after its checks passed.",
+            skippable=True,  # a department's run rebuilds only its marts; the others stay as last published
+        )
+        for mart in marts
+    ]
+
+    @dg.multi_asset(specs=specs, can_subset=False, name="publish_approved_marts")
+    def publish_approved_marts(context: dg.AssetExecutionContext, storage: PipelineStorage) -> Iterator[dg.MaterializeResult]:
+        release_dbt_duckdb()  # dbt-duckdb may still hold the warehouse in this process, which would refuse the attach
+        built = {m: a for m, a in marts.items() if _built_in_this_run(context, m)}
+        kept = sorted(set(marts) - set(built))
+        if kept:
+            context.log.info(f"not rebuilt in this run, kept as last published: {', '.join(kept)}")
+        if not built:
+            return
+        types = {m: {c: d["data_type"] for c, d in declared[m].items()} for m in built}
+        result = publish_marts(storage, built, publish_lock_timeout_from_env(), run_id=context.run_id, keep=kept, contracts=types)
+        record = result["audit"]
+        head = {"log": storage.audit_log.name, "seq": record["seq"], "hash": record["hash"]}
+        for mart, staged in result["marts"].items():
+            metadata = _published_metadata(context, storage, mart, built[mart], sources[mart], declared[mart], staged, head)
+            yield dg.MaterializeResult(asset_key=f"published_{mart}", metadata=metadata)
+
+    return publish_approved_marts
+
+
+def _privacy_check(mart: str, approval: Approval, suites_dir: Path) -> dg.AssetChecksDefinition:
+    """The mart's blocking GE privacy suite, on the warehouse copy, before anything is published."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(mart), name="privacy_suite", blocking=True,
+        description=f"GE suite {mart}.privacy: approved columns, minimum group size, k over published quasi-identifiers, no PII patterns.",
+    )
+    def mart_privacy(storage: PipelineStorage) -> dg.AssetCheckResult:
+        frame = read_warehouse_table(storage, mart)
+        features = with_group_risk_features(frame, approval.quasi_identifiers, approval.group_size_column)
+        outcome = run_suite(load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir)
+        return check_result(outcome, {"risk": dg.MetadataValue.json(mart_risk(frame, approval))})
+
+    return mart_privacy
+
+
 def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites_dir: Path = EXPECTATIONS_DIR) -> dg.Definitions:
+    """A blocking privacy check per approved mart and one publish step for all of them."""
     manifest = load_manifest(manifest_path)
     all_contracts = load_contracts(contracts_dir)
-    assets, checks = [], []
-    for mart, approval in approved_marts(manifest).items():
+    marts = approved_marts(manifest)
+    sources = {}
+    for mart in marts:
         departments = model_departments(manifest, mart, contracts_dir)
-        contracts = [c for c in all_contracts if c.department in departments]
-
-        def make(mart: str = mart, approval: Approval = approval, contracts: list[Contract] = contracts) -> None:
-            @dg.asset_check(
-                asset=dg.AssetKey(mart), name="privacy_suite", blocking=True,
-                description=f"GE suite {mart}.privacy: approved columns, minimum group size, k over published quasi-identifiers, no PII patterns.",
-            )
-            def mart_privacy(storage: PipelineStorage) -> dg.AssetCheckResult:
-                frame = read_warehouse_table(storage, mart)
-                features = with_group_risk_features(frame, approval.quasi_identifiers, approval.group_size_column)
-                outcome = run_suite(load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir)
-                return check_result(outcome, {"risk": dg.MetadataValue.json(mart_risk(frame, approval))})
-
-            @dg.asset(
-                key=f"published_{mart}",
-                deps=[dg.AssetKey(mart)],
-                group_name="approved_marts",
-                kinds={"duckdb"},
-                owners=["team:data-integration"],
-                description=f"{mart}, published to the analysts' database after its checks passed.",
-            )
-            def publish(context: dg.AssetExecutionContext, storage: PipelineStorage) -> dg.MaterializeResult:
-                frame = read_warehouse_table(storage, mart)
-                publish_table(storage, mart, frame)
-                risk = mart_risk(frame, approval)
-                audit.append(storage.audit_log, {"action": "publish", "mart": mart, "run_id": context.run_id, "rows": len(frame), "risk": risk})
-                return dg.MaterializeResult(
-                    metadata={
-                        "dagster/row_count": len(frame),
-                        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c, str(t)) for c, t in frame.dtypes.items()]),
-                        "privacy_card": dg.MetadataValue.md(privacy_card(mart, approval, contracts, risk, context.instance)),
-                        "approval": dg.MetadataValue.json(approval.model_dump(mode="json")),
-                        "risk": dg.MetadataValue.json(risk),
-                        "upstream": [mart] + [f"deidentified_{c.dataset}" for c in contracts],
-                        "analysts_database": str(storage.marts_db),
-                        "provenance": provenance(context),
-                    }
-                )
-
-            assets.append(publish)
-            checks.append(mart_privacy)
-
-        make()
+        sources[mart] = [c for c in all_contracts if c.department in departments]
+    checks = [_privacy_check(mart, approval, suites_dir) for mart, approval in marts.items()]
+    assets = [build_publish(manifest, marts, sources)] if marts else []
     return dg.Definitions(assets=assets, asset_checks=checks)
-
-
-def publish_table(storage: PipelineStorage, table: str, frame: pd.DataFrame) -> None:
-    """Replace one table in the analysts' database atomically; nothing else is ever written there."""
-    storage.marts_db.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(storage.marts_db)) as con:
-        con.register("published_frame", frame)
-        con.execute(f"CREATE OR REPLACE TABLE main.{quote_ident(table)} AS SELECT * FROM published_frame")
-        con.unregister("published_frame")
-    storage.marts_db.chmod(0o644)  # readable by analysts; the other databases stay owner-only
-
