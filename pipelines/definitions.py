@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 from pipelines import audit
 from pipelines.contracts import load_contracts
 from pipelines.ingest import purge_quarantine
-from pipelines.defs.departments import build_department
+from pipelines.defs.departments import build_department, build_known_identifiers
 from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
 from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
@@ -64,8 +64,10 @@ def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRA
         default_status=dg.DefaultScheduleStatus.RUNNING,  # retention is a duty, not an option
         description="Removes quarantined files older than the retention (PIPELINES_QUARANTINE_RETENTION_DAYS, default 30).",
     )
+    contracts = load_contracts(contracts_dir)
     return dg.Definitions.merge(
-        *[build_department(c) for c in load_contracts(contracts_dir)],
+        *[build_department(c) for c in contracts],
+        build_known_identifiers(contracts),
         build_integration(),
         build_marts(dbt_project().manifest_path, contracts_dir),
         dg.Definitions(

@@ -302,4 +302,4 @@ def test_pipeline_run_is_on_the_audit_log(pipeline_run):
     assert ok
     assert {r["dataset"] for r in records if r["action"] == "deidentify"} == {
         "hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets"}
-    assert {r["mart"] for r in records if r["action"] == "publish"} == {"mart_org_unit_activity", "mart_support_satisfaction"}
+    assert {m for r in records if r["action"] == "publish" for m in r["marts"]} == {"mart_org_unit_activity", "mart_support_satisfaction"}

@@ -76,6 +76,8 @@ def test_dagster_run_monitoring_fails_a_dead_run(tmp_path):
 def deployment(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("runs") / "data"
     generate(data_dir / "landing", rows=ROWS, seed=11)
+    (data_dir / "dagster_home").mkdir()
+    (data_dir / "dagster_home" / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
     env = {**os.environ, "PIPELINES_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home"),
            "PIPELINES_PSEUDONYM_KEY": TEST_KEY, "PIPELINES_NLP_PROCESSES": "1"}
     return data_dir, env

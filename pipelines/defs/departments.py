@@ -107,6 +107,41 @@ def ingested_cursor(instance: dg.DagsterInstance, key: dg.AssetKey, landing_dir:
     return file_cursor(path) if path is not None and path.exists() else None
 
 
+KNOWN_IDENTIFIERS = dg.AssetKey("known_identifiers")
+
+
+def build_known_identifiers(contracts: list[Contract]) -> dg.Definitions:
+    """The index of every department's identifiers, from the last good raw tables (a node of its own in the graph)."""
+
+    @dg.asset(
+        key=KNOWN_IDENTIFIERS,
+        deps=[raw_key(c) for c in contracts],
+        group_name="privacy_index",
+        kinds={"duckdb"},
+        owners=["team:data-integration"],
+        tags={"privacy_tier": "raw"},
+        description=(
+            "Every department's names, emails, phones and ids as keyed hashes held in memory only (never written), "
+            "built from the last good raw tables: free-text masking and the residual-PII gate search them everywhere."
+        ),
+    )
+    def known_identifiers(context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.MaterializeResult:
+        with raw_database.get_connection() as con:
+            known = cached_known_identifiers(con, storage.raw_db, contracts[0].path.parent)
+        built_from = {}
+        for c in contracts:
+            event = context.instance.get_latest_materialization_event(raw_key(c))
+            built_from[raw_key(c).to_user_string()] = event.run_id if event else "never materialized"
+        return dg.MaterializeResult(metadata={
+            "identifiers": known.size,
+            "identifiers_by_entity": dg.MetadataValue.json(known.counts()),
+            "built_from_runs": dg.MetadataValue.json(built_from),  # each raw table's last good (passing) batch
+            "storage": "memory only: keyed hashes with a per-process key, never written to disk",
+        })
+
+    return dg.Definitions(assets=[known_identifiers])
+
+
 def file_cursor(path: Path) -> str:
     """Sortable identity of a landed file: modification time, then name."""
     return f"{path.stat().st_mtime_ns:020d}:{path.name}"
@@ -183,7 +218,7 @@ def build_department(contract: Contract) -> dg.Definitions:
 
     @dg.asset(
         key=deidentified_key(contract),
-        deps=[raw],
+        deps=[raw, KNOWN_IDENTIFIERS],
         group_name=group,
         kinds={"duckdb", "presidio"},
         owners=owners,
@@ -260,7 +295,10 @@ def build_department(contract: Contract) -> dg.Definitions:
 
     job = dg.define_asset_job(
         f"{ds}_job",
-        selection=dg.AssetSelection.assets(raw, deidentified).downstream().required_multi_asset_neighbors(),
+        # its own assets, the index its new identifiers change, and what reads its de-identified table; other
+        # departments' de-identified tables keep their version (the graph shows them stale until their next run)
+        selection=(dg.AssetSelection.assets(raw, KNOWN_IDENTIFIERS) | dg.AssetSelection.assets(deidentified).downstream())
+        .required_multi_asset_neighbors(),
         description=f"Ingest and de-identify {contract.title}, then rebuild the approved models that use it.",
         tags=tags,
     )

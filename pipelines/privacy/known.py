@@ -172,6 +172,10 @@ class KnownIdentifiers:
     def size(self) -> int:
         return sum(len(b) for b in self._hashes.values())
 
+    def counts(self) -> dict[str, int]:
+        """Identifiers held per entity type (counts only)."""
+        return {entity: len(b) for entity, b in sorted(self._hashes.items())}
+
 
 _DIGIT_NORMALIZERS = {normalizer("US_SSN"), normalizer("PHONE_NUMBER")}
 _HAS_DIGIT, _HAS_LETTER = re.compile(r"\d"), re.compile(r"[^\W\d_]")
