@@ -176,13 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--job", default="integrate_all")
     run_parser.add_argument("--data-dir", type=Path, default=None, help="default: $PIPELINES_DATA_DIR or data/")
     run_parser.add_argument("--no-wait", action="store_true", help="queue the run and return (a daemon must serve the queue)")
-    audit_parser = sub.add_parser("audit", help="audit trail: `audit verify` checks every log and its anchors")
-    audit_parser.add_argument("rest", nargs=argparse.REMAINDER)
+    delegated = {  # subcommands whose own parser lives beside the feature
+        "audit": ("pipelines.audit", "audit trail: `audit verify` checks every log and its anchors"),
+        "requests": ("pipelines.lifecycle.cli", "data subjects' opt-out and erasure requests: add, status"),
+        "retention": ("pipelines.lifecycle.cli", "retention: `retention purge` removes what is past its horizon"),
+        "dp": ("pipelines.dp.cli", "differential privacy: `dp query` asks an approved DP view, charged to a budget"),
+    }
+    for name, (_, help_text) in delegated.items():
+        sub.add_parser(name, help=help_text, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.job, (args.data_dir or default_data_dir()).resolve(), wait=not args.no_wait)
-    if args.command == "audit":
-        from pipelines import audit
+    if args.command in delegated:
+        import importlib
 
-        return audit.main(args.rest)
+        module = importlib.import_module(delegated[args.command][0])
+        rest = [args.command, *args.rest] if args.command in {"requests", "retention"} else args.rest  # one module, two commands
+        return module.main(rest)
     return 2
