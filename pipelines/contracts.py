@@ -153,6 +153,8 @@ class Column(_Strict):
     allowed_values: list[str] | None = None
     min_value: float | None = None
     max_value: float | None = None
+    # share of empty values this column may have, overriding quality.max_null_fraction (nullable: false means 0)
+    max_null_fraction: float | None = Field(default=None, ge=0, le=1)
     # entity types a steward confirmed are not personal here (e.g. merchants named after people)
     tolerate_entities: list[str] = Field(default_factory=list)
     deidentify: Deidentification
@@ -357,7 +359,7 @@ class Contract(_Strict):
     @classmethod
     def _source_fits(cls, data: Any, handler: Any) -> "Contract":
         contract = handler(data)
-        errors = contract._source_errors()
+        errors = contract._source_errors() + contract._threshold_errors()
         if errors:
             raise ValidationError.from_exception_data(
                 cls.__name__,
@@ -388,6 +390,15 @@ class Contract(_Strict):
                 errors.append((("source", "ignore_columns"), f"column {name!r} has no source: its header is ignored and nothing is renamed to it"))
         return errors
 
+    def _threshold_errors(self) -> list[tuple[Any, ...]]:
+        """Quality thresholds that contradict each other, each with the field it is about."""
+        errors: list[tuple[Any, ...]] = []
+        if self.quality.min_rows > self.quality.max_rows:
+            errors.append((("quality", "max_rows"), f"max_rows {self.quality.max_rows} is below min_rows {self.quality.min_rows}"))
+        for i, c in enumerate(self.columns):
+            errors += [(("columns", i, field), f"column '{c.name}': {m}") for field, m in _column_threshold_problems(c)]
+        return errors
+
     def column(self, name: str) -> Column:
         for c in self.columns:
             if c.name == name:
@@ -401,6 +412,29 @@ class Contract(_Strict):
     def published_columns(self) -> list[Column]:
         """Columns that reach the de-identified table (everything not suppressed)."""
         return [c for c in self.columns if c.deidentify.operator != "suppress"]
+
+
+def _number(value: float) -> str:
+    """A threshold as the author wrote it: 1000000, not 1e+06 or 1000000.0."""
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def _column_threshold_problems(c: Column) -> list[tuple[str, str]]:
+    """(field, problem) for a column's quality thresholds: ranges, value sets, null limits."""
+    problems = []
+    if c.max_null_fraction is not None and not c.nullable:
+        problems.append(("max_null_fraction", "nullable: false allows no empty values; drop max_null_fraction or set nullable: true"))
+    has_range = c.min_value is not None or c.max_value is not None
+    if has_range and c.type not in {"integer", "decimal"}:
+        problems.append(("min_value" if c.min_value is not None else "max_value", f"ranges apply to integer or decimal columns, not {c.type}"))
+    if c.min_value is not None and c.max_value is not None and c.min_value > c.max_value:
+        problems.append(("max_value", f"max_value {_number(c.max_value)} is below min_value {_number(c.min_value)}"))
+    if c.allowed_values is not None and not c.allowed_values:
+        problems.append(("allowed_values", "an empty list allows nothing; drop allowed_values to allow any value"))
+    dupes = sorted({v for v in c.allowed_values or () if c.allowed_values.count(v) > 1})  # type: ignore[union-attr]
+    if dupes:
+        problems.append(("allowed_values", f"listed twice: {', '.join(map(repr, dupes))}"))
+    return problems
 
 
 def _describe(error: ValidationError, path: Path) -> str:
