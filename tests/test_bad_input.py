@@ -1,7 +1,10 @@
 """Bad landed files, tried as a new user would: each is rejected with a clear, value-free message,
 the landed file stays, a copy goes to quarantine with a reason, and the marts keep their last good version."""
 
+import csv
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -136,7 +139,42 @@ def test_single_huge_cell(deployment):
     cells[8] = "x" * 200_000  # job_title
     lines[4] = ",".join(cells)
     message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
-    assert "longer than 65536 bytes in column(s) 'job_title'" in message
+    assert "a cell in column 'job_title' at line 5 is longer than the contract's limit of 65536 bytes" in message
+
+
+def test_nul_bytes_in_ids_rejected(deployment):
+    """Once accepted, changing those employees' pseudonyms and breaking their joins."""
+    data_dir, hr = deployment
+    lines = good_lines(hr)
+    for i in (3, 8, 13):
+        lines[i] = lines[i][:4] + "\x00" + lines[i][4:]
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
+    assert "NUL bytes in 3 cell(s); the first at line 4, column 'employee_id'" in message
+
+
+def test_gzip_file_rejected(deployment):
+    data_dir, hr = deployment
+    message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", gzip.compress(hr.read_bytes())))
+    assert "is a gzip-compressed file, not a CSV; decompress it before landing" in message
+
+
+def raw_rows(data_dir: Path) -> list:
+    with duckdb.connect(str(data_dir / "raw.duckdb"), read_only=True) as con:
+        return con.execute("select * exclude (_source_file) from hr_employees").fetchall()
+
+
+def test_excel_style_reordered_export_gives_the_clean_result(deployment):
+    """BOM, CRLF and another column order: the same raw table and the same marts as the clean file."""
+    data_dir, hr = deployment
+    before_raw, before_marts = raw_rows(data_dir), marts_snapshot(data_dir)
+    rows = list(csv.reader(io.StringIO(hr.read_text(encoding="utf-8"))))
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows([row[7:] + row[:7] for row in rows])
+    land(data_dir, "employees_2026-02-28.csv", b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"))
+    result, _ = run_job(data_dir, "hr_employees_job")
+    assert result.success, failure_text(result)
+    assert raw_rows(data_dir) == before_raw
+    assert marts_snapshot(data_dir) == before_marts
 
 
 def test_formula_and_sql_values_are_data_not_code(deployment):
