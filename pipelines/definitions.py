@@ -38,7 +38,9 @@ def purge_quarantine_job():
     purge_quarantine_op()
 
 
-def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRACTS_DIR) -> dg.Definitions:
+def build_definitions(
+    data_dir: Path | None = None, contracts_dir: Path = CONTRACTS_DIR, dbt_project_dir: Path | None = None
+) -> dg.Definitions:
     """Everything, for one data directory (default: `$PIPELINES_DATA_DIR` or `data/`)."""
     storage = PipelineStorage(
         data_dir=str(data_dir or default_data_dir()),
@@ -65,11 +67,12 @@ def build_definitions(data_dir: Path | None = None, contracts_dir: Path = CONTRA
         description="Removes quarantined files older than the retention (PIPELINES_QUARANTINE_RETENTION_DAYS, default 30).",
     )
     contracts = load_contracts(contracts_dir)
+    project = dbt_project(dbt_project_dir) if dbt_project_dir else dbt_project()
     return dg.Definitions.merge(
         *[build_department(c) for c in contracts],
         build_known_identifiers(contracts),
-        build_integration(),
-        build_marts(dbt_project().manifest_path, contracts_dir),
+        build_integration(project, contracts_dir),
+        build_marts(project.manifest_path, contracts_dir),
         dg.Definitions(
             jobs=[main_job, purge_quarantine_job],
             schedules=[daily, purge_daily],

@@ -65,11 +65,14 @@ def pipeline_env():
         os.environ["PIPELINES_PSEUDONYM_KEY"] = old
 
 
-def run_job(data_dir: Path, job: str = "integrate_all", instance: dg.DagsterInstance | None = None) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
+def run_job(
+    data_dir: Path, job: str = "integrate_all", instance: dg.DagsterInstance | None = None, defs: dg.Definitions | None = None
+) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
     from pipelines.definitions import build_definitions
 
     instance = instance or dg.DagsterInstance.ephemeral()
-    result = build_definitions(data_dir).resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+    defs = defs or build_definitions(data_dir)
+    result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
     return result, instance
 
 

@@ -39,10 +39,11 @@ def dbt_resource(project: DbtProject) -> DbtCliResource:
     return DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
 
 
-@lru_cache(maxsize=1)
-def dbt_project() -> DbtProject:
-    """The dbt project, with its manifest parsed once if it is missing (fresh clone)."""
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+@lru_cache(maxsize=4)
+def dbt_project(project_dir: Path = DBT_PROJECT_DIR) -> DbtProject:
+    """The dbt project, with its manifest parsed once if it is missing (fresh clone); the graph is drawn from it,
+    while each run compiles the project's current files for itself."""
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
     if not project.manifest_path.exists():
         dbt_resource(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
     return project
@@ -59,14 +60,14 @@ def release_dbt_duckdb() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def _check_and_build(context: dg.AssetExecutionContext, run_dir: Path, storage: PipelineStorage) -> Iterator[Any]:
+def _check_and_build(context: dg.AssetExecutionContext, run_dir: Path, storage: PipelineStorage, contracts_dir: Path) -> Iterator[Any]:
     env = {"PIPELINES_DATA_DIR": storage.data_dir}  # profiles.yml locates the databases through it
     try:
         manifest = compile_project(run_dir, run_dir, run_dir / "target", env=env)
     except CompileError as error:
         raise dg.Failure(description=f"dbt could not compile the project; nothing was built. {error}") from None
     # the approval policy over every compiled model (a new one too): an unapproved join never runs
-    violations = check_project(manifest, CONTRACTS_DIR, today=date.today())
+    violations = check_project(manifest, contracts_dir, today=date.today())
     if violations:
         raise dg.Failure(
             description="dbt models violate the approval policy; nothing was built: "
@@ -84,8 +85,8 @@ def _check_and_build(context: dg.AssetExecutionContext, run_dir: Path, storage: 
         yield event
 
 
-def build_integration() -> dg.Definitions:
-    project = dbt_project()
+def build_integration(project: DbtProject | None = None, contracts_dir: Path = CONTRACTS_DIR) -> dg.Definitions:
+    project = project or dbt_project()
     translator = IntegrationTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models")
@@ -96,7 +97,7 @@ def build_integration() -> dg.Definitions:
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(project.project_dir, run_dir, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
         try:
-            yield from _check_and_build(context, run_dir, storage)
+            yield from _check_and_build(context, run_dir, storage, contracts_dir)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             release_dbt_duckdb()
