@@ -132,6 +132,17 @@ class ScanText(_Strict):
     # kept columns of the same table whose values name things, not people (product names): the texts' mentions
     # of them are no name candidates for NER, and a NER entity inside one is not masked
     non_personal_terms_from: list[str] = Field(default_factory=list)
+    # short categorical text (offence descriptions, product names): identifiers are masked, but what NER or a
+    # capitalised run infers (a person, a place) only when it is a full name that is not the column's own words
+    label_text: bool = False
+    # label text only, a steward's call: the column's values held by at least k records are its non-personal vocabulary
+    vocabulary_from_values: bool = False
+
+    @model_validator(mode="after")
+    def _vocabulary_needs_labels(self) -> "ScanText":
+        if self.vocabulary_from_values and not self.label_text:
+            raise ValueError("vocabulary_from_values is for label text: set label_text: true as well")
+        return self
 
 
 Deidentification = Annotated[
@@ -308,6 +319,12 @@ class QualityThresholds(_Strict):
     max_age_days: int | None = Field(default=None, ge=1)  # freshness of the landed file
 
 
+class Retention(_Strict):
+    """How `retention_days` is measured: from a row's event date, else (no column) from its file's landing time."""
+
+    event_date_column: str | None = Field(default=None, pattern=_IDENT)
+
+
 class Contract(_Strict):
     dataset: str = Field(pattern=_IDENT)
     department: str = Field(pattern=_IDENT)
@@ -317,6 +334,15 @@ class Contract(_Strict):
     steward: str
     purpose: str
     retention_days: int = Field(gt=0)
+    retention: Retention = Retention()
+
+    @model_validator(mode="after")
+    def _retention_column(self) -> "Contract":
+        name = self.retention.event_date_column
+        column = next((c for c in self.columns if c.name == name), None)
+        if name is not None and (column is None or column.type not in {"date", "timestamp"}):
+            raise ValueError(f"retention.event_date_column '{name}' must name a date or timestamp column of this contract")
+        return self
     source: Source
     columns: list[Column] = Field(min_length=1)
     quality: QualityThresholds = QualityThresholds()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.contracts import Column, Contract, Role
-from pipelines.privacy.known import KnownIdentifiers
+from pipelines.privacy.known import NAME_TOKEN, RECOGNIZER_NAME, KnownIdentifiers
 
 SAMPLE_SIZE = 200
 SAMPLE_HASH_KEY = "column-sample-v1"  # 16 bytes; changing it changes which values are sampled
@@ -48,6 +48,9 @@ class ColumnClassification:
     sampled: int
     detected: dict[str, int] = field(default_factory=dict)  # entity -> sampled values containing it
     undeclared: list[str] = field(default_factory=list)
+    known: dict[str, int] = field(default_factory=dict)  # entity -> sampled values holding a known identifier
+    tolerated: dict[str, int] = field(default_factory=dict)  # entity -> sampled values a steward's exception let pass
+    name_tokens_without_evidence: int = 0  # values equal to a known one-word name, in a column that names no one
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -81,32 +84,67 @@ def classify_column(
 def _classify_sample(
     column: Column, sample: list[str], *, known: KnownIdentifiers | None, model_name: str | None, score_threshold: float
 ) -> ColumnClassification:
-    found = _entities_in(sample, known=known, model_name=model_name, score_threshold=score_threshold)
+    found = _entities_in(sample, known=known, model_name=model_name, score_threshold=score_threshold,
+                         name_tokens=names_a_person(column))
     return _verdict(column, len(sample), found)
 
 
-def _entities_in(values: list[str], *, known: KnownIdentifiers | None, model_name: str | None, score_threshold: float) -> Counter:
-    """How many of `values` contain each entity (Presidio and known identifiers). Each value counts on its own,
-    so the counts of disjoint parts of a sample add up to the sample's."""
+KNOWN_PREFIX = "known:"  # count key of values holding a known identifier (a fact, not a detector's guess)
+NAME_TOKEN_KEY = "name_token"  # count key of values equal to a known one-word name where nothing says it is one
+
+
+def names_a_person(column: Column) -> bool:
+    """Evidence that a column's values name people: its entity is PERSON, or its name says so (`last_name`)."""
+    return column.entity == "PERSON" or _hinted(column, "PERSON")
+
+
+def _entities_in(values: list[str], *, known: KnownIdentifiers | None, model_name: str | None, score_threshold: float,
+                 name_tokens: bool = False) -> Counter:
+    """How many of `values` contain each entity (Presidio and known identifiers; under KNOWN_PREFIX too for the
+    latter, and one-word names as PERSON only if `name_tokens`, else under NAME_TOKEN_KEY). Each value counts on its
+    own, so the counts of disjoint parts of a sample add up to the sample's."""
     from pipelines.privacy.analyzer import scan_texts
 
     found: Counter = Counter()
     for value, results in zip(values, scan_texts(values, score_threshold=score_threshold, model_name=model_name)):
         entities = {r.entity_type for r in results if r.entity_type not in NOT_PERSONAL}
         if known is not None:
-            entities |= {e for e in [known.matches_any(value)] if e} | {r.entity_type for r in known.find_in_text(value)}
+            facts = _known_in(value, known)
+            if NAME_TOKEN in facts:
+                facts.discard(NAME_TOKEN)
+                if name_tokens:
+                    entities.add("PERSON")
+                else:
+                    found[NAME_TOKEN_KEY] += 1
+            entities |= facts
+            found.update(KNOWN_PREFIX + e for e in facts)
         found.update(entities)
     return found
 
 
+def _known_in(value: str, known: KnownIdentifiers) -> set[str]:
+    """Entities of the known identifiers a value equals or contains (NAME_TOKEN: it equals a one-word name)."""
+    facts = {r.entity_type for r in known.find_in_text(value)
+             if r.recognition_metadata.get(r.RECOGNIZER_NAME_KEY) == RECOGNIZER_NAME}
+    match = known.matches_any(value, name_tokens=True)
+    return facts | ({match} if match else set())
+
+
 def _verdict(column: Column, sampled: int, found: Counter) -> ColumnClassification:
-    """The column's classification from its sample's entity counts: which entities its declaration does not cover."""
-    result = ColumnClassification(column.name, column.role.value, column.entity, sampled, dict(found))
+    """The column's classification from its sample's entity counts: which entities its declaration does not cover.
+    A steward's `tolerate_entities` waives the detector's findings of an entity, never a known identifier's."""
+    detected = {e: n for e, n in found.items() if not e.startswith(KNOWN_PREFIX) and e != NAME_TOKEN_KEY}
+    facts = {e[len(KNOWN_PREFIX):]: n for e, n in found.items() if e.startswith(KNOWN_PREFIX)}
+    result = ColumnClassification(column.name, column.role.value, column.entity, sampled, detected, known=facts,
+                                  name_tokens_without_evidence=found.get(NAME_TOKEN_KEY, 0))
     if can_be_flagged(column):
-        for entity, n in sorted(found.items()):
-            if entity in column.tolerate_entities or entity == column.entity:
+        for entity, n in sorted(detected.items()):
+            if entity == column.entity:
                 continue
             bar = HINTED_MIN_SHARE if _hinted(column, entity) else MIN_SHARE
+            if entity in column.tolerate_entities:
+                result.tolerated[entity] = n
+                n = facts.get(entity, 0)  # what is known to be personal still counts
             if n >= MIN_VALUES and n / sampled >= bar:
                 result.undeclared.append(entity)
     return result
@@ -206,7 +244,8 @@ class SharedClassification:
         while (k := self._claim()) < len(self._units):
             i, start = self._units[k]
             done[k] = _entities_in(self._samples[i][start : start + UNIT_VALUES], known=self._known,
-                                   model_name=self._model_name, score_threshold=_threshold(self._contract))
+                                   model_name=self._model_name, score_threshold=_threshold(self._contract),
+                                   name_tokens=names_a_person(self._columns[i]))
         return done
 
     def result(self) -> list[ColumnClassification]:

@@ -10,12 +10,13 @@ from functools import lru_cache
 from typing import Any
 
 import pandas as pd
+import regex
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
 from pipelines.contracts import Column, Contract, Role, ScanText
-from pipelines.privacy.classify import SharedClassification, columns_to_classify
-from pipelines.privacy.known import KnownIdentifiers
+from pipelines.privacy.classify import SharedClassification, columns_to_classify, names_a_person
+from pipelines.privacy.known import NAME_TOKEN, RECOGNIZER_NAME, KnownIdentifiers
 from pipelines.privacy.operators import KeyedPseudonym, OperatorContext, apply_column
 
 
@@ -151,7 +152,7 @@ NER_ENTITIES = ("PERSON", "NRP", "LOCATION", "DATE_TIME")
 
 def _findings(
     texts: list[str], spec: ScanText, threshold: float, model_name: str | None, known: KnownIdentifiers | None,
-    *, rescan: bool = False, terms=None,
+    *, rescan: bool = False, terms=None, vocabulary: frozenset[str] = frozenset(),
 ) -> list[list]:
     """Presidio's results plus known identifiers, without spans that are already our own tokens."""
     from pipelines.privacy.analyzer import get_analyzer, scan_texts
@@ -170,11 +171,52 @@ def _findings(
             results[i] = result
     out = []
     for text, found in zip(texts, results):
+        if spec.label_text:
+            found = [r for r in found if _label_keeps(text, r, vocabulary)]
         merged = list(found) + (known.find_in_text(text) if known is not None else [])
         # hex inside a pseudonym can look like a licence number; a masked span is never PII again
         tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
         out.append([r for r in merged if not any(r.start < end and start < r.end for start, end in tokens)])
     return out
+
+
+# Recognizers that infer a person or place from words and capitals, not from an identifier's shape.
+INFERRING_RECOGNIZERS = frozenset({"FilteredSpacyRecognizer", "SpacyRecognizer", "NameRunRecognizer", "StreetAddressRecognizer"})
+_NAME_WORD = regex.compile(r"[A-Z][A-Za-z'’\-]+|[A-Z]\.?")  # a capitalised word or an initial
+
+
+def _label_keeps(text: str, result, vocabulary: frozenset[str]) -> bool:
+    """Label text: identifiers are always masked; an inferred entity only if it is a full name or a street address."""
+    if result.recognition_metadata.get(result.RECOGNIZER_NAME_KEY) not in INFERRING_RECOGNIZERS:
+        return True
+    span = text[result.start : result.end]
+    if result.entity_type == "STREET_ADDRESS":
+        return _street_shaped(span)
+    return result.entity_type == "PERSON" and is_full_name(span, vocabulary)
+
+
+def is_full_name(span: str, vocabulary: frozenset[str] = frozenset()) -> bool:
+    """Two or more capitalised words (initials allowed), at least one of them neither an everyday English word nor a
+    word of the column's own vocabulary: "Quentin Zabrowski", not "Disorderly Conduct" nor "Cannabis/20 Grams"."""
+    from pipelines.privacy import gazetteer
+
+    words = [w.rstrip(".,;:") for w in span.strip("()[]{}\"'“”‘’ ").split()]
+    if len(words) < 2 or not all(_NAME_WORD.fullmatch(w) or _NAME_WORD.fullmatch(w + ".") for w in words):
+        return False
+    names = [w.lower() for w in words if len(w) > 1]
+    return any(w not in vocabulary and not gazetteer.is_common_word(w) for w in names)
+
+
+@lru_cache(maxsize=1)
+def _street_anchors() -> list:
+    """The address recognizer's street-shaped anchors (a street type, a unit, a PO box), not its number-run guesses."""
+    from pipelines.privacy.analyzer import _ADDRESS_ANCHORS
+
+    return [regex.compile(pattern) for _, pattern, score in _ADDRESS_ANCHORS if score >= 0.6]
+
+
+def _street_shaped(span: str) -> bool:
+    return any(anchor.search(span) for anchor in _street_anchors())
 
 
 def _rescan_can_find(text: str, terms, identifiers) -> bool:
@@ -197,12 +239,14 @@ class _MaskJob:
     known: KnownIdentifiers | None
     terms: Any
     ctx: OperatorContext
+    vocabulary: frozenset[str] = frozenset()  # lower-case words of the declared terms (label text's own words)
+    tolerate: frozenset[str] = frozenset()  # the column's tolerate_entities
 
 
 MIN_TEXTS_PER_WORKER = 256  # fewer distinct texts than this are masked in the calling process
 
 
-def _mask_distinct(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counter], Counter, Counter]:
+def _mask_distinct(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counter], Counter, Counter, Counter]:
     """Detect, mask and rescan each distinct text; in forked workers (all usable cores) when there are many.
 
     Each text's result depends on that text alone, so chunks of texts go to workers whole (first scan, masking,
@@ -217,6 +261,7 @@ def _mask_distinct(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Cou
     per_distinct: list[Counter] = []
     rescan_masked: Counter = Counter()
     residual: Counter = Counter()
+    tolerated: Counter = Counter()
     engine = analyzer.get_analyzer(job.model_name).nlp_engine
     for part, entities in analyzer._map_chunks_in_processes(_mask_chunk_in_worker, texts, n_process, (job,),
                                                              MIN_TEXTS_PER_WORKER):
@@ -224,8 +269,9 @@ def _mask_distinct(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Cou
         per_distinct.extend(part[1])
         rescan_masked.update(part[2])
         residual.update(part[3])
+        tolerated.update(part[4])
         engine.remember_entities(entities)
-    return current, per_distinct, rescan_masked, residual
+    return current, per_distinct, rescan_masked, residual, tolerated
 
 
 def _mask_chunk_in_worker(texts: list[str], args: tuple) -> tuple[tuple, list[tuple]]:
@@ -238,10 +284,11 @@ def _mask_chunk_in_worker(texts: list[str], args: tuple) -> tuple[tuple, list[tu
     return _mask_chunk(texts, job), engine.entities_since(mark)
 
 
-def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counter], Counter, Counter]:
+def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counter], Counter, Counter, Counter]:
     """Find PII in each text and mask it per entity type, then rescan what changed (at most RESCAN_PASSES times).
 
-    Returns the masked texts, the entities masked in each, those masked on rescans and those still found on the last."""
+    Returns the masked texts, the entities masked in each, those masked on rescans, those still found on the last
+    (the residual) and those of the last a steward tolerates (see `_blocking`)."""
     spec, ctx = job.spec, job.ctx
     current = list(texts)
     anonymizer = get_anonymizer()
@@ -250,18 +297,21 @@ def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counte
     pending = list(range(len(current)))
     rescan_masked: Counter = Counter()
     residual: Counter = Counter()
+    tolerated: Counter = Counter()
     for scan_pass in range(1 + RESCAN_PASSES):
         if not pending:
             break
         findings = _findings([current[i] for i in pending], spec, job.threshold, job.model_name, job.known,
-                             rescan=scan_pass > 0, terms=job.terms)
+                             rescan=scan_pass > 0, terms=job.terms, vocabulary=job.vocabulary)
         changed = []
         for i, found in zip(pending, findings):
             if not found:
                 continue
             kinds = Counter(r.entity_type for r in found)
             if scan_pass == RESCAN_PASSES:
-                residual.update(kinds)
+                blocking, waived = _blocking(found, job.tolerate)
+                residual.update(blocking)
+                tolerated.update(waived)
                 continue
             per_distinct[i].update(kinds)
             if scan_pass > 0:
@@ -270,7 +320,17 @@ def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counte
             current[i] = anonymizer.anonymize(text=current[i], analyzer_results=found, operators=operators).text
             changed.append(i)
         pending = changed
-    return current, per_distinct, rescan_masked, residual
+    return current, per_distinct, rescan_masked, residual, tolerated
+
+
+def _blocking(found: list, tolerate: frozenset[str]) -> tuple[Counter, Counter]:
+    """Residual findings split into those that block and those a steward tolerates: a detector's finding of a
+    tolerated entity is waived, a known identifier never is (the same rule as classification's)."""
+    blocking, waived = Counter(), Counter()
+    for r in found:
+        is_known = r.recognition_metadata.get(r.RECOGNIZER_NAME_KEY) == RECOGNIZER_NAME
+        (waived if r.entity_type in tolerate and not is_known else blocking)[r.entity_type] += 1
+    return blocking, waived
 
 
 def scan_text_column(
@@ -291,11 +351,11 @@ def scan_text_column(
     spec: ScanText = column.deidentify  # type: ignore[assignment]
     threshold = spec.score_threshold if spec.score_threshold is not None else score_threshold
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    terms, terms_params = terms
-    if spec.non_personal_terms_from and terms_params is None:
+    terms, terms_params, vocabulary = (*terms, frozenset())[:3]
+    if (spec.non_personal_terms_from or spec.vocabulary_from_values) and terms_params is None:
         raise ValueError(f"column '{column.name}' names non-personal terms, but they were not passed (declared_terms)")
-    job = _MaskJob(spec, threshold, model_name, known, terms, ctx)
-    current, per_distinct, rescan_masked, residual = _mask_distinct([str(u) for u in uniques], job)
+    job = _MaskJob(spec, threshold, model_name, known, terms, ctx, vocabulary, frozenset(column.tolerate_entities))
+    current, per_distinct, rescan_masked, residual, tolerated = _mask_distinct([str(u) for u in uniques], job)
     # counts are per row: a text repeated in 10 rows had its PII masked 10 times
     counts: Counter = Counter()
     occurrences = pd.Series(codes[codes >= 0]).value_counts()
@@ -310,31 +370,71 @@ def scan_text_column(
         "known_identifiers": known is not None,
         "key_id": ctx.pseudonym_key.key_id if "pseudonymize" in spec.operators.values() else None,
     }
+    if spec.label_text:
+        params["label_text"] = True
+    if column.tolerate_entities:
+        params["tolerate_entities"] = sorted(column.tolerate_entities)
     if terms_params:
         params["non_personal_terms"] = terms_params
     scan = {"distinct_texts": len(current), "masked_on_rescan": dict(rescan_masked), "residual": dict(residual)}
+    if tolerated:
+        scan["tolerated"] = dict(tolerated)
     return out, params, dict(sorted(counts.items())), scan
 
 
-def declared_terms(spec: ScanText, distinct: Callable[[str], pd.Series]) -> tuple[Any, dict[str, Any] | None]:
-    """A free-text column's declared non-personal terms (the distinct values of the columns it names, read by
-    `distinct(column)` once per table, so every chunk sees the same terms) as one pattern, and its parameters."""
+def declared_terms(spec: ScanText, distinct: Callable[[str], pd.Series], frequent: Callable[[], pd.Series] | None = None,
+                   min_records: int | None = None) -> tuple[Any, dict[str, Any] | None, frozenset[str]]:
+    """A free-text column's declared non-personal terms as one pattern, its parameters and the terms' lower-case words.
+
+    The terms are the distinct values of the columns it names (read by `distinct(column)` once per table, so every
+    chunk sees the same terms) and, for label text with `vocabulary_from_values`, `frequent()`: the column's own
+    values held by at least `min_records` records (most frequent first, at most MAX_TERMS)."""
     from pipelines.privacy.analyzer import MAX_TERMS, compile_terms
 
-    if not spec.non_personal_terms_from:
-        return None, None
-    values = pd.unique(pd.concat([distinct(c).dropna().astype(str) for c in spec.non_personal_terms_from]))
-    params: dict[str, Any] = {"from": list(spec.non_personal_terms_from), "distinct_terms": len(values), "max_terms": MAX_TERMS}
-    if len(values) > MAX_TERMS:  # an identifier-like column is no vocabulary: scan as if none were declared
-        params["used"] = False
-        return None, params
-    params["used"] = True
-    return compile_terms(values), params
+    own = spec.vocabulary_from_values and frequent is not None
+    if not spec.non_personal_terms_from and not own:
+        return None, None, frozenset()
+    values: list[str] = []
+    params: dict[str, Any] = {}
+    if spec.non_personal_terms_from:
+        named = pd.unique(pd.concat([distinct(c).dropna().astype(str) for c in spec.non_personal_terms_from]))
+        # an identifier-like column is no vocabulary: scan as if none were declared
+        params = {"from": list(spec.non_personal_terms_from), "distinct_terms": len(named), "max_terms": MAX_TERMS,
+                  "used": len(named) <= MAX_TERMS}
+        values += list(named) if params["used"] else []
+    if own:
+        held = [str(v) for v in frequent().tolist()[:MAX_TERMS]]
+        params["own_values"] = {"min_records": min_records, "terms": len(held), "max_terms": MAX_TERMS}
+        params["used"] = params.get("used", False) or bool(held)
+        values += held
+    if not values:
+        return None, params, frozenset()
+    return compile_terms(values), params, frozenset(w.lower() for v in values for w in _LETTERS.findall(v))
 
 
-def residual_in_structured(values: pd.Series, known: KnownIdentifiers) -> dict[str, int]:
+_LETTERS = regex.compile(r"\p{L}+")
+
+
+def residual_in_structured(values: pd.Series, known: KnownIdentifiers, column: Column | None = None) -> dict[str, int]:
     """Published cells that still equal a raw identifier of the batch, by entity type (distinct values)."""
-    return dict(known.count_matches(values))
+    return structured_residual(values, known, column)["residual"]
+
+
+def structured_residual(values: pd.Series, known: KnownIdentifiers, column: Column | None = None) -> dict[str, Any]:
+    """The residual scan of published cells: those equal to a unique known identifier (full name, email, phone, id)
+    always; those equal to a known one-word name only in a column that names people (`names_a_person`), where a
+    steward's tolerance of PERSON waives them; elsewhere such cells ("Sales", "Black") are only counted."""
+    hits = known.count_matches(values, name_tokens=True)
+    tokens = hits.pop(NAME_TOKEN, 0)
+    scan: dict[str, Any] = {"residual": dict(hits)}
+    if tokens and column is not None and names_a_person(column):
+        if "PERSON" in column.tolerate_entities:
+            scan["tolerated"] = {"PERSON": tokens}
+        else:
+            scan["residual"]["PERSON"] = scan["residual"].get("PERSON", 0) + tokens
+    elif tokens:
+        scan["name_tokens_without_evidence"] = tokens
+    return scan
 
 
 @dataclass
@@ -344,9 +444,25 @@ class _Chunk:
     residual: dict[str, dict[str, Any]]
 
 
-def _table_terms(contract: Contract, distinct: Callable[[str], pd.Series]) -> dict[str, tuple]:
-    """declared_terms of every free-text column of the table."""
-    return {c.name: declared_terms(c.deidentify, distinct) for c in contract.columns if c.deidentify.operator == "scan"}
+def _table_terms(contract: Contract, distinct: Callable[[str], pd.Series],
+                 frequent: Callable[[str, int, int], pd.Series]) -> dict[str, tuple]:
+    """declared_terms of every free-text column of the table; `frequent(column, k, limit)`: the column's values held
+    by at least k records, most frequent first (a label shared by k records singles no one out, as k-anonymity says)."""
+    from pipelines.privacy.analyzer import MAX_TERMS
+
+    k = contract.privacy.k_anonymity
+    return {c.name: declared_terms(c.deidentify, distinct, lambda c=c: frequent(c.name, k, MAX_TERMS), k)
+            for c in contract.columns if c.deidentify.operator == "scan"}
+
+
+def _frequent_in_frame(frame: pd.DataFrame) -> Callable[[str, int, int], pd.Series]:
+    """`frequent` over an in-memory frame (ties by value, as in SQL)."""
+    def frequent(name: str, k: int, limit: int) -> pd.Series:
+        counts = frame[name].dropna().astype(str).value_counts()
+        counts = counts[counts >= k]
+        order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return pd.Series([v for v, _ in order], dtype=object)
+    return frequent
 
 
 def _deidentify_columns(
@@ -375,7 +491,7 @@ def _deidentify_columns(
         else:
             new, record.params = apply_column(values, column, ctx)
             if new is not None and known is not None and column.deidentify.operator not in {"pseudonymize", "redact"}:
-                residual[column.name] = {"residual": residual_in_structured(new, known)}
+                residual[column.name] = structured_residual(new, known, column)
         if new is None:
             record.published = False
         else:
@@ -418,7 +534,7 @@ def deidentify_frame(
     # classifying kept columns is a fixed cost: a forked helper starts on it while the column operators run
     classifying = SharedClassification(frame, contract, known=known, model_name=model_name, cells=frame.size)
     try:
-        terms = _table_terms(contract, lambda name: pd.Series(pd.unique(frame[name].dropna())))
+        terms = _table_terms(contract, lambda name: pd.Series(pd.unique(frame[name].dropna())), _frequent_in_frame(frame))
         chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
         classification = classifying.result()  # raises UndeclaredPIIError before the residual gate, as inline
     finally:
@@ -492,7 +608,10 @@ def deidentify_table(
     classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=rows * len(names))
     del values
     terms = _table_terms(contract, lambda name: source.execute(
-        f"SELECT DISTINCT {quote_ident(name)} FROM {src} WHERE {quote_ident(name)} IS NOT NULL").df().iloc[:, 0])
+        f"SELECT DISTINCT {quote_ident(name)} FROM {src} WHERE {quote_ident(name)} IS NOT NULL").df().iloc[:, 0],
+        lambda name, k, limit: source.execute(
+            f"SELECT CAST({quote_ident(name)} AS VARCHAR) AS v FROM {src} WHERE v IS NOT NULL GROUP BY v "
+            f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}").df().iloc[:, 0])
     staging = quote_ident(f"{target_table}__staging")
     records: list[ColumnRecord] | None = None
     residual: dict[str, dict[str, Any]] = {}

@@ -3,6 +3,11 @@
 Two uses. Masking: a name from HR's `full_name` column that spaCy misses in a Finance memo is still found,
 because the organization already knows it is a person's name. Residual gate: after masking, no published
 cell and no free text may still contain one of these values.
+
+Two kinds, because a surname is often an everyday word (`Sales`, `Black`, `Watts`): unique identifiers (full
+names, emails, phones, ids) are residuals wherever they appear; a single name token (a first or last name held
+alone) is kept apart (NAME_TOKEN) and counts only where there is evidence that it names a person (a name column,
+a title before it in text, or the rest of that person's name beside it, which the index holds as a full name).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pipelines.privacy.operators import _compact_upper, _email, _person, _stripp
 
 RECOGNIZER_NAME = "KnownIdentifierRecognizer"
 PREFIX_CHARS = 2  # first characters of each normalized value kept for the residual pre-filter (not enough to identify)
+NAME_TOKEN = "PERSON_NAME_TOKEN"  # bucket of one-word names: matched only with evidence (see the module docstring)
 SEARCHABLE = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "HOSTNAME", "EMPLOYEE_ID")
 
 # Candidate spans per entity; each candidate is normalized like pseudonyms are, then looked up.
@@ -48,34 +54,39 @@ class KnownIdentifiers:
         self._shapes: dict[str, set[int]] = {}  # shapes (digit/letter/@) of the values: another one
         self._prefixes: dict[str, set[str]] = {}  # first characters of the normalized values: a third one
         self._prefix_arrays: dict[str, Any] = {}  # the same as sorted Arrow arrays (made on first use, dropped by add)
-        self.counts: Counter = Counter()
 
     def _hash(self, entity: str, value: str) -> bytes:
-        return self._hash_normalized(normalize(entity, value))
+        return self._hash_normalized(_normalize(entity, value))
 
     def _hash_normalized(self, normalized: str) -> bytes:
         return hashlib.blake2b(normalized.encode("utf-8"), key=self._key, digest_size=16).digest()
 
     def _add_one(self, entity: str, value: str) -> None:
-        normalized = normalize(entity, value)
+        normalized = _normalize(entity, value)
+        if entity == "PERSON" and " " not in normalized:  # one word: a surname may be an everyday word
+            entity = NAME_TOKEN
         self._hashes[entity].add(self._hash_normalized(normalized))
         self._lengths[entity].add(len(normalized))
         self._shapes[entity].add(_shape(value))
         self._prefixes[entity].add(normalized[:PREFIX_CHARS])
 
-    def add(self, entity: str, values: Iterable[str]) -> None:
-        bucket = self._hashes.setdefault(entity, set())
+    def _bucket(self, entity: str) -> set[bytes]:
+        """The hashes of `entity`, created empty with its pre-filters if new; its Arrow prefixes are dropped (stale)."""
         self._lengths.setdefault(entity, set())
         self._shapes.setdefault(entity, set())
         self._prefixes.setdefault(entity, set())
         self._prefix_arrays.pop(entity, None)
-        before = len(bucket)
+        return self._hashes.setdefault(entity, set())
+
+    def add(self, entity: str, values: Iterable[str]) -> None:
+        self._bucket(entity)
+        if entity == "PERSON":
+            self._bucket(NAME_TOKEN)
         for v in values:
             if v and len(v.strip()) >= 4:  # too short to identify anyone, and would match common words
                 self._add_one(entity, v)
                 if entity == "HOSTNAME" and "." in v:  # texts often name a host by its first label
                     self._add_one(entity, v.split(".", 1)[0])
-        self.counts[entity] += len(bucket) - before
 
     def add_column(self, entity: str, values: pd.Series) -> None:
         self.add(entity, (str(v) for v in pd.unique(values.dropna())))
@@ -84,13 +95,14 @@ class KnownIdentifiers:
         bucket = self._hashes.get(entity)
         if not bucket:
             return False
-        normalized = normalize(entity, value)
+        normalized = _normalize(entity, value)
         return len(normalized) in self._lengths[entity] and self._hash_normalized(normalized) in bucket
 
-    def count_matches(self, values: pd.Series) -> Counter:
+    def count_matches(self, values: pd.Series, *, name_tokens: bool = False) -> Counter:
         """How many distinct values equal a known identifier, by entity (each value counted once, under the
-        first entity it matches, as `matches_any`). Values are narrowed column-wise (Arrow) by exact necessary
-        conditions (length, first characters and shape of the normalized value); only the rest are hashed."""
+        first entity it matches, as `matches_any`); one-word names under NAME_TOKEN, only if `name_tokens`. Values
+        are narrowed column-wise (Arrow) by exact necessary conditions (length, first characters and shape of the
+        normalized value); only the rest are hashed."""
         present = values.dropna()
         if not (pd.api.types.is_string_dtype(present) or pd.api.types.is_object_dtype(present)):
             present = pd.Series(pd.unique(present))  # numbers, dates: distinct first, then their text (far fewer str calls)
@@ -105,9 +117,9 @@ class KnownIdentifiers:
         matched = np.zeros(len(distinct), dtype=bool)
         normalized: dict[Any, tuple | None] = {}  # normalizer -> lengths and prefixes of the values (once per call)
         for entity, bucket in self._hashes.items():
-            if not bucket or matched.all():
+            if not bucket or matched.all() or (entity == NAME_TOKEN and not name_tokens):
                 continue
-            fn = normalizer(entity)
+            fn = _normalizer(entity)
             if fn in _DIGIT_NORMALIZERS:  # the normalized value is the digits: their count must be a known length
                 lengths = self._lengths[entity] | ({n + 1 for n in self._lengths[entity]} if entity == "PHONE_NUMBER" else set())
                 candidates = np.isin(digit_counts, list(lengths)) | (digit_counts < 0)
@@ -132,15 +144,16 @@ class KnownIdentifiers:
             self._prefix_arrays[entity] = pa.array(sorted(self._prefixes[entity]), pa.string())
         return self._prefix_arrays[entity]
 
-    def matches_any(self, value: str) -> str | None:
-        """The entity whose known values include `value` exactly, if any."""
+    def matches_any(self, value: str, *, name_tokens: bool = False) -> str | None:
+        """The entity whose known values include `value` exactly, if any (NAME_TOKEN only if `name_tokens`)."""
         for entity in self._hashes:
-            if self.contains(entity, value):
+            if (entity != NAME_TOKEN or name_tokens) and self.contains(entity, value):
                 return entity
         return None
 
     def find_in_text(self, text: str) -> list[RecognizerResult]:
-        """Spans of known identifiers in free text, as Presidio results (score 1.0)."""
+        """Spans of known identifiers in free text, as Presidio results (score 1.0): unique identifiers anywhere, a
+        one-word name only after a title ("Ms Black"; the title is evidence, the capital letter alone is not)."""
         found: list[RecognizerResult] = []
         for entity, pattern in _CANDIDATES.items():
             if entity not in self._hashes:
@@ -150,7 +163,18 @@ class KnownIdentifiers:
                     found.extend(self._names_in(m.group(0), m.start()))
                 elif self.contains(entity, m.group(0)):
                     found.append(_result(entity, m.start(), m.end()))
+        if self._hashes.get(NAME_TOKEN):
+            found.extend(self._titled_tokens(text, found))
         return found
+
+    def _titled_tokens(self, text: str, found: list[RecognizerResult]) -> list[RecognizerResult]:
+        """Known one-word names right after a title, outside the names already found."""
+        out = []
+        for m in _TITLED.finditer(text):
+            start, end = m.span("name")
+            if not any(r.start < end and start < r.end for r in found) and self.contains(NAME_TOKEN, m.group("name")):
+                out.append(_result("PERSON", start, end))
+        return out
 
     def _names_in(self, run: str, offset: int) -> list[RecognizerResult]:
         """Longest known names inside a run of capitalized words ("Dinner with Jane Doe" -> "Jane Doe")."""
@@ -173,10 +197,21 @@ class KnownIdentifiers:
         return sum(len(b) for b in self._hashes.values())
 
     def counts(self) -> dict[str, int]:
-        """Identifiers held per entity type (counts only)."""
-        return {entity: len(b) for entity, b in sorted(self._hashes.items())}
+        """Identifiers held per entity type (counts only); one-word names under NAME_TOKEN."""
+        return {entity: len(b) for entity, b in sorted(self._hashes.items()) if b}
 
 
+def _normalizer(entity: str):
+    """The normalizer of a bucket: one-word names are normalized as names."""
+    return normalizer("PERSON" if entity == NAME_TOKEN else entity)
+
+
+def _normalize(entity: str, value: str) -> str:
+    return _normalizer(entity)(value)
+
+
+# a title is evidence that the next capitalised word is a surname ("Ms Black"), a salutation ("Dear Sales team") is not
+_TITLED = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?[ \t]+(?P<name>[A-Z][a-zA-Z'’\-]+)")
 _DIGIT_NORMALIZERS = {normalizer("US_SSN"), normalizer("PHONE_NUMBER")}
 _HAS_DIGIT, _HAS_LETTER = re.compile(r"\d"), re.compile(r"[^\W\d_]")
 
@@ -243,7 +278,8 @@ def _result(entity: str, start: int, end: int) -> RecognizerResult:
 
 
 def known_identifiers_from_raw(con, contracts: Iterable) -> KnownIdentifiers:
-    """Index the direct identifiers and join keys of every department's raw table present in `con`."""
+    """Index the direct identifiers and join keys of every department's raw table present in `con`; name parts held
+    in separate columns (first, last) are also indexed joined, as the full names they are together in a record."""
     from pipelines.contracts import Role
     from pipelines.ingest import quote_ident
 
@@ -252,10 +288,33 @@ def known_identifiers_from_raw(con, contracts: Iterable) -> KnownIdentifiers:
     for contract in contracts:
         if contract.dataset not in tables:
             continue
-        for column in contract.columns_with_role(Role.direct_identifier, Role.join_key):
+        table = quote_ident(contract.dataset)
+        columns = contract.columns_with_role(Role.direct_identifier, Role.join_key)
+        for column in columns:
             if column.entity in SEARCHABLE:
-                values = con.execute(
-                    f"SELECT DISTINCT CAST({quote_ident(column.name)} AS VARCHAR) FROM {quote_ident(contract.dataset)}"
-                ).fetchall()
-                known.add(column.entity, (v[0] for v in values if v[0] is not None))
+                known.add(column.entity, _distinct(con, table, f"CAST({quote_ident(column.name)} AS VARCHAR)"))
+        for expression in _full_name_expressions([c.name for c in columns if c.entity == "PERSON"]):
+            known.add("PERSON", _distinct(con, table, expression))
     return known
+
+
+MAX_NAME_PARTS = 4  # first, middle, last, suffix: more PERSON columns in one table are not parts of one name
+
+
+def _full_name_expressions(parts: list[str]) -> list[str]:
+    """SQL joining a record's name parts as texts write them: every ordered pair ("Jane Sales", "Sales Jane") and all
+    parts in contract order."""
+    from itertools import permutations
+
+    from pipelines.ingest import quote_ident
+
+    if not 2 <= len(parts) <= MAX_NAME_PARTS:
+        return []
+    combos = [list(pair) for pair in permutations(parts, 2)] + ([parts] if len(parts) > 2 else [])
+    return [f"concat_ws(' ', {', '.join(f'CAST({quote_ident(p)} AS VARCHAR)' for p in combo)})" for combo in combos]
+
+
+def _distinct(con, table: str, expression: str) -> list[str]:
+    """The distinct non-null values of a SQL expression over a table."""
+    rows = con.execute(f"SELECT DISTINCT {expression} AS v FROM {table} WHERE v IS NOT NULL").fetchall()
+    return [r[0] for r in rows]
