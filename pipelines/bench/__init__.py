@@ -4,7 +4,8 @@ Five sections, each a markdown table stamped with the machine, versions and seed
 1. de-identifying a generated table (this project vs Presidio per cell, presidio-structured, Presidio batch),
    speed and residual ground-truth PII; 2. free text alone; 3. detection accuracy on presidio-research's
    labelled texts; 4. risk figures on UCI Adult against ARX's; 5. the whole pipeline per size in a separate
-   process (stage times from Dagster's event log, peak memory). Everything is seeded and repeatable.
+   process (stage times from Dagster's event log, peak memory); 6. utility: over-masking of label text and free text.
+   Everything is seeded and repeatable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipelines.bench.common import fmt_rate, fmt_s, git_revision, machine, versi
 from pipelines.bench.methods import processes
 from pipelines.bench.sections import BenchConfig
 
-SECTION_NAMES = {1: "tables", 2: "free text", 3: "accuracy", 4: "risk", 5: "pipeline"}
+SECTION_NAMES = {1: "tables", 2: "free text", 3: "accuracy", 4: "risk", 5: "pipeline", 6: "utility"}
 
 OPTIMIZATIONS = """## Optimizations
 
@@ -145,6 +146,11 @@ def findings(cfg: BenchConfig, data: dict) -> str:
                 out.append(f"- Pipeline at {r['rows']:,} rows: **{r['status']}** after {fmt_s(r['wall_seconds'])} s "
                            f"(largest process {fmt_s(r['max_rss_mib'])} MiB); cut off in: {', '.join(r.get('interrupted') or r['unfinished']) or '-'}{est} "
                            "(details in section 5).")
+    if 6 in data and not data[6].get("skipped"):
+        for column, modes in data[6]["labels"].items():
+            out.append(f"- Over-masking of label text `{column}` (hand-written corpus): " + ", ".join(
+                f"{mode} {100 * o['share']:.1f}%" for mode, o in modes.items())
+                + f"; personal values left: {max(o['values_left'] for o in modes.values())}.")
     return "## Findings\n\n" + ("\n".join(out) if out else "- (no sections run)") + "\n"
 
 
@@ -154,7 +160,10 @@ def run(cfg: BenchConfig, argv: list[str]) -> str:
     from pipelines.bench import sections as s
     from pipelines.bench.pipeline_run import section_pipeline
 
-    runners = {1: s.section_tables, 2: s.section_free_text, 3: s.section_accuracy, 4: s.section_risk, 5: section_pipeline}
+    from pipelines.bench.utility import section_utility
+
+    runners = {1: s.section_tables, 2: s.section_free_text, 3: s.section_accuracy, 4: s.section_risk, 5: section_pipeline,
+               6: section_utility}
     texts: dict[int, str] = {}
     data: dict[int, dict] = {}
     for number in cfg.sections:

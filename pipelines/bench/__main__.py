@@ -26,8 +26,8 @@ def int_list(text: str) -> tuple[int, ...]:
 
 def section_list(text: str) -> tuple[int, ...]:
     values = int_list(text)
-    if any(v not in range(1, 6) for v in values):
-        raise argparse.ArgumentTypeError("sections are 1-5")
+    if any(v not in range(1, 7) for v in values):
+        raise argparse.ArgumentTypeError("sections are 1-6")
     return tuple(sorted(set(values)))
 
 
@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="section 5 generator --rows per run (rows per department)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (200-row table, few texts, 300-row pipeline)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sections", type=section_list, default=(1, 2, 3, 4, 5), help="subset, e.g. 1,4")
+    parser.add_argument("--sections", type=section_list, default=(1, 2, 3, 4, 5, 6), help="subset, e.g. 1,4")
     parser.add_argument("--dataset", default="support_tickets", choices=("support_tickets", "finance_expense_claims", "it_security_incidents"))
     parser.add_argument("--baseline-rows", type=int, default=2000, help="per-cell/batch Presidio on larger tables: seeded sample of this many rows")
     parser.add_argument("--texts", type=int, default=3000, help="section 2: texts per column")

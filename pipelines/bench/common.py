@@ -191,6 +191,44 @@ def measure_leak(truth: dict[str, str], input_cells: list[str], output_cells: li
     return Leak(len(present), len(left), dict(sorted(by_entity.items())))
 
 
+@dataclass
+class OverMasking:
+    """What de-identification changed in cells that hold no ground-truth personal value (utility lost for nothing)."""
+
+    cells: int  # non-null cells
+    clean: int  # of them, cells holding no ground-truth personal value
+    clean_changed: int  # clean cells de-identification changed
+    personal: int  # cells holding a ground-truth personal value
+    values_left: int  # ground-truth values still verbatim in their own cell's output (residual PII)
+
+    @property
+    def share(self) -> float:
+        return self.clean_changed / self.clean if self.clean else 0.0
+
+
+def over_masking(before: Iterable[str | None], after: Iterable[str | None], truth: Iterable[str]) -> OverMasking:
+    """Of the cells that hold no ground-truth personal value (`truth`, found verbatim), how many de-identification
+    changed; and how many of the values in the other cells are still there. `before` and `after` pair cell by cell."""
+    scanner = LeakScanner(truth)
+    holds: dict[str, set[str]] = {}
+    cells = clean = clean_changed = personal = left = 0
+    for raw, out in zip(before, after):
+        if raw is None or (isinstance(raw, float) and raw != raw):
+            continue
+        raw = str(raw)
+        cells += 1
+        if raw not in holds:
+            holds[raw] = scanner.found_in([raw])
+        values = holds[raw]
+        if not values:
+            clean += 1
+            clean_changed += str(out) != raw
+            continue
+        personal += 1
+        left += sum(1 for v in values if out is not None and v in str(out))
+    return OverMasking(cells, clean, clean_changed, personal, left)
+
+
 # ------------------------------------------------------------------------------------ formatting
 
 def fmt_int(n: float | int | None) -> str:

@@ -37,7 +37,7 @@ class BenchConfig:
     seed: int = 7
     sizes: tuple[int, ...] = (10_000, 100_000)
     pipeline_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    sections: tuple[int, ...] = (1, 2, 3, 4, 5)
+    sections: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     dataset: str = "support_tickets"
     baseline_rows: int = 2000  # larger tables: baselines run on a seeded sample of this many rows, extrapolated
     texts: int = 3000  # texts per free-text column in section 2

@@ -186,25 +186,44 @@ _NAME_WORD = regex.compile(r"[A-Z][A-Za-z'’\-]+|[A-Z]\.?")  # a capitalised wo
 
 
 def _label_keeps(text: str, result, vocabulary: frozenset[str]) -> bool:
-    """Label text: identifiers are always masked; an inferred entity only if it is a full name or a street address."""
+    """Label text: identifiers are always masked; an inferred entity only if it is a full name or a street address
+    that is not made of the column's own words."""
     if result.recognition_metadata.get(result.RECOGNIZER_NAME_KEY) not in INFERRING_RECOGNIZERS:
         return True
     span = text[result.start : result.end]
     if result.entity_type == "STREET_ADDRESS":
-        return _street_shaped(span)
+        return _street_shaped(span) and not _own_words(span, vocabulary)
     return result.entity_type == "PERSON" and is_full_name(span, vocabulary)
 
 
 def is_full_name(span: str, vocabulary: frozenset[str] = frozenset()) -> bool:
-    """Two or more capitalised words (initials allowed), at least one of them neither an everyday English word nor a
-    word of the column's own vocabulary: "Quentin Zabrowski", not "Disorderly Conduct" nor "Cannabis/20 Grams"."""
+    """Two or more capitalised words (initials allowed), at least one of them a possible name: neither an everyday
+    English word, a word of the column's own vocabulary nor an abbreviation. "Quentin Zabrowski", not "Disorderly
+    Conduct", "Cannabis/20 Grams", "Arson II" nor "Compulsory Sch Attnd"."""
     from pipelines.privacy import gazetteer
 
     words = [w.rstrip(".,;:") for w in span.strip("()[]{}\"'“”‘’ ").split()]
     if len(words) < 2 or not all(_NAME_WORD.fullmatch(w) or _NAME_WORD.fullmatch(w + ".") for w in words):
         return False
-    names = [w.lower() for w in words if len(w) > 1]
-    return any(w not in vocabulary and not gazetteer.is_common_word(w) for w in names)
+    return any(_could_be_a_name(w, vocabulary, gazetteer) for w in words if len(w) > 1)
+
+
+_VOWEL = regex.compile(r"[aeiouyAEIOUY]")
+
+
+def _could_be_a_name(word: str, vocabulary: frozenset[str], gazetteer) -> bool:
+    """A word that could be a name: not the column's own, not everyday English, not an abbreviation or numeral (all
+    capitals up to 3 letters: "II", "DL"; no vowel after the first letter: "Sch", "Attnd")."""
+    lower = word.lower()
+    if lower in vocabulary or gazetteer.is_common_word(lower):
+        return False
+    return not ((word.isupper() and len(word) <= 3) or not _VOWEL.search(word, 1))
+
+
+def _own_words(span: str, vocabulary: frozenset[str]) -> bool:
+    """Are all the span's words the column's own (its declared vocabulary)?"""
+    words = [w.lower() for w in _LETTERS.findall(span)]
+    return bool(words) and all(w in vocabulary for w in words)
 
 
 @lru_cache(maxsize=1)
