@@ -14,7 +14,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines.dbt_child import real_dbt
-from pipelines.governance.approvals import CompileError, check_project, compile_project
+from pipelines.governance.approvals import CompileError, check_project, compile_project, load_manifest
 from pipelines.provenance import provenance
 from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR, PipelineStorage
 
@@ -60,7 +60,13 @@ def release_dbt_duckdb() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def _check_and_build(context: dg.AssetExecutionContext, run_dir: Path, storage: PipelineStorage, contracts_dir: Path) -> Iterator[Any]:
+def _nodes(manifest_path: Path) -> set[str]:
+    return {uid for uid, node in load_manifest(manifest_path)["nodes"].items() if node.get("resource_type") in {"model", "seed", "snapshot"}}
+
+
+def _check_and_build(
+    context: dg.AssetExecutionContext, run_dir: Path, storage: PipelineStorage, contracts_dir: Path, graph_manifest: Path
+) -> Iterator[Any]:
     env = {"PIPELINES_DATA_DIR": storage.data_dir}  # profiles.yml locates the databases through it
     try:
         manifest = compile_project(run_dir, run_dir, run_dir / "target", env=env)
@@ -75,6 +81,11 @@ def _check_and_build(context: dg.AssetExecutionContext, run_dir: Path, storage: 
             metadata={"violations": dg.MetadataValue.json([{"model": v.model, "rule": str(v.rule), "message": v.message} for v in violations])},
         )
     context.log.info(f"approval policy: no violations in the compiled project ({manifest})")
+    unknown = sorted(_nodes(manifest) - _nodes(graph_manifest))
+    if unknown:  # a model added since the definitions loaded is no asset yet: building it would bypass the graph
+        raise dg.Failure(description=(
+            f"the dbt project has {len(unknown)} model(s) the loaded definitions do not know ({', '.join(u.split('.')[-1] for u in unknown[:5])}): "
+            "reload the code location (or restart the UI/daemon) so they become assets; nothing was built."))
     os.environ.update(env)  # dagster-dbt's own row-count and column queries read the same profile
     dbt = DbtCliResource(project_dir=str(run_dir), profiles_dir=str(run_dir), dbt_executable=dbt_executable())
     run_provenance = provenance(context)
@@ -97,7 +108,7 @@ def build_integration(project: DbtProject | None = None, contracts_dir: Path = C
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(project.project_dir, run_dir, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
         try:
-            yield from _check_and_build(context, run_dir, storage, contracts_dir)
+            yield from _check_and_build(context, run_dir, storage, contracts_dir, project.manifest_path)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             release_dbt_duckdb()
