@@ -3,6 +3,7 @@
 import os
 import re
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ import duckdb
 import pandas as pd
 
 from pipelines import audit
+from pipelines.dp import budget as dp_budget
+from pipelines.dp.publish import dp_card, publish_release
+from pipelines.dp.query import QueryRefused
+from pipelines.dp.release import ReleaseError
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import check_result
 from pipelines.defs.integration import release_dbt_duckdb
@@ -30,7 +35,7 @@ def approved_marts(manifest: dict) -> dict[str, Approval]:
     for node in manifest["nodes"].values():
         if node.get("resource_type") == "model":
             approval = approval_for(manifest, node["name"])
-            if approval is not None:
+            if approval is not None and not approval.person_level:  # people, not aggregates: never published
                 out[node["name"]] = approval
     return dict(sorted(out.items()))
 
@@ -39,6 +44,14 @@ def read_warehouse_table(storage: PipelineStorage, table: str) -> pd.DataFrame:
     # default config: dagster-dbt may still hold this file open in-process, and DuckDB refuses a second config
     with duckdb.connect(str(storage.warehouse_db)) as con:
         return con.execute(f"SELECT * FROM main.{quote_ident(table)}").df()
+
+
+def _read_person_frame(storage: PipelineStorage, model: str) -> Any:
+    """A person-level model as polars, with the same connection config as the checks (one per file per process)."""
+    import polars as pl
+
+    with duckdb.connect(str(storage.warehouse_db)) as con:
+        return pl.from_arrow(con.sql(f"SELECT * FROM main.{quote_ident(model)}").to_arrow_table())
 
 
 def mart_risk(frame: pd.DataFrame, approval: Approval) -> dict[str, Any]:
@@ -85,6 +98,20 @@ def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract]) -> tup
     return sources, columns
 
 
+def _dp_lines(approval: Approval) -> list[str]:
+    """The card's lines on the person-level join gate and the DP release, when the approval declares them."""
+    lines = []
+    if approval.person_join:
+        j = approval.person_join
+        lines += ["", f"**Person-level join**: {j.model} (unit {j.privacy_unit}); the gate blocks when k over its "
+                  f"quasi-identifiers falls below {j.min_k or approval.min_group_size}."]
+    if approval.dp_release:
+        d = approval.dp_release
+        lines += [f"**DP release**: {d.table} (OpenDP, epsilon {d.epsilon:g}, delta {d.delta:g}, paid by {d.release_consumer}); "
+                  f"its own privacy card is on published_{d.table}."]
+    return lines
+
+
 def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk: dict, instance: dg.DagsterInstance) -> str:
     """The steward's one-page answer to 'where did this number come from, and what was done to the people in it?'"""
     sources, columns = _source_rows(instance, contracts)
@@ -99,6 +126,7 @@ def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk:
         f"groups under {approval.min_group_size} ({approval.group_size_column}) are withheld.",
         "",
         "**Risk** (people, not rows): " + ", ".join(f"{k} {v}" for k, v in risk.items()),
+        *_dp_lines(approval),
         "",
         "### Sources (latest de-identification)",
         "| asset | run | rows in / out / suppressed | contract hash | key id | residual PII scan |",
@@ -266,12 +294,23 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass  # no transaction left to roll back (a failed COMMIT already ended it)
 
 
+def _write_dp_table(con: duckdb.DuckDBPyConnection, table: str, frame: Any) -> None:
+    """A DP release (already noisy: post-processing only from here) as a table of the analysts' database."""
+    con.register("_dp_release", frame.to_arrow())
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE main.{quote_ident(table)} AS SELECT * FROM _dp_release")
+    finally:
+        con.unregister("_dp_release")
+
+
 def _stage(con: duckdb.DuckDBPyConnection, marts: Mapping[str, Approval], keep: set[str],
-           contracts: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+           contracts: Mapping[str, Mapping[str, str]], dp_tables: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Inside the open transaction: copy every mart, drop everything else, describe what is about to be swapped in."""
     for mart in marts:
         _copy_mart(con, mart)
-    dropped = _drop_unapproved(con, set(marts) | keep)
+    for table, frame in (dp_tables or {}).items():
+        _write_dp_table(con, table, frame)
+    dropped = _drop_unapproved(con, set(marts) | set(dp_tables or {}) | keep)
     staged = {}
     for mart, approval in marts.items():
         columns = published_types(con, mart)
@@ -279,16 +318,21 @@ def _stage(con: duckdb.DuckDBPyConnection, marts: Mapping[str, Approval], keep: 
             _check_types(mart, columns, dict(contracts[mart]))
         frame = con.execute(f"SELECT * FROM main.{quote_ident(mart)}").df()
         staged[mart] = {"rows": len(frame), "columns": columns, "risk": mart_risk(frame, approval)}
-    return {"marts": staged, "dropped": dropped}
+    dp = {t: {"rows": len(f), "columns": published_types(con, t)} for t, f in (dp_tables or {}).items()}
+    return {"marts": staged, "dp": dp, "dropped": dropped}
 
 
-def _publication_record(run_id: str, staged: dict[str, Any]) -> dict[str, Any]:
-    """The audit event of one publication: every mart with its rows and risk (no values)."""
+def _publication_record(run_id: str, staged: dict[str, Any], dp_ledger: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The audit event of one publication: every mart with its rows and risk, DP tables with their ledger records."""
     marts = staged["marts"]
-    return {
+    record = {
         "action": "publish", "run_id": run_id, "marts": list(marts), "rows": {m: s["rows"] for m, s in marts.items()},
         "risk": {m: s["risk"] for m, s in marts.items()}, "dropped": staged["dropped"],
     }
+    if staged.get("dp"):
+        # the ledger records that paid for (or reused) each release: anchors the ledger in this log too
+        record["dp_tables"] = {t: {"rows": d["rows"], "ledger": (dp_ledger or {}).get(t)} for t, d in staged["dp"].items()}
+    return record
 
 
 def _commit_or_abort(con: duckdb.DuckDBPyConnection, storage: PipelineStorage, run_id: str, record: dict[str, Any]) -> None:
@@ -311,11 +355,15 @@ def publish_marts(
     run_id: str = "",
     keep: Iterable[str] = (),
     contracts: Mapping[str, Mapping[str, str]] | None = None,
+    dp_tables: Mapping[str, Any] | None = None,
+    dp_ledger: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Replace `marts` in the analysts' database from the warehouse in one transaction (all or none).
 
     Approved marts in `keep` stay as last published; any other table or view is dropped. `contracts` (mart ->
-    column -> dbt data_type) must match the copies. Returns {"marts": {mart: rows, columns, risk}, "dropped", "audit"}.
+    column -> dbt data_type) must match the copies. `dp_tables` (table -> released polars frame) are written in the
+    same transaction, `dp_ledger` (table -> ledger anchor) recorded with them. Returns {"marts": {mart: rows,
+    columns, risk}, "dp": {table: rows, columns}, "dropped", "audit"}.
     """
     storage.marts_db.parent.mkdir(parents=True, exist_ok=True)
     con = open_for_publishing(storage.marts_db, timeout_s)
@@ -323,9 +371,9 @@ def publish_marts(
         _attach_warehouse(con, storage.warehouse_db)
         con.execute("BEGIN TRANSACTION")
         try:
-            staged = _stage(con, marts, set(keep), contracts or {})
+            staged = _stage(con, marts, set(keep), contracts or {}, dp_tables)
             # written before the commit: the record describes the data about to be swapped in
-            record = audit.append(storage.audit_log, _publication_record(run_id, staged))
+            record = audit.append(storage.audit_log, _publication_record(run_id, staged, dp_ledger))
             _commit_or_abort(con, storage, run_id, record)
         except BaseException:
             _rollback(con)
@@ -361,8 +409,61 @@ def _published_metadata(
     }
 
 
+def _dp_spec(mart: str, approval: Approval) -> dg.AssetSpec:
+    """The published DP table of a mart, read from its person-level join."""
+    spec, join = approval.dp_release, approval.person_join
+    assert spec is not None and join is not None
+    return dg.AssetSpec(
+        key=f"published_{spec.table}", deps=[dg.AssetKey(mart), dg.AssetKey(join.model)], group_name="approved_marts",
+        kinds={"duckdb", "opendp"}, owners=["team:data-integration"], skippable=True,
+        description=f"{mart} as a differentially private release (OpenDP, epsilon {spec.epsilon:g}, delta {spec.delta:g}) "
+        f"of the person-level join {join.model}, with 95% accuracy intervals.",
+    )
+
+
+def _dp_releases(context: dg.AssetExecutionContext, storage: PipelineStorage, built: Mapping[str, Approval]) -> dict[str, Any]:
+    """Each built mart's DP release, charged to its release consumer (cached per data version: re-runs are free)."""
+    out = {}
+    for mart, approval in built.items():
+        if approval.dp_release is None or approval.person_join is None:
+            continue
+        frame = _read_person_frame(storage, approval.person_join.model)
+        try:
+            outcome = publish_release(storage.root, mart, approval, frame)
+        except (dp_budget.BudgetExceeded, dp_budget.LedgerBroken, ReleaseError, QueryRefused) as exc:
+            raise dg.Failure(description=f"DP release of {mart}: {exc}; {UNCHANGED}") from None
+        context.log.info(
+            f"DP release {approval.dp_release.table}: {'cached (nothing spent)' if outcome.cached else 'computed'}, "
+            f"{len(outcome.table)} groups released"
+        )
+        out[mart] = outcome
+    return out
+
+
+def _dp_metadata(storage: PipelineStorage, mart: str, approval: Approval, outcome: dp_budget.Outcome,
+                 staged: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """What a steward reads on a DP table: card, mechanism, budgets spent and remaining, both audit anchors."""
+    spec = approval.dp_release
+    assert spec is not None
+    mechanism = outcome.mechanism or {}
+    budget = dp_budget.summary(dp_budget.Ledger(storage.root), mart, spec)
+    ledger_head = audit.anchor(outcome.record)
+    return {
+        "dagster/row_count": staged["rows"],
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c, t) for c, t in staged["columns"]]),
+        "privacy_card": dg.MetadataValue.md(dp_card(mart, approval, mechanism, outcome, budget)),
+        "dp_mechanism": dg.MetadataValue.json(mechanism),
+        "dp_budget": dg.MetadataValue.json(budget),
+        "dp_spent_this_run": dg.MetadataValue.json({"consumer": spec.release_consumer, "cached": outcome.cached,
+                                                    "epsilon": 0.0 if outcome.cached else spec.epsilon,
+                                                    "delta": 0.0 if outcome.cached else spec.delta}),
+        "analysts_database": str(storage.marts_db),
+        audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json([head, ledger_head]),
+    }
+
+
 def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str, list[Contract]]) -> dg.AssetsDefinition:
-    """One step publishes every approved mart: analysts see all marts of a run or none of them."""
+    """One step publishes every approved mart and DP release: analysts see all of a run's or none of them."""
     declared = {mart: contract_columns(manifest, mart) for mart in marts}
     specs = [
         dg.AssetSpec(
@@ -372,39 +473,103 @@ def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str,
         )
         for mart in marts
     ]
+    specs += [_dp_spec(mart, a) for mart, a in marts.items() if a.dp_release is not None]
 
     @dg.multi_asset(specs=specs, can_subset=False, name="publish_approved_marts")
     def publish_approved_marts(context: dg.AssetExecutionContext, storage: PipelineStorage) -> Iterator[dg.MaterializeResult]:
         release_dbt_duckdb()  # dbt-duckdb may still hold the warehouse in this process, which would refuse the attach
         built = {m: a for m, a in marts.items() if _built_in_this_run(context, m)}
         kept = sorted(set(marts) - set(built))
+        kept += [a.dp_release.table for m, a in marts.items() if m in kept and a.dp_release is not None]
         if kept:
             context.log.info(f"not rebuilt in this run, kept as last published: {', '.join(kept)}")
         if not built:
             return
+        releases = _dp_releases(context, storage, built)
+        tables = {built[m].dp_release.table: o.table for m, o in releases.items()}  # type: ignore[union-attr]
+        anchors = {built[m].dp_release.table: audit.anchor(o.record) for m, o in releases.items()}  # type: ignore[union-attr]
         types = {m: {c: d["data_type"] for c, d in declared[m].items()} for m in built}
-        result = publish_marts(storage, built, publish_lock_timeout_from_env(), run_id=context.run_id, keep=kept, contracts=types)
+        result = publish_marts(
+            storage, built, publish_lock_timeout_from_env(), run_id=context.run_id, keep=kept, contracts=types,
+            dp_tables=tables, dp_ledger=anchors,
+        )
         record = result["audit"]
         head = {"log": storage.audit_log.name, "seq": record["seq"], "hash": record["hash"]}
         for mart, staged in result["marts"].items():
             metadata = _published_metadata(context, storage, mart, built[mart], sources[mart], declared[mart], staged, head)
             yield dg.MaterializeResult(asset_key=f"published_{mart}", metadata=metadata)
+        for mart, outcome in releases.items():
+            table = built[mart].dp_release.table  # type: ignore[union-attr]
+            metadata = _dp_metadata(storage, mart, built[mart], outcome, result["dp"][table], head)
+            yield dg.MaterializeResult(asset_key=f"published_{table}", metadata=metadata)
 
     return publish_approved_marts
 
 
-def _privacy_check(mart: str, approval: Approval, suites_dir: Path) -> dg.AssetChecksDefinition:
+def person_join_risk(frame: pd.DataFrame, quasi_identifiers: list[str], min_k: int) -> dict[str, Any]:
+    """k over the quasi-identifiers of every department, joined per person before aggregation (counts only)."""
+    if not len(frame):
+        return {"people": 0, "quasi_identifiers": quasi_identifiers, "min_k": min_k, "k": None, "passed": True}
+    sizes = frame.groupby(quasi_identifiers, dropna=False).size() if quasi_identifiers else pd.Series([len(frame)])
+    k = int(sizes.min())
+    return {
+        "people": len(frame), "quasi_identifiers": quasi_identifiers, "min_k": min_k, "k": k,
+        "equivalence_classes": len(sizes), "people_in_classes_below_min_k": int(sizes[sizes < min_k].sum()),
+        "passed": k >= min_k,
+    }
+
+
+@dataclass(frozen=True)
+class PersonJoinGate:
+    """Where a mart's person-level join is and what the gate measures on it."""
+
+    model: str
+    quasi_identifiers: list[str]
+    min_k: int
+
+
+def person_join_gate(manifest: dict, approval: Approval) -> PersonJoinGate | None:
+    """The mart's person-level join gate: its model, that model's quasi-identifiers and the threshold."""
+    join = approval.person_join
+    if join is None:
+        return None
+    person = approval_for(manifest, join.model)
+    if person is None or not person.person_level:
+        raise ValueError(f"person_join.model {join.model} must carry an approval with person_level: true")
+    return PersonJoinGate(join.model, list(person.quasi_identifiers), join.min_k or approval.min_group_size)
+
+
+def _blocked(result: dg.AssetCheckResult, risk: dict[str, Any], model: str) -> dg.AssetCheckResult:
+    """The suite's result, failed because the person-level join singles people out."""
+    description = (
+        f"person-level join risk: k {risk['k']} over {', '.join(risk['quasi_identifiers'])} of {model} is below the approved "
+        f"{risk['min_k']} ({risk['people_in_classes_below_min_k']} of {risk['people']} people in smaller classes); "
+        + (result.description or "")
+    )
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR, description=description[:2000], metadata=dict(result.metadata),
+    )
+
+
+def _privacy_check(mart: str, approval: Approval, suites_dir: Path, gate: PersonJoinGate | None = None) -> dg.AssetChecksDefinition:
     """The mart's blocking GE privacy suite, on the warehouse copy, before anything is published."""
 
     @dg.asset_check(
         asset=dg.AssetKey(mart), name="privacy_suite", blocking=True,
-        description=f"GE suite {mart}.privacy: approved columns, minimum group size, k over published quasi-identifiers, no PII patterns.",
+        additional_deps=[dg.AssetKey(gate.model)] if gate else None,
+        description=f"GE suite {mart}.privacy: approved columns, minimum group size, k over published quasi-identifiers, "
+        "no PII patterns" + (f"; k over the person-level join {gate.model}" if gate else "") + ".",
     )
     def mart_privacy(storage: PipelineStorage) -> dg.AssetCheckResult:
         frame = read_warehouse_table(storage, mart)
         features = with_group_risk_features(frame, approval.quasi_identifiers, approval.group_size_column)
         outcome = run_suite(load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir)
-        return check_result(outcome, {"risk": dg.MetadataValue.json(mart_risk(frame, approval))})
+        extra: dict[str, Any] = {"risk": dg.MetadataValue.json(mart_risk(frame, approval))}
+        if gate is None:
+            return check_result(outcome, extra)
+        risk = person_join_risk(read_warehouse_table(storage, gate.model), gate.quasi_identifiers, gate.min_k)
+        result = check_result(outcome, {**extra, "person_join_risk": dg.MetadataValue.json(risk)})
+        return result if risk["passed"] else _blocked(result, risk, gate.model)
 
     return mart_privacy
 
@@ -418,6 +583,6 @@ def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites
     for mart in marts:
         departments = model_departments(manifest, mart, contracts_dir)
         sources[mart] = [c for c in all_contracts if c.department in departments]
-    checks = [_privacy_check(mart, approval, suites_dir) for mart, approval in marts.items()]
+    checks = [_privacy_check(mart, approval, suites_dir, person_join_gate(manifest, approval)) for mart, approval in marts.items()]
     assets = [build_publish(manifest, marts, sources)] if marts else []
     return dg.Definitions(assets=assets, asset_checks=checks)

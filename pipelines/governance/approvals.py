@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -91,6 +91,79 @@ class ApprovalError(ValueError):
     """An approval record is malformed; the message names the model and the field."""
 
 
+class DPMeasure(BaseModel):
+    """One DP statistic per group: a count of people, or a sum or mean of a person-level column clipped to bounds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_IDENT)
+    kind: Literal["count", "sum", "mean"]
+    column: str | None = Field(default=None, pattern=_IDENT)
+    bounds: tuple[float, float] | None = None  # clipping per person: one person moves a sum by at most this
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "DPMeasure":
+        if self.kind == "count" and (self.column or self.bounds):
+            raise ValueError(f"measure {self.name}: a count takes no column or bounds")
+        if self.kind != "count" and (self.column is None or self.bounds is None):
+            raise ValueError(f"measure {self.name}: a {self.kind} needs a column and bounds")
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"measure {self.name}: bounds must be [lower, upper] with lower < upper")
+        return self
+
+
+class DPBudget(BaseModel):
+    """What one consumer (analyst, team, partner) may spend on one approval per period."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consumer: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
+    epsilon: float = Field(gt=0)
+    delta: float = Field(default=0.0, ge=0, lt=1e-3)
+
+
+class PersonJoin(BaseModel):
+    """The person-level join a mart aggregates (a dbt model, never published) and its re-identification threshold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(pattern=_IDENT)
+    privacy_unit: str = Field(pattern=_IDENT)  # the pseudonymous person key: one person is one unit across departments
+    min_k: int | None = Field(default=None, ge=2)  # k over the model's quasi-identifiers; default: min_group_size
+
+
+class DPRelease(BaseModel):
+    """A differentially private release of the mart, computed by OpenDP from its person-level join."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str = Field(pattern=_IDENT)  # the published table in the analysts' database
+    epsilon: float = Field(gt=0, le=10)
+    delta: float = Field(gt=0, lt=1e-3)  # spent on partition selection: groups are never assumed public
+    max_contributions: int = Field(default=1, ge=1)  # rows one person may contribute (the rest are dropped)
+    group_by: list[str] = Field(min_length=1)
+    measures: list[DPMeasure] = Field(min_length=1)
+    max_group_rows: int = Field(default=1_000_000, ge=1)  # public upper bound OpenDP needs for float sums
+    query_group_by: list[str] = []  # further columns analysts' DP queries may group by
+    period: Literal["day", "month", "quarter", "year"] = "month"
+    release_consumer: str = Field(default="publication", pattern=r"^[a-z][a-z0-9_.-]*$")  # who pays for the published table
+    budgets: list[DPBudget] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DPRelease":
+        names = [m.name for m in self.measures]
+        if len(set(names)) != len(names) or set(names) & set(self.group_by):
+            raise ValueError("measure names must be unique and differ from group_by")
+        for name in ("group_by", "query_group_by"):
+            bad = [v for v in getattr(self, name) if not re.match(_IDENT, v)]
+            if bad:
+                raise ValueError(f"{name}: not lower-case identifiers: {', '.join(bad)}")
+        consumers = [b.consumer for b in self.budgets]
+        if len(set(consumers)) != len(consumers):
+            raise ValueError("budgets: one entry per consumer")
+        return self
+
+
 class Approval(BaseModel):
     """Who allowed which departments to meet in a model, on which keys, publishing what, until when."""
 
@@ -106,6 +179,9 @@ class Approval(BaseModel):
     quasi_identifiers: list[str] = []
     min_group_size: int = Field(ge=2)
     group_size_column: str = Field(pattern=_IDENT)
+    person_level: bool = False  # rows are people: read only by the person-level risk gate and DP releases, never published
+    person_join: PersonJoin | None = None
+    dp_release: DPRelease | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Approval":
@@ -123,6 +199,10 @@ class Approval(BaseModel):
             raise ValueError(f"quasi_identifiers not in publishes: {', '.join(unpublished)}")
         if self.group_size_column not in self.publishes:
             raise ValueError(f"group_size_column '{self.group_size_column}' is not in publishes")
+        if self.person_level and (self.person_join or self.dp_release):
+            raise ValueError("a person_level model is itself the person join: no person_join or dp_release")
+        if self.dp_release is not None and self.person_join is None:
+            raise ValueError("dp_release needs person_join (the person-level model it reads and its privacy unit)")
         return self
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Differential privacy: OpenDP releases of approved marts, per-consumer budgets, audited analyst queries."""
