@@ -142,7 +142,7 @@ def wait_for(instance: dg.DagsterInstance, run_id: str, daemon: Any) -> dg.Dagst
             ahead = [r for r in runs_in_progress(instance) if r.run_id != run_id and r.status != dg.DagsterRunStatus.QUEUED]
             if ahead:
                 print(f"Run {ahead[0].run_id} ({ahead[0].job_name}) is in progress; run {run_id} waits its turn in the queue.", flush=True)
-            announced.add("queued")
+                announced.add("queued")
         elif run.status == dg.DagsterRunStatus.STARTED and "started" not in announced:
             print(f"Run {run_id} started (see it in the UI: make ui).", flush=True)
             announced.add("started")
