@@ -9,7 +9,7 @@ from pipelines.contracts import Contract, Role
 from pipelines.ingest import SOURCE_FILE_COLUMN, quote_ident
 from pipelines.quality.features import with_risk_features
 from pipelines.quality.runner import SuiteOutcome, run_suite
-from pipelines.quality.suites import load_suite
+from pipelines.quality.suites import load_suite, suite_drift
 from pipelines.resources import EXPECTATIONS_DIR, PipelineStorage
 
 
@@ -86,10 +86,21 @@ def _fmt(d: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
 
 
+def _reviewed_suite(contract: Contract, name: str, suites_dir: Path) -> dict:
+    """The reviewed suite, refused if it disagrees with its contract (thresholds live in the contract only)."""
+    suite = load_suite(suites_dir, name)
+    drift = suite_drift(contract, suite)
+    if drift:
+        raise dg.Failure(description=(
+            f"{name} disagrees with contract {contract.dataset} v{contract.version} in {len(drift)} place(s): " + "; ".join(drift[:5])
+            + ". Change thresholds in the contract and regenerate: python -m pipelines.quality.scaffold --overwrite; nothing was replaced."))
+    return suite
+
+
 def quality_check(con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR) -> dg.AssetCheckResult:
     """The contract's quality suite on a (staged) raw table."""
     frame = read_table(con, table)
-    outcome = run_suite(load_suite(suites_dir, f"{contract.dataset}.quality"), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
+    outcome = run_suite(_reviewed_suite(contract, f"{contract.dataset}.quality", suites_dir), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
     return check_result(outcome, check_name="quality_suite")
 
 
@@ -98,5 +109,5 @@ def privacy_check(con, table: str, contract: Contract, storage: PipelineStorage,
     quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
     sensitive = [c.name for c in contract.published_columns if c.role == Role.sensitive_attribute]
     frame = read_table(con, table)
-    outcome = run_suite(load_suite(suites_dir, f"{contract.dataset}.privacy"), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
+    outcome = run_suite(_reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
     return check_result(outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}, check_name="privacy_suite")
