@@ -16,6 +16,7 @@ SECTIONS = (
     "## 3. Detection accuracy",
     "## 4. Re-identification risk on UCI Adult",
     "## 5. The whole pipeline",
+    "## 6. Utility: over-masking",
     "## Optimizations",
 )
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
@@ -25,7 +26,7 @@ SHARED = PROJECT_ROOT.parent / "shared" / "data"
 def report(tmp_path_factory) -> str:
     """Sections 1-4 and section 5 (the pipeline subprocess, the slow part) run side by side to keep this short."""
     work = tmp_path_factory.mktemp("bench")
-    parts = {"1,2,3,4": work / "BENCH_1-4.md", "5": work / "BENCH_5.md"}
+    parts = {"1,2,3,4,6": work / "BENCH_1-4.md", "5": work / "BENCH_5.md"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "pipelines.bench", "--quick", "--sections", sections, "--out", str(out),
