@@ -62,8 +62,16 @@ def failure_text(result) -> str:
     )
 
 
+def raw_snapshot(data_dir: Path) -> tuple:
+    """The raw HR table's content and the tables beside it (a rejected batch leaves no staged table)."""
+    with duckdb.connect(str(data_dir / "raw.duckdb"), read_only=True) as con:
+        tables = sorted(r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall())
+        return tables, con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from hr_employees t").fetchone()[0]
+
+
 def reject(data_dir: Path, landed: Path) -> str:
     before = marts_snapshot(data_dir)
+    raw_before = raw_snapshot(data_dir)
     digest = hashlib.sha256(landed.read_bytes()).hexdigest()
     result, _ = run_job(data_dir, "hr_employees_job")
     assert not result.success
@@ -73,6 +81,7 @@ def reject(data_dir: Path, landed: Path) -> str:
     reason = json.loads((quarantined[0] / "reason.json").read_text())
     assert reason["file"] == landed.name and reason["sha256"] == digest and reason["problem"]
     assert marts_snapshot(data_dir) == before  # downstream untouched
+    assert raw_snapshot(data_dir) == raw_before  # the raw table keeps its last good version
     return failure_text(result) + "\n" + reason["message"]
 
 
