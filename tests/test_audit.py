@@ -298,6 +298,8 @@ def test_break_glass_round_trip_is_audited_without_the_value(tmp_path, monkeypat
 def test_pipeline_run_is_on_the_audit_log(pipeline_run):
     path = pipeline_run.data_dir / "audit" / "pipeline.jsonl"
     ok, _ = audit.verify(path)
+    anchored, message = audit.verify(path, anchors=audit.anchors_from_instance(pipeline_run.instance, "pipeline.jsonl"))
+    assert anchored and "head anchored by" in message, message  # every appending step left its anchor
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert ok
     assert {r["dataset"] for r in records if r["action"] == "deidentify"} == {

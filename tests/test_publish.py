@@ -20,6 +20,7 @@ from pipelines.governance.approvals import load_manifest
 from pipelines.resources import DBT_PROJECT_DIR, PipelineStorage
 
 MARTS = ["mart_org_unit_activity", "mart_support_satisfaction"]
+DP_TABLE = "mart_org_unit_activity_dp"  # the DP release mart_org_unit_activity's approval declares
 HOLDER = """
 import sys, time, duckdb
 con = duckdb.connect(sys.argv[1], read_only=True)
@@ -137,10 +138,13 @@ def test_metadata_schema_is_duckdb_types_with_descriptions(pipeline_run):
 
 
 def test_one_step_publishes_every_mart_with_one_audit_record(pipeline_run):
-    events = [e for e in pipeline_run.result.get_asset_materialization_events() if e.asset_key.to_user_string().startswith("published_")]
-    assert sorted(e.asset_key.to_user_string() for e in events) == [f"published_{m}" for m in MARTS]
-    assert len({e.step_key for e in events}) == 1
+    published = [e for e in pipeline_run.result.get_asset_materialization_events() if e.asset_key.to_user_string().startswith("published_")]
+    assert sorted(e.asset_key.to_user_string() for e in published) == sorted([f"published_{m}" for m in MARTS] + [f"published_{DP_TABLE}"])
+    assert len({e.step_key for e in published}) == 1  # the DP release is published in the same step and transaction
+    events = [e for e in published if e.asset_key.to_user_string() != f"published_{DP_TABLE}"]
+    dp_heads = next(e for e in published if e not in events).materialization.metadata["audit_head"].value
     heads = {json.dumps(e.materialization.metadata["audit_head"].value, sort_keys=True) for e in events}
+    assert json.loads(next(iter(heads))) in dp_heads  # beside the DP ledger's anchor
     assert len(heads) == 1  # both marts point at the same publication record
     head = json.loads(heads.pop())
     log = pipeline_run.data_dir / "audit" / head["log"]
@@ -160,7 +164,7 @@ def test_marts_database_holds_only_approved_marts(pipeline_run, approvals):
     with duckdb.connect(str(pipeline_run.data_dir / "marts.duckdb"), read_only=True) as con:
         tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
         views = con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0]
-    assert tables == set(approvals) == set(MARTS) and views == 0
+    assert tables == set(approvals) | {DP_TABLE} and set(approvals) == set(MARTS) and views == 0
 
 
 # --- publish_marts on a copy of the run's databases --------------------------------------------------------
