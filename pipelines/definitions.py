@@ -13,6 +13,8 @@ from pipelines.ingest import purge_quarantine
 from pipelines.defs.departments import build_department, build_known_identifiers
 from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
+from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
+from pipelines.lifecycle.checks import build_mart_checks
 from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
 
 MAIN_JOB = "integrate_all"
@@ -48,8 +50,9 @@ def build_definitions(
     )
     main_job = dg.define_asset_job(
         MAIN_JOB,
-        selection=dg.AssetSelection.all(),
-        description="Ingest, check and de-identify every department, then build the approved marts.",
+        # retention is its own daily job: an integration run never purges (the demo's data is dated 2025)
+        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(RETENTION_PURGE),
+        description="Ingest, check and de-identify every department, apply data subjects' requests, then build the approved marts.",
     )
     daily = dg.ScheduleDefinition(
         name="integrate_all_daily",
@@ -73,6 +76,8 @@ def build_definitions(
         build_known_identifiers(contracts),
         build_integration(project, contracts_dir),
         build_marts(project.manifest_path, contracts_dir),
+        build_lifecycle(contracts),
+        dg.Definitions(asset_checks=build_mart_checks(project.manifest_path, contracts_dir)),
         dg.Definitions(
             jobs=[main_job, purge_quarantine_job],
             schedules=[daily, purge_daily],

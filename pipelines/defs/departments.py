@@ -11,6 +11,9 @@ from dagster_duckdb import DuckDBResource
 from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import SuiteFailed, privacy_check, privacy_spec, quality_check, quality_spec
+from pipelines.lifecycle import checks as lifecycle_checks, matching as lifecycle_matching, retention as lifecycle_retention
+from pipelines.lifecycle.assets import SUBJECT_REQUESTS
+from pipelines.lifecycle.requests import Paths as RequestPaths
 from pipelines.ingest import SOURCE_FILE_COLUMN, IngestError, drop_staged, ingest_file, landed_files, publish_staged, quarantine
 from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_table
 from pipelines.privacy.classify import UndeclaredPIIError
@@ -115,7 +118,7 @@ def build_known_identifiers(contracts: list[Contract]) -> dg.Definitions:
 
     @dg.asset(
         key=KNOWN_IDENTIFIERS,
-        deps=[raw_key(c) for c in contracts],
+        deps=[raw_key(c) for c in contracts] + [SUBJECT_REQUESTS],  # built after erasures: the index holds no erased person
         group_name="privacy_index",
         kinds={"duckdb"},
         owners=["team:data-integration"],
@@ -218,13 +221,14 @@ def build_department(contract: Contract) -> dg.Definitions:
 
     @dg.asset(
         key=deidentified_key(contract),
-        deps=[raw, KNOWN_IDENTIFIERS],
+        deps=[raw, KNOWN_IDENTIFIERS, SUBJECT_REQUESTS],
         group_name=group,
         kinds={"duckdb", "presidio"},
         owners=owners,
         tags={**tags, "privacy_tier": "deidentified"},
         code_version=contract.version_hash,
-        check_specs=[privacy_spec(contract, deidentified_key(contract))],
+        check_specs=[privacy_spec(contract, deidentified_key(contract)), lifecycle_checks.absence_spec(deidentified_key(contract)),
+                     lifecycle_checks.retention_spec(deidentified_key(contract))],
         description=f"{contract.title}, de-identified as its contract says (the only form dbt may read).",
     )
     def deidentified(
@@ -237,23 +241,32 @@ def build_department(contract: Contract) -> dg.Definitions:
         ctx = privacy.operator_context(storage, run_date=date.today())
         staged = f"_staged_{ds}"
         kept = "The de-identified table keeps its last good version."
+        in_force = lifecycle_checks.InForce.load(storage, ctx.pseudonym_key.key_id)  # every request ever recorded, keyed
+        retention_state = lifecycle_retention.load_state(RequestPaths.under(storage.root).store_dir)
+        horizon = lifecycle_retention.enforced_horizon(retention_state, ds)
         with raw_database.get_connection() as raw, deidentified_database.get_connection() as con:
+            excluded = lifecycle_checks.excluded_rows(raw, ds)  # opted-out rows stay in raw, flagged, and are never read here
             # every department's identifiers: a name HR knows is found in Finance's memos too
             known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
             try:
                 # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
                 result = deidentify_table(
-                    raw, ds, con, staged, contract, ctx, model_name=privacy.model_name(), known=known,
+                    raw, lifecycle_matching.view_name(ds), con, staged, contract, ctx, model_name=privacy.model_name(), known=known,
                     chunk_rows=privacy.chunk_rows, exclude=(SOURCE_FILE_COLUMN,),
                 )
             except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
                 drop_staged(con, staged)
                 raise dg.Failure(description=f"{error} {kept}") from None
+            # other departments' mentions of requested people: their pseudonyms and any identifier of theirs become tags
+            masked = lifecycle_matching.scrub(con, staged, ctx.pseudonym_key.secret, in_force.keys)
             check = privacy_check(con, staged, contract, storage)  # the privacy suite on the staged table
-            if not check.passed:
-                drop_staged(con, staged)
-                yield check
-                raise dg.Failure(description=f"{ds}: the de-identified batch failed its privacy suite: {check.description} {kept}")
+            absent = lifecycle_checks.absence_result(con, staged, ctx.pseudonym_key.secret, in_force, excluded, masked)
+            retained = lifecycle_checks.retention_result(con, staged, contract, horizon)
+            for gate in (check, absent, retained):
+                if not gate.passed:
+                    drop_staged(con, staged)
+                    yield from (check, absent, retained)
+                    raise dg.Failure(description=f"{ds}: the de-identified batch failed its {gate.check_name or 'privacy_suite'} check: {gate.description} {kept}")
             schema = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [staged],
@@ -265,15 +278,21 @@ def build_department(contract: Contract) -> dg.Definitions:
                 # break-glass encryption is reversible: every column encrypted is on record with its key id
                 "encrypted_columns": [r.column for r in result.columns if r.operator == "encrypt"],
                 "reidentification_key_id": ctx.reidentification_key.key_id if ctx.reidentification_key else None,
+                # data subjects' requests: which were applied, rows left out per request, mentions masked (no identifier)
+                "subject_requests": in_force.ids, "rows_excluded": excluded, "mentions_masked": masked,
+                "retention_horizon": str(horizon) if horizon else None,
             })
             publish_staged(con, staged, ds)
         storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
-        yield check
+        lifecycle_checks.record_proof(storage, in_force.ids, deidentified_key(contract).to_user_string(), context.run_id)
+        yield from (check, absent, retained)
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows_out,
+                "subject_requests": dg.MetadataValue.json({"in_force": len(in_force.ids), "rows_excluded": excluded, "mentions_masked": masked}),
+                "retention": dg.MetadataValue.json(lifecycle_retention.metadata(contract, retention_state)),
                 "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in schema]),
                 "rows_in": result.rows_in,
                 "rows_out": result.rows_out,
@@ -297,7 +316,8 @@ def build_department(contract: Contract) -> dg.Definitions:
         f"{ds}_job",
         # its own assets, the index its new identifiers change, and what reads its de-identified table; other
         # departments' de-identified tables keep their version (the graph shows them stale until their next run)
-        selection=(dg.AssetSelection.assets(raw, KNOWN_IDENTIFIERS) | dg.AssetSelection.assets(deidentified).downstream())
+        # subject_requests too: a new batch may bring back someone who asked to be left out or erased
+        selection=(dg.AssetSelection.assets(raw, KNOWN_IDENTIFIERS, SUBJECT_REQUESTS) | dg.AssetSelection.assets(deidentified).downstream())
         .required_multi_asset_neighbors(),
         description=f"Ingest and de-identify {contract.title}, then rebuild the approved models that use it.",
         tags=tags,

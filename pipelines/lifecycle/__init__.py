@@ -1,0 +1,1 @@
+"""Privacy over time: data subjects' opt-out and erasure requests, and retention, applied everywhere and proven."""

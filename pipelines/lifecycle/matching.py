@@ -1,0 +1,244 @@
+"""Finding requested people by keyed hash: in raw tables (rows), in de-identified cells and text (mentions).
+
+Raw values are hashed in memory with the pseudonym key and compared with the requests' subject keys; nothing here
+returns, logs or stores a value. A person is found through any identifier of theirs: the rows holding the requested
+identifier give their other identifiers (employee id, SSN, card...), which find more rows, until nothing new is found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from pipelines.contracts import Column, Contract, Role
+from pipelines.ingest import quote_ident
+from pipelines.privacy.operators import PSEUDONYM_HEX_CHARS, pseudonym, pseudonyms
+
+FLAG_COLUMN = "_subject_request"  # raw rows of opted-out people: kept for the department, never de-identified
+VIEW_PREFIX = "_lifecycle_"
+# identifiers people share (a name, a host, a workstation's address): they name a person in text, but linking rows
+# through them would take other people's records along
+NON_LINKING = {"PERSON", "HOSTNAME", "IP_ADDRESS", "LOCATION", "DATE_TIME", "ZIP_CODE", "NRP", "URL"}
+_SPANS = {  # candidate spans of identifiers in text, hashed and compared, never kept
+    "EMAIL_ADDRESS": re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"),
+    "PHONE_NUMBER": re.compile(r"(?:\+?1[\s.\-]?)?\(?\b\d{3}\)?[\s.\-]?\d{3}[\s.\-]?\d{4}\b"),
+    "US_SSN": re.compile(r"\b\d{3}[- ]?\d{2}[- ]?\d{4}\b"),
+    "CREDIT_CARD": re.compile(r"\b(?:\d[ \-]?){12,18}\d\b"),
+    "IBAN_CODE": re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{2,4}){3,8}\b"),
+    "IP_ADDRESS": re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
+    "HOSTNAME": re.compile(r"\b[a-z][a-z0-9]*(?:-[a-z0-9]+)+(?:\.[a-z0-9\-]+)*\b"),
+    "EMPLOYEE_ID": re.compile(r"\bE\d{7}\b"),
+}
+_NAME_RUN = re.compile(r"\b[A-Z][a-zA-Z'’\-]+(?:[ \t]+[A-Z][a-zA-Z'’\-]*\.?){1,3}")
+
+
+def identifier_columns(contract: Contract) -> list[Column]:
+    """Columns holding an identifier of a person (direct identifiers and join keys with an entity)."""
+    return [c for c in contract.columns_with_role(Role.direct_identifier, Role.join_key) if c.entity]
+
+
+def linking(column: Column) -> bool:
+    """Whether rows sharing this column's value belong to one person."""
+    return column.entity not in NON_LINKING
+
+
+def label(key: str) -> str:
+    """`<PERSON>` for `person_…`: what a masked mention of a requested person becomes."""
+    return f"<{key[: -PSEUDONYM_HEX_CHARS - 1].upper()}>"
+
+
+# --- raw tables: rows ---------------------------------------------------------------------------------------
+
+
+def key_frame(con, contract: Contract, secret: bytes, table: str | None = None) -> pd.DataFrame:
+    """`__rowid` and, per identifier column, the subject key of its value (None where null); distinct values hashed once."""
+    columns = identifier_columns(contract)
+    selected = ", ".join(f"CAST({quote_ident(c.name)} AS VARCHAR) AS {quote_ident(c.name)}" for c in columns)
+    frame = con.execute(f"SELECT rowid AS __rowid{', ' + selected if selected else ''} FROM {quote_ident(table or contract.dataset)}").df()
+    for c in columns:
+        codes, uniques = pd.factorize(frame[c.name], use_na_sentinel=True)
+        keys = np.array(pseudonyms(secret, c.entity, pd.Series(uniques, dtype=object)) if len(uniques) else [], dtype=object)
+        out = np.full(len(frame), None, dtype=object)
+        out[codes >= 0] = keys[codes[codes >= 0]]
+        frame[c.name] = out
+    return frame
+
+
+def _matching_rows(frame: pd.DataFrame, contract: Contract, keys: set[str]) -> np.ndarray:
+    """Which rows hold a linking identifier among `keys`."""
+    mask = np.zeros(len(frame), dtype=bool)
+    for c in identifier_columns(contract):
+        if linking(c):
+            mask |= frame[c.name].isin(keys).to_numpy()
+    return mask
+
+
+def _keys_in(frame: pd.DataFrame, columns: Iterable[Column], mask: np.ndarray) -> set[str]:
+    """Every subject key in the masked rows of these columns."""
+    return {k for c in columns for k in frame.loc[mask, c.name].dropna().tolist()}
+
+
+@dataclass
+class Resolution:
+    """A request resolved against the raw tables: the person's keys and rows, by dataset (counts and row ids only)."""
+
+    linking_keys: set[str]
+    mention_keys: set[str]
+    rowids: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {ds: len(ids) for ds, ids in self.rowids.items() if ids}
+
+
+def resolve(frames: dict[str, tuple[Contract, pd.DataFrame]], linking_keys: set[str], mention_keys: set[str]) -> Resolution:
+    """Follow the person through their identifiers until no new one is found."""
+    linking_keys, mention_keys = set(linking_keys), set(mention_keys) | set(linking_keys)
+    while True:
+        masks = {ds: _matching_rows(frame, contract, linking_keys) for ds, (contract, frame) in frames.items()}
+        found = set()
+        for ds, (contract, frame) in frames.items():
+            found |= _keys_in(frame, [c for c in identifier_columns(contract) if linking(c)], masks[ds])
+            mention_keys |= _keys_in(frame, identifier_columns(contract), masks[ds])
+        if found <= linking_keys:
+            break
+        linking_keys |= found
+    rowids = {ds: frames[ds][1].loc[masks[ds], "__rowid"].astype(int).tolist() for ds in frames}
+    return Resolution(linking_keys, mention_keys | linking_keys, rowids)
+
+
+def apply_to_raw(con, dataset: str, opted_out: dict[str, list[int]], erased: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    """Delete erased people's rows, flag opted-out people's rows (request id), in one transaction; counts per request."""
+    table = quote_ident(dataset)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {FLAG_COLUMN} VARCHAR")
+        con.execute(f"UPDATE {table} SET {FLAG_COLUMN} = NULL WHERE {FLAG_COLUMN} IS NOT NULL")  # flags follow the requests now in force
+        removed = {rid: _by_rowid(con, f"DELETE FROM {table}", ids) for rid, ids in erased.items()}
+        flagged = {rid: _by_rowid(con, f"UPDATE {table} SET {FLAG_COLUMN} = '{rid}'", ids) for rid, ids in opted_out.items()}
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return {"removed": {r: n for r, n in removed.items() if n}, "flagged": {r: n for r, n in flagged.items() if n}}
+
+
+def _by_rowid(con, statement: str, rowids: list[int]) -> int:
+    """Run `statement` on the rows with these row ids; how many it touched."""
+    if not rowids:
+        return 0
+    con.register("__lifecycle_rowids", pd.DataFrame({"r": np.asarray(rowids, dtype=np.int64)}))
+    try:
+        return con.execute(f"{statement} WHERE rowid IN (SELECT r FROM __lifecycle_rowids)").fetchone()[0]
+    finally:
+        con.unregister("__lifecycle_rowids")
+
+
+def view_name(dataset: str) -> str:
+    return f"{VIEW_PREFIX}{dataset}"
+
+
+def create_view(con, contract: Contract, horizon: date | None) -> str:
+    """The raw rows de-identification may read: nobody who asked to be left out, nothing past the last purge's horizon.
+
+    Persistent, over the flag column: a raw table re-ingested without its flags makes the view fail (fail closed)."""
+    table, view = quote_ident(contract.dataset), view_name(contract.dataset)
+    con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {FLAG_COLUMN} VARCHAR")
+    where = f"{FLAG_COLUMN} IS NULL"
+    column = contract.retention.event_date_column
+    if horizon is not None and column:
+        where += f" AND CAST({quote_ident(column)} AS DATE) >= DATE '{horizon.isoformat()}'"
+    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT * EXCLUDE ({FLAG_COLUMN}) FROM {table} WHERE {where}")
+    return view
+
+
+# --- de-identified tables: cells and text ---------------------------------------------------------------------
+
+
+def _pattern(keys: Iterable[str]) -> str | None:
+    """One RE2 alternation of the keys (hex and underscores only: nothing to escape)."""
+    keys = sorted(set(keys))
+    return r"\b(?:" + "|".join(keys) + r")\b" if keys else None
+
+
+def _text_columns(con, table: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND data_type = 'VARCHAR' ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _spans(text: str, entities: set[str]) -> Iterable[tuple[str, int, int]]:
+    """(entity, start, end) of every candidate identifier of these entities in a text (names: runs of 2 to 4 capitalised words)."""
+    for entity, pattern in _SPANS.items():
+        if entity in entities:
+            for m in pattern.finditer(text):
+                yield entity, m.start(), m.end()
+    for m in _NAME_RUN.finditer(text) if "PERSON" in entities else ():
+        words = [(w.start() + m.start(), w.end() + m.start()) for w in re.finditer(r"\S+", m.group(0))]
+        for i in range(len(words)):
+            for j in range(i + 2, min(len(words), i + 4) + 1):
+                start, end = words[i][0], words[j - 1][1]
+                yield "PERSON", start, end - (text[end - 1] == ".")
+
+
+def masked_mentions(text: str, secret: bytes, keys: set[str]) -> tuple[str, int]:
+    """The text with every span whose keyed hash is a requested key replaced by its entity tag, and how many."""
+    entities = {label(k)[1:-1] for k in keys}  # only the kinds of identifier requested people have
+    hits = sorted({(s, e, ent) for ent, s, e in _spans(text, entities) if pseudonym(secret, ent, text[s:e]) in keys}, key=lambda h: (h[0], -h[1]))
+    out, last, count = [], 0, 0
+    for start, end, entity in hits:
+        if start < last:
+            continue  # inside a span already masked
+        out += [text[last:start], f"<{entity}>"]
+        last, count = end, count + 1
+    return "".join(out) + text[last:], count
+
+
+def _distinct(con, table: str, column: str) -> list[str]:
+    return [r[0] for r in con.execute(f"SELECT DISTINCT {quote_ident(column)} FROM {quote_ident(table)} WHERE {quote_ident(column)} IS NOT NULL").fetchall()]
+
+
+def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
+    """Mask requested people's pseudonyms and hashed mentions in every text cell of a staged table; cells changed per column."""
+    changed: dict[str, int] = {}
+    pattern = _pattern(keys)
+    if pattern is None:
+        return changed
+    for column in _text_columns(con, table):
+        col = quote_ident(column)
+        n = con.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({col}, ?)", [pattern]).fetchone()[0]
+        for key_label in sorted({label(k) for k in keys}) if n else ():
+            wanted = _pattern(k for k in keys if label(k) == key_label)
+            con.execute(f"UPDATE {quote_ident(table)} SET {col} = regexp_replace({col}, ?, ?, 'g') WHERE regexp_matches({col}, ?)",
+                        [wanted, key_label, wanted])
+        mapping = {v: m for v in _distinct(con, table, column) if (m := masked_mentions(v, secret, keys))[1]}
+        if mapping:
+            con.register("__lifecycle_masked", pd.DataFrame({"v": list(mapping), "m": [m for m, _ in mapping.values()]}))
+            n += con.execute(f"UPDATE {quote_ident(table)} SET {col} = __lifecycle_masked.m FROM __lifecycle_masked "
+                             f"WHERE {quote_ident(table)}.{col} = __lifecycle_masked.v").fetchone()[0]
+            con.unregister("__lifecycle_masked")
+        if n:
+            changed[column] = int(n)
+    return changed
+
+
+def absence(con, table: str, secret: bytes, keys: set[str]) -> dict[str, dict[str, int]]:
+    """Per text column: cells holding a requested pseudonym, and cells with a span hashing to a requested key."""
+    found: dict[str, dict[str, int]] = {}
+    pattern = _pattern(keys)
+    if pattern is None:
+        return found
+    for column in _text_columns(con, table):
+        col = quote_ident(column)
+        by_pseudonym = con.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({col}, ?)", [pattern]).fetchone()[0]
+        by_hash = sum(1 for v in _distinct(con, table, column) if masked_mentions(v, secret, keys)[1])
+        if by_pseudonym or by_hash:
+            found[column] = {"cells_with_pseudonym": int(by_pseudonym), "distinct_values_with_identifier": by_hash}
+    return found
