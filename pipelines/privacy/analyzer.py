@@ -153,6 +153,7 @@ _DATE_CUE = regex.compile(
 )
 _PLACEHOLDER = regex.compile(r"<[A-Z][A-Z0-9_]*>")  # Presidio `replace`'s default new_value, <ENTITY_TYPE>
 _COMMON_OPENERS = frozenset({"please", "thanks", "thank", "hi", "hello", "hey", "dear", "sorry", "yes", "no", "ok", "okay"})
+NER_BATCHES_PER_STEP = 4  # nlp.pipe batches of texts whose NER docs are kept for their artifacts (bounds memory)
 ENTITY_CACHE_SIZE = 200_000  # distinct sentences whose NER result is kept in memory (never written anywhere)
 
 
@@ -262,9 +263,33 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
             yield from super().process_batch(texts, language, batch_size=batch_size, n_process=n_process, as_tuples=as_tuples)
             return
         texts = [str(t) for t in texts]
-        self.recognize_entities(texts, language, batch_size=max(batch_size, 64), n_process=n_process, terms=terms)
+        if n_process > 1:
+            self.recognize_entities(texts, language, batch_size=max(batch_size, 64), n_process=n_process, terms=terms)
+            yield from self._artifacts(texts, language, {}, terms)
+            return
+        step = max(batch_size, 64) * NER_BATCHES_PER_STEP
+        for i in range(0, len(texts), step):  # NER a step at a time, so that its docs can be kept for the step
+            part = texts[i : i + step]
+            docs: dict[str, object] = {}
+            self.recognize_entities(part, language, batch_size=max(batch_size, 64), terms=terms, keep_docs=docs)
+            yield from self._artifacts(part, language, docs, terms)
+
+    def _artifacts(self, texts: list[str], language: str, docs: dict, terms: regex.Pattern | None):
+        """Each text's artifacts: its tokens, and the NER entities cached for its lines mapped onto it. A one-line text
+        whose line NER has just read reuses that doc (same tokenizer, same text: the same tokens) instead of
+        tokenizing the text again."""
         nlp = self.nlp[language]
         for text in texts:
+            doc = docs.get(text)
+            if doc is not None and self._entities.get(text) is not None:
+                found = self._entities[text]
+                if found and terms is not None:
+                    inside = [(m.start(), m.end()) for m in terms.finditer(text)]
+                    found = [(a, b, label) for a, b, label in found if not any(s <= a and b <= e for s, e in inside)]
+                spans = [doc.char_span(a, b, label=label, alignment_mode="expand") for a, b, label in found]
+                doc.ents = spacy.util.filter_spans([span for span in spans if span is not None])
+                yield text, self._doc_to_nlp_artifact(doc, language)
+                continue
             doc = nlp.make_doc(text)
             spans = []
             for start, end in sentence_spans(text):
@@ -302,8 +327,9 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         self._generation += 1
 
     def recognize_entities(self, texts: Sequence[str], language: str, *, batch_size: int = 256, n_process: int = 1,
-                           terms: regex.Pattern | None = None) -> int:
-        """Run NER on the distinct candidate sentences of `texts` not seen before; returns how many."""
+                           terms: regex.Pattern | None = None, keep_docs: dict | None = None) -> int:
+        """Run NER on the distinct candidate sentences of `texts` not seen before; returns how many. `keep_docs`
+        (one process only) receives the docs of the sentences that are a whole text, by text."""
         pending: dict[str, None] = {}
         for text in texts:
             for start, end in sentence_spans(text):
@@ -318,6 +344,13 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         sentences = list(pending)
         if n_process > 1 and len(sentences) > batch_size and _FORK is not None:
             found = _map_in_processes(_ner_in_worker, sentences, n_process, (self, language, batch_size), batch_size)
+        elif keep_docs is not None:
+            whole = {text for text in texts if "\n" not in text and not text[:1].isspace() and not text[-1:].isspace()}
+            found = []
+            for sentence, doc in zip(sentences, _ner_docs(self, sentences, language, batch_size)):
+                found.append(tuple((e.start_char, e.end_char, e.label_) for e in doc.ents))
+                if sentence in whole:
+                    keep_docs[sentence] = doc
         else:
             found = _ner(self, sentences, language, batch_size)
         self._entities.update(zip(sentences, found))
@@ -373,6 +406,12 @@ def _ner(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, bat
             tuple((e.start_char, e.end_char, e.label_) for e in doc.ents)
             for doc in engine.nlp[language].pipe(sentences, batch_size=batch_size)
         ]
+
+
+def _ner_docs(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, batch_size: int):
+    """The docs NER makes of the sentences (see `_ner`)."""
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        yield from engine.nlp[language].pipe(sentences, batch_size=batch_size)
 
 
 @lru_cache(maxsize=1)
@@ -918,6 +957,8 @@ class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
         return None
 
     def _parse_and_verify(self, candidate, offset):
+        if sum(c.isdecimal() for c in candidate) < _PHONE_MIN_DIGITS:
+            return None  # fewer digits than the shortest valid number of any region: parse/verify would reject it
         end = offset + len(candidate)
         # A number written with its country code ('+44 ...') parses and verifies the same whatever the region: parse
         # takes the country from the number, and VALID leniency looks only at the number and the candidate.
@@ -935,6 +976,27 @@ class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
 
 
 _UNSEEN = object()
+
+
+def _shortest_valid_number() -> int:
+    """The fewest digits a valid number has in any region or non-geographic entity (phonenumbers' metadata: 4).
+
+    A candidate's digits hold its national number whole (parsing only strips a country code, an international or
+    national prefix, an extension), so a candidate with fewer digits is never VALID, whatever region it is parsed
+    for; 40% of the candidates in generated text are such (house numbers, days, amounts)."""
+    from phonenumbers import PhoneMetadata
+
+    lengths = [PhoneMetadata.metadata_for_region(r).general_desc.possible_length for r in phonenumbers.SUPPORTED_REGIONS]
+    lengths += [PhoneMetadata.metadata_for_nongeo_region(c).general_desc.possible_length
+                for c in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS]
+    if any(not possible for possible in lengths):
+        return 0  # a region without possible lengths: no bound
+    transforms = any(PhoneMetadata.metadata_for_region(r).national_prefix_transform_rule for r in phonenumbers.SUPPORTED_REGIONS)
+    # a national-prefix transform (Argentina's '9$1') can add a digit: keep one digit of margin for it
+    return max(0, min(min(possible) for possible in lengths) - (1 if transforms else 0))
+
+
+_PHONE_MIN_DIGITS = _shortest_valid_number()
 _PHONE_CANDIDATE = phonenumbers.phonenumbermatcher._PATTERN
 _PLUS_SIGNS = phonenumbers.phonenumberutil._PLUS_CHARS
 _SECOND_NUMBER_START = phonenumbers.phonenumbermatcher._SECOND_NUMBER_START_PATTERN
@@ -1181,7 +1243,22 @@ class ShallowCopyContextEnhancer(LemmaContextAwareEnhancer):
 
 class ProjectAnalyzerEngine(AnalyzerEngine):
     """Presidio's analyzer engine; its per-recognizer context step skips, for recognizers that keep Presidio's no-op
-    `enhance_using_context`, the two scans over all results that only feed that no-op (same results, same order)."""
+    `enhance_using_context`, the two scans over all results that only feed that no-op (same results, same order).
+    The recognizers of a request and the supported entities are looked up once per registry state, not per text
+    (`_RecognizerLookup`; 4% of detection)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.registry.get_recognizers = _RecognizerLookup(self.registry)
+        self._supported: dict[tuple, list[str]] = {}
+
+    def get_supported_entities(self, language: str | None = None) -> list[str]:
+        stamp = (language, _registry_state(self.registry))
+        found = self._supported.get(stamp)
+        if found is None:
+            self._supported.clear()
+            found = self._supported[stamp] = super().get_supported_entities(language)
+        return list(found)
 
     def _enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
         key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
@@ -1201,6 +1278,32 @@ class ProjectAnalyzerEngine(AnalyzerEngine):
         return self.context_aware_enhancer.enhance_using_context(
             text=text, raw_results=results, nlp_artifacts=nlp_artifacts, recognizers=recognizers, context=context
         )
+
+
+def _registry_state(registry: RecognizerRegistry) -> tuple:
+    """What a lookup in the registry depends on: its recognizers (by identity, in order)."""
+    return tuple(map(id, registry.recognizers))
+
+
+class _RecognizerLookup:
+    """`RecognizerRegistry.get_recognizers`, remembered per (request, registry state): Presidio filters all recognizers
+    by language and entity for every text. A request with ad-hoc recognizers is not remembered."""
+
+    def __init__(self, registry: RecognizerRegistry) -> None:
+        self.lookup = type(registry).get_recognizers.__get__(registry)
+        self.registry = registry
+        self._found: dict[tuple, list] = {}
+
+    def __call__(self, language, entities=None, all_fields=False, ad_hoc_recognizers=None):
+        if ad_hoc_recognizers:
+            return self.lookup(language, entities, all_fields, ad_hoc_recognizers)
+        key = (language, None if entities is None else tuple(entities), all_fields, _registry_state(self.registry))
+        found = self._found.get(key)
+        if found is None:
+            if len(self._found) >= 64:
+                self._found.clear()
+            found = self._found[key] = self.lookup(language, entities, all_fields)
+        return list(found)
 
 
 def _enhances_context(recognizer: EntityRecognizer) -> bool:
