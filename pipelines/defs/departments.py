@@ -18,6 +18,8 @@ from pipelines.ingest import SOURCE_FILE_COLUMN, IngestError, drop_staged, inges
 from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_table
 from pipelines.privacy.classify import UndeclaredPIIError
 from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
+from pipelines.lineage import metadata as lineage_md
+from pipelines.lineage.observe import landed_file_observation
 from pipelines.provenance import provenance
 from pipelines.resources import PipelineStorage, PrivacySettings
 
@@ -41,12 +43,8 @@ def _owners(contract: Contract) -> list[str]:
 
 
 def _raw_schema(contract: Contract) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(c.name, INGEST_DTYPES[c.type], description=f"role: {c.role.value}" + (f", entity: {c.entity}" if c.entity else ""))
-            for c in contract.columns
-        ]
-    )
+    """Typed columns, each with its description and PII classification tags (role, entity, state)."""
+    return lineage_md.raw_schema(contract)
 
 
 def _contract_metadata(contract: Contract) -> dict:
@@ -160,9 +158,17 @@ def build_department(contract: Contract) -> dg.Definitions:
         group_name=group,
         kinds={"csv"},
         owners=owners,
-        tags=tags,
-        description=f"{contract.title}: files landing at landing/{contract.source.path_pattern}.",
-        metadata={"path_pattern": contract.source.path_pattern, **_contract_metadata(contract)},
+        tags={**tags, "privacy_tier": "raw"},
+        description=(
+            f"{contract.title}: files landing at landing/{contract.source.path_pattern}. Not materialized by the pipeline "
+            f"(files are never modified): each new file is recorded as an observation (name, size, modification time, rows, "
+            f"SHA-256) by {ds}_landing_sensor and by the raw step that ingests it."
+        ),
+        metadata={
+            "path_pattern": contract.source.path_pattern,
+            "dagster/column_schema": lineage_md.landed_schema(contract),
+            **_contract_metadata(contract),
+        },
     )
 
     @dg.asset(
@@ -203,6 +209,8 @@ def build_department(contract: Contract) -> dg.Definitions:
                 yield check
                 raise reject(SuiteFailed(f"failed its quality suite: {check.description}"), SuiteFailed.problem)
             publish_staged(con, staged, ds)  # publish: only a passing batch replaces the raw table
+        context.log_event(landed_file_observation(landed.key, path, storage.landing_dir, rows=report.rows, sha256=report.sha256,
+                                                  observed_by=f"raw_{ds} (run {context.run_id[:8]})"))
         storage.raw_db.chmod(0o600)  # raw personal data: the pipeline's account only
         context.log.info(f"{ds}: ingested {report.rows} rows from {report.file}")
         yield check
@@ -210,6 +218,7 @@ def build_department(contract: Contract) -> dg.Definitions:
             metadata={
                 "dagster/row_count": report.rows,
                 "dagster/column_schema": _raw_schema(contract),
+                "dagster/column_lineage": lineage_md.raw_lineage(contract, landed.key),
                 "source_file": report.to_metadata(),
                 LANDED_FILE_METADATA: str(path.relative_to(storage.landing_dir)),
                 "upstream": [landed.key.to_user_string()],
@@ -293,7 +302,9 @@ def build_department(contract: Contract) -> dg.Definitions:
                 "dagster/row_count": result.rows_out,
                 "subject_requests": dg.MetadataValue.json({"in_force": len(in_force.ids), "rows_excluded": excluded, "mentions_masked": masked}),
                 "retention": dg.MetadataValue.json(lifecycle_retention.metadata(contract, retention_state)),
-                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in schema]),
+                # each column's type, description and PII classification tags (role, entity, operator, state, key id)
+                "dagster/column_schema": lineage_md.deidentified_schema(contract, dict(schema), ctx.pseudonym_key.key_id),
+                "dagster/column_lineage": lineage_md.deidentified_lineage(contract, raw_key(contract), [n for n, _ in schema]),
                 "rows_in": result.rows_in,
                 "rows_out": result.rows_out,
                 "rows_suppressed": result.rows_suppressed,
@@ -333,6 +344,8 @@ def build_department(contract: Contract) -> dg.Definitions:
         newest = new[-1]  # a snapshot supersedes older ones landed since the last tick
         cursor = file_cursor(newest)
         return dg.SensorResult(
+            # every new file is on record on the landed asset (its history), superseded snapshots too
+            asset_events=[landed_file_observation(landed.key, f, storage.landing_dir, observed_by=f"{ds}_landing_sensor") for f in new],
             run_requests=[dg.RunRequest(run_key=f"{ds}:{cursor}", tags={LANDED_FILE_TAG: str(newest.relative_to(storage.landing_dir))})],
             cursor=cursor,
         )

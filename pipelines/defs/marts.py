@@ -22,6 +22,8 @@ from pipelines.defs.checks import check_result
 from pipelines.defs.integration import release_dbt_duckdb
 from pipelines.governance.approvals import Approval, approval_for, load_manifest, model_departments
 from pipelines.ingest import quote_ident
+from pipelines.lineage import classification as lineage_cls, metadata as lineage_md
+from pipelines.lineage.dbt import ColumnOrigin, lineage_for_manifest
 from pipelines.provenance import provenance
 from pipelines.quality.features import with_group_risk_features
 from pipelines.quality.runner import run_suite
@@ -72,8 +74,47 @@ def mart_risk(frame: pd.DataFrame, approval: Approval) -> dict[str, Any]:
     }
 
 
-def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract]) -> tuple[list[str], list[str]]:
-    """Markdown rows describing each contributing dataset and every one of its columns."""
+UI_BASE_URL_ENV = "PIPELINES_DAGSTER_URL"  # e.g. http://localhost:3000; empty: links relative to the UI serving the card
+
+
+def run_link(run_id: str | None) -> str:
+    """A run id as a link to its page in the Dagster UI."""
+    if not run_id:
+        return "-"
+    return f"[{run_id[:8]}]({os.environ.get(UI_BASE_URL_ENV, '').rstrip('/')}/runs/{run_id})"
+
+
+def _n(value: Any, unit: str) -> str:
+    """A count with its unit: '4,000 rows'."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value} {unit}" if value not in (None, "-") else "-"
+    return f"{value:,} {unit}" if isinstance(value, int) else f"{value:,.6g} {unit}"
+
+
+def _params(params: Mapping[str, Any] | None) -> str:
+    """Parameters as words, not Python dicts: 'operators PERSON pseudonymize, DEFAULT replace; score_threshold 0.4'."""
+    def show(v: Any) -> str:
+        if isinstance(v, Mapping):
+            return ", ".join(f"{k} {x}" for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(str, v))
+        return str(v)
+    return "; ".join(f"{k} {show(v)}" for k, v in (params or {}).items() if k != "key_id") or "-"
+
+
+def source_tags(instance: dg.DagsterInstance, contracts: list[Contract]) -> dict[str, dict[str, dict[str, str]]]:
+    """dataset -> column -> classification tags of its de-identified table (with the key id it was built with)."""
+    out = {}
+    for contract in contracts:
+        event = instance.get_latest_materialization_event(dg.AssetKey(f"deidentified_{contract.dataset}"))
+        md = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        key_id = getattr(md.get("pseudonym_key_id"), "value", None)
+        out[contract.dataset] = lineage_cls.contract_tags(contract, key_id)
+    return out
+
+
+def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract], fates: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[str], list[str]]:
+    """Markdown rows describing each contributing dataset and every one of its columns, with its fate in the mart."""
     sources, columns = [], []
     for contract in contracts:
         event = instance.get_latest_materialization_event(dg.AssetKey(f"deidentified_{contract.dataset}"))
@@ -81,21 +122,71 @@ def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract]) -> tup
         value = lambda k, default="-": getattr(md.get(k), "value", default)  # noqa: E731
         residual = value("residual_scan", {})
         sources.append(
-            f"| deidentified_{contract.dataset} | {event.run_id[:8] if event else '-'} | {value('rows_in')} / {value('rows_out')} / "
-            f"{value('rows_suppressed')} | {value('contract_version_hash')} | {value('pseudonym_key_id')} | "
-            f"{'passed' if isinstance(residual, dict) and residual.get('passed') else '-'} |"
+            f"| deidentified_{contract.dataset} | {run_link(event.run_id if event else None)} | {_n(value('rows_in'), 'rows')} / "
+            f"{_n(value('rows_out'), 'rows')} / {_n(value('rows_suppressed'), 'rows')} | {value('contract_version_hash')} | "
+            f"{value('pseudonym_key_id')} | {'passed' if isinstance(residual, dict) and residual.get('passed') else '-'} |"
         )
         recorded = {c["column"]: c for c in (value("deidentification", {}) or {}).get("columns", [])}
+        fate_of = (fates or {}).get(contract.dataset, {})
         for column in contract.columns:
             r = recorded.get(column.name, {})
-            params = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items() if k != "key_id") or "-"
-            fate = "in the de-identified table" if column.deidentify.operator != "suppress" else "suppressed: never left the raw database"
-            found = ", ".join(f"{k}: {v}" for k, v in (r.get("entities_detected") or {}).items()) or "-"
+            default = "in the de-identified table" if column.deidentify.operator != "suppress" else "suppressed: never left the raw database"
+            fate = fate_of.get(column.name, default)
+            values_in = r.get("values_in")
+            found = ", ".join(
+                f"{k}: {_n(v, 'mention' if v == 1 else 'mentions')}" for k, v in (r.get("entities_detected") or {}).items()
+            )
+            if found and values_in is not None:
+                found += f" (in {_n(values_in, 'non-empty values')} of this column)"
             columns.append(
                 f"| {contract.dataset}.{column.name} | {column.role.value} | {column.entity or '-'} | "
-                f"{column.deidentify.operator} | {params} | {found} | {fate} |"
+                f"{column.deidentify.operator} | {_params(r.get('params'))} | {found or '-'} | {fate} |"
             )
     return sources, columns
+
+
+RISK_UNITS = {
+    "rows": "rows", "people": "people", "smallest_group": "people", "k_over_quasi_identifiers": "people",
+    "equivalence_classes": "groups", "prosecutor_risk_average": "(probability)", "prosecutor_risk_highest": "(probability)",
+}
+
+
+def _risk_line(risk: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {_n(v, RISK_UNITS.get(k, ''))}".rstrip() for k, v in risk.items())
+
+
+def mart_check_rows(instance: dg.DagsterInstance, mart: str, run_id: str | None) -> list[str]:
+    """The mart's check results in this run (GE privacy suite, dbt tests, subject absence), one row each."""
+    if not run_id:
+        return []
+    rows = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data
+        if evaluation.asset_key != dg.AssetKey(mart):
+            continue
+        md = evaluation.metadata or {}
+        expectations = getattr(md.get("expectations"), "value", None)
+        failed = getattr(md.get("failed_expectations"), "value", None)
+        detail = f"{_n(expectations, 'expectations')}, {_n(failed, 'failed')}" if expectations is not None else "-"
+        docs = getattr(md.get("data_docs"), "value", None)
+        docs_link = f" ([Data Docs]({docs}))" if isinstance(docs, str) and docs.startswith("http") else ""
+        rows.append(f"| {evaluation.check_name} | {'passed' if evaluation.passed else '**failed**'} | {detail}{docs_link} | {run_link(run_id)} |")
+    return rows
+
+
+def _published_rows(traced: Mapping[str, lineage_md.Traced]) -> list[str]:
+    rows = []
+    for column, t in traced.items():
+        tags = t.tags
+        came_from = ", ".join(f"{d}.{c}" for d, c in t.sources)
+        if t.counts_rows_of:
+            came_from += ("; " if came_from else "") + "counts rows of " + ", ".join(t.counts_rows_of)
+        came_from = came_from or "-"
+        rows.append(
+            f"| {column} | {t.transform} | {tags.get(lineage_cls.STATE, '-')} | {tags.get(lineage_cls.ROLE, '-')} | "
+            f"{tags.get(lineage_cls.ENTITY, '-')} | {came_from} |"
+        )
+    return rows
 
 
 def _dp_lines(approval: Approval) -> list[str]:
@@ -112,9 +203,12 @@ def _dp_lines(approval: Approval) -> list[str]:
     return lines
 
 
-def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk: dict, instance: dg.DagsterInstance) -> str:
+def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk: dict, instance: dg.DagsterInstance,
+                 traced: Mapping[str, lineage_md.Traced] | None = None, fates: Mapping[str, Mapping[str, str]] | None = None,
+                 run_id: str | None = None) -> str:
     """The steward's one-page answer to 'where did this number come from, and what was done to the people in it?'"""
-    sources, columns = _source_rows(instance, contracts)
+    sources, columns = _source_rows(instance, contracts, fates)
+    checks = mart_check_rows(instance, mart, run_id)
     return "\n".join([
         f"## Privacy card: {mart}",
         "",
@@ -125,16 +219,22 @@ def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk:
         f"**Publishes**: {', '.join(approval.publishes)}; quasi-identifiers {', '.join(approval.quasi_identifiers) or '-'}; "
         f"groups under {approval.min_group_size} ({approval.group_size_column}) are withheld.",
         "",
-        "**Risk** (people, not rows): " + ", ".join(f"{k} {v}" for k, v in risk.items()),
+        "**Risk** (people, not rows): " + _risk_line(risk),
         *_dp_lines(approval),
         "",
+        *([f"**Published by run** {run_link(run_id)}", ""] if run_id else []),
+        *(["### Published columns (classification traced to the sources)",
+           "| column | how it was made | PII state | role | entity | from (de-identified columns) |",
+           "|---|---|---|---|---|---|", *_published_rows(traced), ""] if traced else []),
+        *(["### Checks of this mart (this run)", "| check | result | expectations | run |", "|---|---|---|---|", *checks, ""]
+          if checks else []),
         "### Sources (latest de-identification)",
         "| asset | run | rows in / out / suppressed | contract hash | key id | residual PII scan |",
         "|---|---|---|---|---|---|",
         *sources,
         "",
-        "### Every column of every contributing dataset",
-        "| column | role | entity | operator | parameters | PII found in text | fate |",
+        "### Every column of every contributing dataset, and its fate in this mart",
+        "| column | role | entity | operator | parameters | PII found in text | fate in this mart |",
         "|---|---|---|---|---|---|---|",
         *columns,
     ])
@@ -393,13 +493,23 @@ def _built_in_this_run(context: dg.AssetExecutionContext, mart: str) -> bool:
 def _published_metadata(
     context: dg.AssetExecutionContext, storage: PipelineStorage, mart: str, approval: Approval, contracts: list[Contract],
     declared: Mapping[str, Mapping[str, str]], staged: dict[str, Any], head: dict[str, Any],
+    traced: Mapping[str, lineage_md.Traced] | None = None, fates: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """What a steward reads on a published mart: exact types, privacy card, approval, risk, audit anchor."""
-    columns = [dg.TableColumn(c, t, description=declared.get(c, {}).get("description") or None) for c, t in staged["columns"]]
+    """What a steward reads on a published mart: privacy card, exact types with dbt's descriptions and classification
+    tags, column lineage to the mart, approval, risk, audit anchor."""
+    traced = traced or {}
+    types = dict(staged["columns"])
+    descriptions = {c: declared.get(c, {}).get("description") or "" for c in types}
+    if traced:
+        schema = lineage_md.published_schema({c: traced[c] for c in types if c in traced}, types, descriptions)
+    else:
+        schema = dg.TableSchema(columns=[dg.TableColumn(c, t, description=descriptions[c] or None) for c, t in staged["columns"]])
     return {
+        "privacy_card": dg.MetadataValue.md(privacy_card(mart, approval, contracts, staged["risk"], context.instance, traced, fates, context.run_id)),
         "dagster/row_count": staged["rows"],
-        "dagster/column_schema": dg.TableSchema(columns=columns),
-        "privacy_card": dg.MetadataValue.md(privacy_card(mart, approval, contracts, staged["risk"], context.instance)),
+        "dagster/column_schema": schema,
+        "dagster/column_lineage": lineage_md.published_lineage(mart, list(types)),
+        "column_classification": dg.MetadataValue.json(lineage_md.lineage_json(traced)),
         "approval": dg.MetadataValue.json(approval.model_dump(mode="json")),
         "risk": dg.MetadataValue.json(staged["risk"]),
         "upstream": [mart] + [f"deidentified_{c.dataset}" for c in contracts],
@@ -415,7 +525,7 @@ def _dp_spec(mart: str, approval: Approval) -> dg.AssetSpec:
     assert spec is not None and join is not None
     return dg.AssetSpec(
         key=f"published_{spec.table}", deps=[dg.AssetKey(mart), dg.AssetKey(join.model)], group_name="approved_marts",
-        kinds={"duckdb", "opendp"}, owners=["team:data-integration"], skippable=True,
+        kinds={"duckdb", "opendp"}, owners=["team:data-integration"], skippable=True, tags={"privacy_tier": "published"},
         description=f"{mart} as a differentially private release (OpenDP, epsilon {spec.epsilon:g}, delta {spec.delta:g}) "
         f"of the person-level join {join.model}, with 95% accuracy intervals.",
     )
@@ -441,7 +551,7 @@ def _dp_releases(context: dg.AssetExecutionContext, storage: PipelineStorage, bu
 
 
 def _dp_metadata(storage: PipelineStorage, mart: str, approval: Approval, outcome: dp_budget.Outcome,
-                 staged: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+                 staged: dict[str, Any], head: dict[str, Any], context: dg.AssetExecutionContext | None = None) -> dict[str, Any]:
     """What a steward reads on a DP table: card, mechanism, budgets spent and remaining, both audit anchors."""
     spec = approval.dp_release
     assert spec is not None
@@ -459,16 +569,38 @@ def _dp_metadata(storage: PipelineStorage, mart: str, approval: Approval, outcom
                                                     "delta": 0.0 if outcome.cached else spec.delta}),
         "analysts_database": str(storage.marts_db),
         audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json([head, ledger_head]),
+        **({"provenance": provenance(context)} if context is not None else {}),
     }
 
 
-def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str, list[Contract]]) -> dg.AssetsDefinition:
+def classification_gate(context: dg.AssetExecutionContext, marts: Mapping[str, Approval], sources: Mapping[str, list[Contract]],
+                        lineage: Mapping[str, Mapping[str, ColumnOrigin]]) -> tuple[dict, dict]:
+    """Each mart's published columns traced to the de-identified tables; a column that inherits an unmasked direct
+    identifier (or join key) fails the publication before anything is written."""
+    traced, fates, failures = {}, {}, []
+    for mart, approval in marts.items():
+        tags = source_tags(context.instance, sources[mart])
+        columns = list(lineage.get(mart, {}))
+        traced[mart] = lineage_md.published_columns(mart, columns, lineage, tags)
+        fates[mart] = {c.dataset: lineage_md.fates(mart, c, traced[mart], lineage, list(approval.join_keys)) for c in sources[mart]}
+        failures += [f"{mart}.{f}" for f in lineage_md.gate_failures(traced[mart])]
+    if failures:
+        raise dg.Failure(description=(
+            "published columns would carry an unmasked direct identifier (classification gate): " + "; ".join(failures) + f"; {UNCHANGED}"
+        ))
+    return traced, fates
+
+
+def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str, list[Contract]],
+                  lineage: Mapping[str, Mapping[str, ColumnOrigin]] | None = None) -> dg.AssetsDefinition:
     """One step publishes every approved mart and DP release: analysts see all of a run's or none of them."""
     declared = {mart: contract_columns(manifest, mart) for mart in marts}
+    lineage = lineage or {}
     specs = [
         dg.AssetSpec(
             key=f"published_{mart}", deps=[dg.AssetKey(mart)], group_name="approved_marts", kinds={"duckdb"},
             owners=["team:data-integration"], description=f"{mart}, published to the analysts' database after its checks passed.",
+            tags={"privacy_tier": "published"},
             skippable=True,  # a department's run rebuilds only its marts; the others stay as last published
         )
         for mart in marts
@@ -485,6 +617,7 @@ def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str,
             context.log.info(f"not rebuilt in this run, kept as last published: {', '.join(kept)}")
         if not built:
             return
+        traced, fates = classification_gate(context, built, sources, lineage)
         releases = _dp_releases(context, storage, built)
         tables = {built[m].dp_release.table: o.table for m, o in releases.items()}  # type: ignore[union-attr]
         anchors = {built[m].dp_release.table: audit.anchor(o.record) for m, o in releases.items()}  # type: ignore[union-attr]
@@ -496,11 +629,12 @@ def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str,
         record = result["audit"]
         head = {"log": storage.audit_log.name, "seq": record["seq"], "hash": record["hash"]}
         for mart, staged in result["marts"].items():
-            metadata = _published_metadata(context, storage, mart, built[mart], sources[mart], declared[mart], staged, head)
+            metadata = _published_metadata(context, storage, mart, built[mart], sources[mart], declared[mart], staged, head,
+                                           traced.get(mart), fates.get(mart))
             yield dg.MaterializeResult(asset_key=f"published_{mart}", metadata=metadata)
         for mart, outcome in releases.items():
             table = built[mart].dp_release.table  # type: ignore[union-attr]
-            metadata = _dp_metadata(storage, mart, built[mart], outcome, result["dp"][table], head)
+            metadata = _dp_metadata(storage, mart, built[mart], outcome, result["dp"][table], head, context)
             yield dg.MaterializeResult(asset_key=f"published_{table}", metadata=metadata)
 
     return publish_approved_marts
@@ -584,5 +718,6 @@ def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites
         departments = model_departments(manifest, mart, contracts_dir)
         sources[mart] = [c for c in all_contracts if c.department in departments]
     checks = [_privacy_check(mart, approval, suites_dir, person_join_gate(manifest, approval)) for mart, approval in marts.items()]
-    assets = [build_publish(manifest, marts, sources)] if marts else []
+    lineage = lineage_for_manifest(manifest_path, contracts_dir)  # static column lineage of every dbt model
+    assets = [build_publish(manifest, marts, sources, lineage)] if marts else []
     return dg.Definitions(assets=assets, asset_checks=checks)
