@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
 
 from pipelines.privacy.keys import SecretKey, load_key
 from pipelines.privacy.operators import OperatorContext
@@ -126,3 +130,14 @@ class PrivacySettings(dg.ConfigurableResource):
             hierarchies_dir=CONTRACTS_DIR / "hierarchies",
             reidentification_key=reid,
         )
+
+
+@contextlib.contextmanager
+def connection(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`resource.get_connection()`, closed even when the step fails: dagster-duckdb closes it only on success, and a
+    connection left to the garbage collector keeps the file open (and locked) for the rest of the process."""
+    with resource.get_connection() as con:
+        try:
+            yield con
+        finally:
+            con.close()

@@ -64,7 +64,7 @@ def failure_text(result) -> str:
 
 def raw_snapshot(data_dir: Path) -> tuple:
     """The raw HR table's content and the tables beside it (a rejected batch leaves no staged table)."""
-    with duckdb.connect(str(data_dir / "raw.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(data_dir / "raw.duckdb")) as con:  # default config: the pipeline's own connections use it
         tables = sorted(r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall())
         return tables, con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from hr_employees t").fetchone()[0]
 

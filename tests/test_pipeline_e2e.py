@@ -19,8 +19,8 @@ def test_definitions_load():
         assert {f"landed_{dataset}", f"raw_{dataset}", f"deidentified_{dataset}"} <= keys
         assert f"deidentified_{dataset}" in {p.to_user_string() for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys}
     assert MARTS <= keys and {f"published_{m}" for m in MARTS} <= keys
-    assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")}
-    assert sorted(s.name for s in defs.schedules) == ["integrate_all_daily", "purge_quarantine_daily"]
+    assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")} | {"subject_requests_sensor"}
+    assert sorted(s.name for s in defs.schedules) == ["integrate_all_daily", "purge_quarantine_daily", "retention_purge_daily"]
 
 
 def test_run_succeeds_with_all_checks(pipeline_run):

@@ -316,7 +316,7 @@ def section_accuracy(cfg: BenchConfig, log) -> tuple[str, dict]:
     for label, baseline in (("this project (get_analyzer, threshold 0.4)", False), ("Presidio default recognizers, same en_core_web_sm (threshold 0.0, as the README's measurement)", True)):
         log(f"  section 3: {label}")
         eval_pii.run_detector(samples[:20], baseline, None, 1)  # warm up (model load) outside the timing
-        results, rate = eval_pii.run_detector(samples, baseline, None, 1)
+        results, rate, _cpu_rate = eval_pii.run_detector(samples, baseline, None, 1)
         pii, per_entity = eval_pii.evaluate(samples, results)
         data[label] = {"precision": pii.precision, "recall": pii.recall, "f2": pii.f_beta, "texts_per_s": rate,
                        "per_entity": {k: {"precision": v.precision, "recall": v.recall, "f2": v.f_beta} for k, v in per_entity.items()}}

@@ -21,7 +21,7 @@ from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.observe import landed_file_observation
 from pipelines.provenance import provenance
-from pipelines.resources import PipelineStorage, PrivacySettings
+from pipelines.resources import PipelineStorage, PrivacySettings, connection
 
 INGEST_DTYPES = {"string": "string", "integer": "int", "decimal": "decimal", "boolean": "bool", "date": "date", "timestamp": "timestamp"}
 
@@ -127,7 +127,7 @@ def build_known_identifiers(contracts: list[Contract]) -> dg.Definitions:
         ),
     )
     def known_identifiers(context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.MaterializeResult:
-        with raw_database.get_connection() as con:
+        with connection(raw_database) as con:
             known = cached_known_identifiers(con, storage.raw_db, contracts[0].path.parent)
         built_from = {}
         for c in contracts:
@@ -197,7 +197,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 metadata={"problem": problem, "quarantine": str(where), "file": path.name},
             )
 
-        with raw_database.get_connection() as con:
+        with connection(raw_database) as con:
             try:
                 report = ingest_file(path, contract, con, staged)  # write: a staged batch beside the raw table
             except IngestError as error:
@@ -253,7 +253,7 @@ def build_department(contract: Contract) -> dg.Definitions:
         in_force = lifecycle_checks.InForce.load(storage, ctx.pseudonym_key.key_id)  # every request ever recorded, keyed
         retention_state = lifecycle_retention.load_state(RequestPaths.under(storage.root).store_dir)
         horizon = lifecycle_retention.enforced_horizon(retention_state, ds)
-        with raw_database.get_connection() as raw, deidentified_database.get_connection() as con:
+        with connection(raw_database) as raw, connection(deidentified_database) as con:
             excluded = lifecycle_checks.excluded_rows(raw, ds)  # opted-out rows stay in raw, flagged, and are never read here
             # every department's identifiers: a name HR knows is found in Finance's memos too
             known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None

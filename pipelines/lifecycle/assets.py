@@ -14,7 +14,7 @@ from pipelines.contracts import Contract
 from pipelines.ingest import landed_files
 from pipelines.lifecycle import matching, requests as store, retention
 from pipelines.lifecycle.files import Unreadable, person_rows, rewrite
-from pipelines.resources import PipelineStorage, PrivacySettings
+from pipelines.resources import connection, PipelineStorage, PrivacySettings
 
 SUBJECT_REQUESTS = dg.AssetKey("subject_requests")
 RETENTION_PURGE = dg.AssetKey("retention_purge")
@@ -116,7 +116,7 @@ def _apply(context, storage: PipelineStorage, privacy: PrivacySettings, raw_db: 
     check_key_ids(requests, key.key_id)
     state = retention.load_state(paths.store_dir)
     outcomes: dict[str, Any] = {}
-    with raw_db.get_connection() as con:
+    with connection(raw_db) as con:
         present = [c for c in contracts if c.dataset in _tables(con)]
         frames = {c.dataset: (c, matching.key_frame(con, c, key.secret)) for c in present} if requests else {}
         resolved = {r["id"]: matching.resolve(frames, *store.keys_of(r)) for r in requests}
@@ -127,7 +127,7 @@ def _apply(context, storage: PipelineStorage, privacy: PrivacySettings, raw_db: 
             matching.create_view(con, c, retention.enforced_horizon(state, c.dataset))
     erased_keys = {k for r in requests if r["kind"] == "erasure" for k in resolved[r["id"]].linking_keys}
     files = _erase_files(storage, contracts, key.secret, erased_keys) if erased_keys else []
-    with deid_db.get_connection() as dcon:
+    with connection(deid_db) as dcon:
         for r in requests:
             res = resolved[r["id"]]
             removed = {ds: ch["removed"][r["id"]] for ds, ch in changes.items() if r["id"] in ch["removed"]}
@@ -193,7 +193,7 @@ def build_retention(contracts: list[Contract]) -> dg.AssetsDefinition:
         paths = store.Paths.under(storage.root)
         state = retention.load_state(paths.store_dir)
         reports, checks = {}, []
-        with raw_database.get_connection() as con:
+        with connection(raw_database) as con:
             for c in contracts:
                 reports[c.dataset] = retention.purge(con, c, storage.landing_dir, storage.quarantine_dir, now, state, context.run_id)
                 left = retention.remaining(con, c, storage.landing_dir, storage.quarantine_dir, retention.horizon(c, now))

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pipelines.contracts import Contract
 from pipelines.ingest import quote_ident
 from pipelines.lifecycle import matching, requests as store, retention
-from pipelines.resources import PipelineStorage, PrivacySettings
+from pipelines.resources import connection, PipelineStorage, PrivacySettings
 
 ABSENCE_CHECK = "subject_absence"
 RETENTION_CHECK = "retention"
@@ -125,7 +125,7 @@ def mart_absence_check(mart: str, sources: list[str], published: bool) -> dg.Ass
         pattern = matching._pattern(in_force.keys)
         found: dict[str, Any] = {}
         if pattern:
-            with deidentified_database.get_connection() as con:
+            with connection(deidentified_database) as con:
                 for ds in sources:
                     if cells := _cells_with_keys(con, ds, pattern):
                         found[f"deidentified_{ds}"] = cells
