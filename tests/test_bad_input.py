@@ -210,3 +210,25 @@ def test_rerun_after_fix_succeeds(deployment):
     assert not run_job(data_dir, "hr_employees_job")[0].success
     bad.write_bytes(hr.read_bytes())  # the department re-exports the file
     assert run_job(data_dir, "hr_employees_job")[0].success
+
+
+def test_department_run_after_anothers_rejected_batch_uses_its_last_good_raw(deployment):
+    """Finance's bad batch is rejected; HR's own run then reads Finance's last good raw table (the one the
+    known-identifier index names), not the rejected rows."""
+    data_dir, _ = deployment
+    claims = next((data_dir / "landing" / "finance").glob("expense_claims_*.csv"))
+    with duckdb.connect(str(data_dir / "raw.duckdb")) as con:
+        finance_before = con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from finance_expense_claims t").fetchone()[0]
+    lines = claims.read_text(encoding="utf-8").splitlines()
+    bad = data_dir / "landing" / "finance" / "expense_claims_2099-01-01.csv"
+    bad.write_text("\n".join(lines + [lines[1]]) + "\n", encoding="utf-8")  # a duplicated claim id
+    later = time.time() + 10
+    os.utime(bad, (later, later))
+    finance, instance = run_job(data_dir, "finance_expense_claims_job")
+    assert not finance.success
+    hr, _ = run_job(data_dir, "hr_employees_job", instance=instance)
+    assert hr.success, failure_text(hr)
+    with duckdb.connect(str(data_dir / "raw.duckdb")) as con:
+        assert con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from finance_expense_claims t").fetchone()[0] == finance_before
+    index = next(e.materialization for e in hr.get_asset_materialization_events() if e.asset_key.to_user_string() == "known_identifiers")
+    assert index.metadata["built_from_runs"].value["raw_finance_expense_claims"] != finance.run_id  # not the rejected run
