@@ -19,7 +19,7 @@ from pipelines.resources import connection, PipelineStorage, PrivacySettings
 SUBJECT_REQUESTS = dg.AssetKey("subject_requests")
 RETENTION_PURGE = dg.AssetKey("retention_purge")
 REQUESTS_JOB = "subject_requests_job"
-RETENTION_JOB = "retention_purge"
+RETENTION_JOB = "retention_purge_job"  # not the asset's name: job and op names share one namespace
 GROUP = "privacy_lifecycle"
 
 
