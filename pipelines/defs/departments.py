@@ -203,7 +203,11 @@ def build_department(contract: Contract) -> dg.Definitions:
             except IngestError as error:
                 drop_staged(con, staged)
                 raise reject(error, error.problem) from None
-            check = quality_check(con, staged, contract, storage)  # audit: the quality suite on the batch
+            try:
+                check = quality_check(con, staged, contract, storage)  # audit: the quality suite on the batch
+            except dg.Failure:  # e.g. a reviewed suite that disagrees with its contract: no batch is left behind
+                drop_staged(con, staged)
+                raise
             if not check.passed:
                 drop_staged(con, staged)
                 yield check
@@ -268,7 +272,11 @@ def build_department(contract: Contract) -> dg.Definitions:
                 raise dg.Failure(description=f"{error} {kept}") from None
             # other departments' mentions of requested people: their pseudonyms and any identifier of theirs become tags
             masked = lifecycle_matching.scrub(con, staged, ctx.pseudonym_key.secret, in_force.keys)
-            check = privacy_check(con, staged, contract, storage)  # the privacy suite on the staged table
+            try:
+                check = privacy_check(con, staged, contract, storage)  # the privacy suite on the staged table
+            except dg.Failure:
+                drop_staged(con, staged)
+                raise
             absent = lifecycle_checks.absence_result(con, staged, ctx.pseudonym_key.secret, in_force, excluded, masked)
             retained = lifecycle_checks.retention_result(con, staged, contract, horizon)
             for gate in (check, absent, retained):
