@@ -15,7 +15,7 @@ from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
 from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
 from pipelines.lifecycle.checks import build_mart_checks
-from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
+from pipelines.resources import CONTRACTS_DIR, EXPECTATIONS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
 
 MAIN_JOB = "integrate_all"
 
@@ -41,9 +41,13 @@ def purge_quarantine_job():
 
 
 def build_definitions(
-    data_dir: Path | None = None, contracts_dir: Path = CONTRACTS_DIR, dbt_project_dir: Path | None = None
+    data_dir: Path | None = None,
+    contracts_dir: Path = CONTRACTS_DIR,
+    dbt_project_dir: Path | None = None,
+    suites_dir: Path = EXPECTATIONS_DIR,
 ) -> dg.Definitions:
-    """Everything, for one data directory (default: `$PIPELINES_DATA_DIR` or `data/`)."""
+    """Everything, for one data directory (default: `$PIPELINES_DATA_DIR` or `data/`), from the contracts in
+    `contracts_dir` and the reviewed suites in `suites_dir`."""
     storage = PipelineStorage(
         data_dir=str(data_dir or default_data_dir()),
         quarantine_retention_days=int(dg.EnvVar("PIPELINES_QUARANTINE_RETENTION_DAYS").get_value("30") or 30),
@@ -72,10 +76,10 @@ def build_definitions(
     contracts = load_contracts(contracts_dir)
     project = dbt_project(dbt_project_dir) if dbt_project_dir else dbt_project()
     return dg.Definitions.merge(
-        *[build_department(c) for c in contracts],
+        *[build_department(c, suites_dir) for c in contracts],
         build_known_identifiers(contracts),
         build_integration(project, contracts_dir),
-        build_marts(project.manifest_path, contracts_dir),
+        build_marts(project.manifest_path, contracts_dir, suites_dir),
         build_lifecycle(contracts),
         dg.Definitions(asset_checks=build_mart_checks(project.manifest_path, contracts_dir)),
         dg.Definitions(

@@ -21,7 +21,7 @@ from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.observe import landed_file_observation
 from pipelines.provenance import provenance
-from pipelines.resources import PipelineStorage, PrivacySettings, connection
+from pipelines.resources import EXPECTATIONS_DIR, PipelineStorage, PrivacySettings, connection
 
 INGEST_DTYPES = {"string": "string", "integer": "int", "decimal": "decimal", "boolean": "bool", "date": "date", "timestamp": "timestamp"}
 
@@ -148,8 +148,9 @@ def file_cursor(path: Path) -> str:
     return f"{path.stat().st_mtime_ns:020d}:{path.name}"
 
 
-def build_department(contract: Contract) -> dg.Definitions:
-    """Assets (landed -> raw -> de-identified), a job and a landing sensor for one dataset."""
+def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) -> dg.Definitions:
+    """Assets (landed -> raw -> de-identified), a job and a landing sensor for one dataset; its reviewed suites
+    are `<dataset>.quality` and `<dataset>.privacy` in `suites_dir`."""
     ds, group, owners = contract.dataset, contract.department, _owners(contract)
     tags = {"department": group}
 
@@ -204,7 +205,7 @@ def build_department(contract: Contract) -> dg.Definitions:
                 drop_staged(con, staged)
                 raise reject(error, error.problem) from None
             try:
-                check = quality_check(con, staged, contract, storage)  # audit: the quality suite on the batch
+                check = quality_check(con, staged, contract, storage, suites_dir)  # audit: the quality suite on the batch
             except dg.Failure:  # e.g. a reviewed suite that disagrees with its contract: no batch is left behind
                 drop_staged(con, staged)
                 raise
@@ -273,7 +274,7 @@ def build_department(contract: Contract) -> dg.Definitions:
             # other departments' mentions of requested people: their pseudonyms and any identifier of theirs become tags
             masked = lifecycle_matching.scrub(con, staged, ctx.pseudonym_key.secret, in_force.keys)
             try:
-                check = privacy_check(con, staged, contract, storage)  # the privacy suite on the staged table
+                check = privacy_check(con, staged, contract, storage, suites_dir)  # the privacy suite on the staged table
             except dg.Failure:
                 drop_staged(con, staged)
                 raise
