@@ -275,3 +275,58 @@ def test_retention_removes_exactly_the_rows_past_the_horizon(world):
     assert world.query("deidentified.duckdb", "SELECT count(*) FROM it_security_incidents WHERE reported_at < '2025-03'") == [(0,)]
     md = world.instance.get_latest_materialization_event(dg.AssetKey("deidentified_hr_employees")).asset_materialization.metadata
     assert "landing time" in md["retention"].value["basis"] and md["retention"].value["last_purge"]["raw_rows_removed"] == 0
+
+
+# --- the absence proof reads every column kind an identifier can sit in ----------------------------------------
+
+
+SECRET = b"k" * 32
+
+
+def _keys(*pairs: tuple[str, str]) -> set[str]:
+    return {pseudonym(SECRET, entity, value) for entity, value in pairs}
+
+
+@pytest.fixture()
+def typed_table():
+    """A de-identified-like table with one column of each kind; the requested person sits in some of them."""
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE t (note VARCHAR, member_code VARCHAR, customer_no BIGINT, account DECIMAL(12, 0), tags VARCHAR[],
+                   opened DATE, score DOUBLE, active BOOLEAN, other_no INTEGER)""")
+    person_key = pseudonym(SECRET, "EMAIL_ADDRESS", "ana@example.org")
+    con.execute("INSERT INTO t VALUES (?, 'MC-77-QX', 4821337, 99001, ['vip', ?], DATE '2025-03-01', 4821337, true, 5), "
+                "('nothing here', 'MC-10-AB', 1, 2, ['x'], DATE '2025-03-02', 1.5, false, 6)",
+                [f"escalated for {person_key}", person_key])
+    yield con
+    con.close()
+
+
+def test_absence_finds_a_person_in_text_typed_ids_and_nested_values(typed_table):
+    from pipelines.lifecycle.matching import absence
+
+    keys = _keys(("EMAIL_ADDRESS", "ana@example.org"), ("CUSTOMER_ID", "4821337"), ("ACCOUNT_ID", "99001"), ("MEMBER_ID", "MC-77-QX"))
+    found = absence(typed_table, "t", SECRET, keys)
+    assert set(found) == {"note", "member_code", "customer_no", "account", "tags"}  # not the double, boolean or date
+    assert found["customer_no"] == {"kind": "typed_id", "distinct_values_equal_to_identifier": 1}
+    assert found["member_code"]["distinct_values_equal_to_identifier"] == 1  # a kept id no span pattern knows
+    assert found["note"]["cells_with_pseudonym"] == 1 and found["tags"]["kind"] == "text"
+    assert "4821337" not in json.dumps(found) and "MC-77" not in json.dumps(found)  # counts only, never a value
+
+
+def test_absence_reads_dates_only_for_a_person_with_a_date_identifier(typed_table):
+    from pipelines.lifecycle.matching import absence
+
+    assert absence(typed_table, "t", SECRET, _keys(("EMAIL_ADDRESS", "nobody@example.org"))) == {}
+    found = absence(typed_table, "t", SECRET, _keys(("DATE_TIME", "2025-03-01")))
+    assert set(found) == {"opened"} and found["opened"]["kind"] == "temporal"
+
+
+def test_scrub_clears_every_kind_then_absence_holds(typed_table):
+    from pipelines.lifecycle.matching import absence, scrub
+
+    keys = _keys(("EMAIL_ADDRESS", "ana@example.org"), ("CUSTOMER_ID", "4821337"), ("MEMBER_ID", "MC-77-QX"))
+    changed = scrub(typed_table, "t", SECRET, keys)
+    assert set(changed) == {"note", "member_code", "customer_no", "tags"}
+    assert absence(typed_table, "t", SECRET, keys) == {}
+    rows = typed_table.execute("SELECT member_code, customer_no, score, other_no FROM t ORDER BY other_no").fetchall()
+    assert rows == [("<MEMBER_ID>", None, 4821337.0, 5), ("MC-10-AB", 1, 1.5, 6)]  # the others untouched

@@ -115,13 +115,14 @@ def _stale_sources(instance: dg.DagsterInstance, mart_key: dg.AssetKey, sources:
 def mart_absence_check(mart: str, sources: list[str], published: bool) -> dg.AssetChecksDefinition:
     """Blocking: the mart (or its published copy) holds no requested person's pseudonym, was built after its sources,
     and every source it was built from holds none of them either (so no row of it counts them)."""
-    key = dg.AssetKey(f"published_{mart}" if published else mart)
+    asset = dg.AssetKey(f"published_{mart}" if published else mart)
 
-    @dg.asset_check(asset=key, name=ABSENCE_CHECK, blocking=True, description=(
-        f"No requested person in {key.to_user_string()} nor in the de-identified tables it is built from ({', '.join(sources)})."))
+    @dg.asset_check(asset=asset, name=ABSENCE_CHECK, blocking=True, description=(
+        f"No requested person in {asset.to_user_string()} nor in the de-identified tables it is built from ({', '.join(sources)})."))
     def check(context: dg.AssetCheckExecutionContext, storage: PipelineStorage, privacy: PrivacySettings,
               deidentified_database: DuckDBResource) -> dg.AssetCheckResult:
-        in_force = InForce.load(storage, privacy.pseudonym_key(storage).key_id)
+        key = privacy.pseudonym_key(storage)
+        in_force = InForce.load(storage, key.key_id)
         pattern = matching._pattern(in_force.keys)
         found: dict[str, Any] = {}
         if pattern:
@@ -131,15 +132,15 @@ def mart_absence_check(mart: str, sources: list[str], published: bool) -> dg.Ass
                         found[f"deidentified_{ds}"] = cells
             path = storage.marts_db if published else storage.warehouse_db
             with duckdb.connect(str(path)) as con:  # default config, as the publish step and the mart suites open them
-                if cells := _cells_with_keys(con, mart, pattern):
-                    found[key.to_user_string()] = cells
-        stale = [] if published else _stale_sources(context.instance, key, sources)
+                if cells := matching.absence(con, mart, key.secret, in_force.keys):  # every column kind, as on de-identified tables
+                    found[asset.to_user_string()] = cells
+        stale = [] if published else _stale_sources(context.instance, asset, sources)
         passed = not found and not stale
         if passed:
-            record_proof(storage, in_force.ids, key.to_user_string(), context.run.run_id)
+            record_proof(storage, in_force.ids, asset.to_user_string(), context.run.run_id)
         return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata={
             "requests_checked": len(in_force.ids), "found": dg.MetadataValue.json(found), "sources_newer_than_mart": dg.MetadataValue.json(stale)},
-            description=(f"{len(in_force.ids)} request(s) in force: absent from {key.to_user_string()} and its sources" if passed
+            description=(f"{len(in_force.ids)} request(s) in force: absent from {asset.to_user_string()} and its sources" if passed
                          else f"not proven: found in {sorted(found)}; sources rebuilt after the mart: {stale}"))
 
     return check

@@ -157,6 +157,57 @@ def create_view(con, contract: Contract, horizon: date | None) -> str:
     return view
 
 
+# Column kinds by what they can hold of a person. Text (and nested values read as text) can hold pseudonyms and
+# identifiers anywhere in it; integers, decimals and UUIDs are typed ids (customer or employee numbers), compared whole;
+# dates and times are compared whole only when a requested person has a DATE_TIME identifier; booleans hold two
+# values and floating-point numbers have no exact text form (an id stored as a float is already corrupted), so no
+# identifier of a person can sit in them.
+_TEXT_KINDS = ("VARCHAR", "JSON", "BLOB")
+_NESTED_MARKS = ("[]", "STRUCT(", "MAP(", "UNION(")
+_TYPED_ID_KINDS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+                   "UHUGEINT", "DECIMAL", "UUID", "BIT")
+_TEMPORAL_KINDS = ("DATE", "TIME", "TIMESTAMP", "INTERVAL")
+NO_IDENTIFIER_KINDS = ("BOOLEAN", "FLOAT", "DOUBLE")
+WHOLE_VALUE_MAX_CHARS = 64  # a longer text is no identifier whole; its identifiers are found as spans
+
+
+def column_kind(data_type: str) -> str:
+    """text | typed_id | temporal | none: how the absence check reads a column of this DuckDB type."""
+    t = data_type.upper()
+    if t in _TEXT_KINDS or any(m in t for m in _NESTED_MARKS):
+        return "text"
+    base = t.split("(")[0].strip()
+    if base in _TYPED_ID_KINDS:
+        return "typed_id"
+    if base.startswith(_TEMPORAL_KINDS):
+        return "temporal"
+    return "none"
+
+
+def _all_columns(con, table: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+
+
+def _distinct_text(con, table: str, column: str) -> list[str]:
+    col = quote_ident(column)
+    return [r[0] for r in con.execute(
+        f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {quote_ident(table)} WHERE {col} IS NOT NULL").fetchall()]
+
+
+def whole_value_hits(values: list[str], secret: bytes, keys: set[str]) -> dict[str, str]:
+    """The values that are, whole, an identifier of a requested person: value -> its identifier type (never kept)."""
+    short = [v for v in values if len(v) <= WHOLE_VALUE_MAX_CHARS]
+    hits: dict[str, str] = {}
+    if not short:
+        return hits
+    series, wanted = pd.Series(short, dtype=object), list(keys)
+    for entity in sorted({label(k)[1:-1] for k in keys}):
+        for i in np.flatnonzero(np.isin(np.array(pseudonyms(secret, entity, series), dtype=object), wanted)):
+            hits.setdefault(short[i], entity)
+    return hits
+
+
 # --- de-identified tables: cells and text ---------------------------------------------------------------------
 
 
@@ -218,7 +269,9 @@ def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
             wanted = _pattern(k for k in keys if label(k) == key_label)
             con.execute(f"UPDATE {quote_ident(table)} SET {col} = regexp_replace({col}, ?, ?, 'g') WHERE regexp_matches({col}, ?)",
                         [wanted, key_label, wanted])
-        mapping = {v: m for v in _distinct(con, table, column) if (m := masked_mentions(v, secret, keys))[1]}
+        values = _distinct(con, table, column)
+        whole = whole_value_hits(values, secret, keys)  # a kept identifier of a kind no span pattern knows
+        mapping = {v: (f"<{whole[v]}>", 1) if v in whole else m for v in values if v in whole or (m := masked_mentions(v, secret, keys))[1]}
         if mapping:
             con.register("__lifecycle_masked", pd.DataFrame({"v": list(mapping), "m": [m for m, _ in mapping.values()]}))
             n += con.execute(f"UPDATE {quote_ident(table)} SET {col} = __lifecycle_masked.m FROM __lifecycle_masked "
@@ -226,19 +279,44 @@ def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
             con.unregister("__lifecycle_masked")
         if n:
             changed[column] = int(n)
+    temporal = any(label(k) == "<DATE_TIME>" for k in keys)
+    for column, data_type in _all_columns(con, table):  # nested values, typed ids (dates when requested) naming them
+        kind = column_kind(data_type)
+        if kind == "text" and data_type.upper() != "VARCHAR":  # a nested value (list, struct, JSON) naming them goes whole
+            values = _distinct_text(con, table, column)
+            hits = [v for v in values if re.search(pattern, v) or masked_mentions(v, secret, keys)[1]]
+            hits += list(whole_value_hits([v for v in values if v not in hits], secret, keys))
+        elif kind == "typed_id" or (kind == "temporal" and temporal):
+            hits = list(whole_value_hits(_distinct_text(con, table, column), secret, keys))
+        else:
+            continue
+        if hits:
+            col = quote_ident(column)
+            changed[column] = int(con.execute(f"UPDATE {quote_ident(table)} SET {col} = NULL WHERE CAST({col} AS VARCHAR) IN "
+                                              "(SELECT unnest(?))", [hits]).fetchone()[0])
     return changed
 
 
 def absence(con, table: str, secret: bytes, keys: set[str]) -> dict[str, dict[str, int]]:
-    """Per text column: cells holding a requested pseudonym, and cells with a span hashing to a requested key."""
+    """Per column that could hold a requested person: cells with their pseudonym (text), distinct values naming them
+    as a span in text, and distinct values equal to one of their identifiers (text, typed ids, dates when requested).
+    Columns of kinds that cannot hold an identifier (NO_IDENTIFIER_KINDS) are listed under `not_checked` with their kind."""
     found: dict[str, dict[str, int]] = {}
     pattern = _pattern(keys)
     if pattern is None:
         return found
-    for column in _text_columns(con, table):
-        col = quote_ident(column)
-        by_pseudonym = con.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({col}, ?)", [pattern]).fetchone()[0]
-        by_hash = sum(1 for v in _distinct(con, table, column) if masked_mentions(v, secret, keys)[1])
-        if by_pseudonym or by_hash:
-            found[column] = {"cells_with_pseudonym": int(by_pseudonym), "distinct_values_with_identifier": by_hash}
+    temporal = any(label(k) == "<DATE_TIME>" for k in keys)
+    for column, data_type in _all_columns(con, table):
+        kind = column_kind(data_type)
+        if kind == "none" or (kind == "temporal" and not temporal):
+            continue
+        values = _distinct_text(con, table, column)
+        counts = {"distinct_values_equal_to_identifier": len(whole_value_hits(values, secret, keys))}
+        if kind == "text":
+            as_text = f"CAST({quote_ident(column)} AS VARCHAR)"
+            counts["cells_with_pseudonym"] = int(con.execute(
+                f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({as_text}, ?)", [pattern]).fetchone()[0])
+            counts["distinct_values_with_identifier"] = sum(1 for v in values if masked_mentions(v, secret, keys)[1])
+        if any(counts.values()):
+            found[column] = {"kind": kind, **counts}
     return found
