@@ -519,6 +519,10 @@ def _deidentify_columns(
     return _Chunk(pd.DataFrame(out, index=frame.index), records, residual)
 
 
+# The one per-batch step: the DuckDB stream (deidentify_table) and Spark's Arrow batches (pipelines.engines.spark) call it.
+deidentify_batch = _deidentify_columns
+
+
 def _check_residual(contract: Contract, residual: dict[str, dict[str, Any]]) -> None:
     hits = {name: scan["residual"] for name, scan in residual.items() if scan.get("residual")}
     if hits:

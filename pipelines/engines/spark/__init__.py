@@ -1,0 +1,1 @@
+"""The Spark engine: a session resource, de-identification as Arrow batches, dbt-spark's session method."""

@@ -1,0 +1,266 @@
+"""De-identification on Spark: Parquet in, Arrow batches through the same per-batch step as DuckDB's stream, Parquet out.
+
+Each Arrow batch becomes the pandas frame DuckDB's stream would have made of the same rows (DuckDB converts it, in
+the executor), goes through `deidentify_batch` and comes back as the Arrow DuckDB makes of the result, so both
+engines write the same values and types. Per-batch figures (values in, entities masked, residuals; counts only)
+travel as one extra row per batch in a metadata column. Everything that needs the whole table (classification,
+declared terms, the residual gate, k-anonymity and the suppression search) runs on the whole table, in Spark SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pandas as pd
+
+from pipelines.contracts import Contract, Role
+from pipelines.ingest import SOURCE_FILE_COLUMN
+from pipelines.privacy.classify import SharedClassification, columns_to_classify
+from pipelines.privacy.deidentify import (
+    ROW_COLUMN,
+    ColumnRecord,
+    DeidentifiedTable,
+    PrivacyThresholdError,
+    _check_declared,
+    _check_residual,
+    _detector,
+    _merge_records,
+    _merge_residual,
+    _search_suppression,
+    _table_terms,
+    deidentify_batch,
+)
+from pipelines.privacy.known import KnownIdentifiers
+from pipelines.privacy.operators import OperatorContext
+
+META_COLUMN = "__deidentify_batch"  # one row per batch: its ColumnRecords and residual counts as JSON (no values)
+
+
+def q(name: str) -> str:
+    """A Spark SQL identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+_local = None  # a DuckDB connection per Python worker, for Arrow <-> pandas exactly as DuckDB's stream converts
+
+
+def _duckdb():
+    global _local
+    if _local is None:
+        import duckdb
+
+        _local = duckdb.connect()
+    return _local
+
+
+def _naive_timestamps(table):
+    """Spark hands timestamps out with the session's zone (UTC); DuckDB's raw tables hold them without a zone."""
+    import pyarrow as pa
+
+    fields = [pa.field(f.name, pa.timestamp(f.type.unit)) if pa.types.is_timestamp(f.type) and f.type.tz else f
+              for f in table.schema]
+    return table.cast(pa.schema(fields)) if fields != list(table.schema) else table
+
+
+def arrow_to_frame(table) -> pd.DataFrame:
+    """The frame DuckDB's `.df()` makes of these rows."""
+    return _duckdb().from_arrow(_naive_timestamps(table)).df()
+
+
+def frame_to_arrow(frame: pd.DataFrame):
+    """The Arrow DuckDB makes of a frame (the types the DuckDB engine's staged table gets)."""
+    con = _duckdb()
+    con.register("deidentified_batch", frame)
+    try:
+        return con.sql("SELECT * FROM deidentified_batch").to_arrow_table()
+    finally:
+        con.unregister("deidentified_batch")
+
+
+def to_pandas(df) -> pd.DataFrame:
+    """A (small) Spark result as the DuckDB engine would have read it."""
+    return arrow_to_frame(df.toArrow())
+
+
+def _output_schema(raw, names: list[str], contract: Contract, ctx: OperatorContext, terms) -> Any:
+    """The Arrow schema of de-identified batches: the per-batch step run on no rows (no model is needed for it)."""
+    import pyarrow as pa
+
+    # one row converted, then none kept: DuckDB types an Arrow table without chunks differently (object, not str)
+    empty = arrow_to_frame(raw.select(*[q(n) for n in names]).limit(1).toArrow()).iloc[:0]
+    out = frame_to_arrow(deidentify_batch(empty, contract, ctx, model_name=None, known=None, terms=terms).frame)
+    fields = [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in out.schema]
+    return pa.schema(fields + [pa.field(ROW_COLUMN, pa.int64()), pa.field(META_COLUMN, pa.string())])
+
+
+def _batch_function(names, contract, ctx, model_name, known_broadcast, terms, schema):
+    """The function each executor applies to its Arrow batches (shipped once per task; the broadcast index once per
+    executor; the analyzer loads in each Python worker on its first batch and stays, as workers are reused)."""
+    import pyarrow as pa
+
+    data_schema = pa.schema([f for f in schema if f.name != META_COLUMN])
+
+    def apply(batches):
+        os.environ["PIPELINES_NLP_PROCESSES"] = "1"  # Spark shares out the cores; no process pool inside a task
+        known = known_broadcast.value if known_broadcast is not None else None
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            rows = table.column(ROW_COLUMN).to_numpy()
+            frame = arrow_to_frame(table.drop_columns([ROW_COLUMN]))
+            chunk = deidentify_batch(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
+            out = frame_to_arrow(chunk.frame).append_column(ROW_COLUMN, pa.array(rows, pa.int64()))
+            out = out.select(data_schema.names).cast(data_schema)
+            out = out.append_column(META_COLUMN, pa.nulls(len(out), pa.string()))
+            yield from out.to_batches()
+            meta = json.dumps({"first_row": int(rows.min()) if len(rows) else None, "rows": len(rows),
+                               "records": [r.to_dict() for r in chunk.records], "residual": chunk.residual})
+            yield pa.RecordBatch.from_pylist([{META_COLUMN: meta}], schema=schema)
+
+    return apply
+
+
+def _records(meta: list[dict]) -> tuple[list[ColumnRecord], dict[str, dict[str, Any]], int]:
+    """Merge the batches' figures in row order, as DuckDB's stream merges its chunks."""
+    records: list[ColumnRecord] | None = None
+    residual: dict[str, dict[str, Any]] = {}
+    rows = 0
+    for m in sorted(meta, key=lambda m: (m["first_row"] is None, m["first_row"] or 0)):
+        chunk = [ColumnRecord(**r) for r in m["records"]]
+        records = _merge_records(records, chunk)
+        _merge_residual(residual, m["residual"])
+        rows += m["rows"]
+    return records or [], residual, rows
+
+
+def k_anonymous(spark, data, contract: Contract, rows: int):
+    """enforce_k_anonymity in Spark SQL over the whole staged table (class sizes by window over all partitions):
+    the rows that may be published, how many were suppressed and the parameters (as DuckDB's `_publish_k_anonymous`)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
+    k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
+    params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit, "blanked": []}
+    if not quasi or k <= 1 or rows == 0:
+        return data, 0, params
+    window = Window.partitionBy(*[F.col(q(n)) for n in quasi])
+
+    def sized(frame):
+        return frame.withColumn("__class_size", F.count(F.lit(1)).over(window))
+
+    source = data
+    small = sized(source).where(F.col("__class_size") < k).count()
+    if small / rows > limit:
+        levels = None
+        if contract.privacy.adaptive_suppression:
+            quasi_frame = to_pandas(data.orderBy(ROW_COLUMN).select(*[q(n) for n in quasi]))
+            levels = _search_suppression(quasi_frame, quasi, k, limit)
+        if levels is None:
+            raise PrivacyThresholdError(
+                f"{contract.dataset}: {small} of {rows} records ({small / rows:.1%}) are in equivalence classes "
+                f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
+                + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
+                + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
+            )
+        blanked = [n for n, level in levels.items() if level > 0]
+        params["blanked"] = blanked
+        for n in blanked:
+            source = source.withColumn(n, F.lit("*").cast("string"))
+        small = sized(source).where(F.col("__class_size") < k).count()
+    params["suppressed_share"] = round(small / rows, 6)
+    kept = sized(source).where(F.col("__class_size") >= k).drop("__class_size")
+    return kept, small, params
+
+
+def replace_path(spark, new: str, target: str) -> None:
+    """Swap a written directory in for the old one (Hadoop FileSystem: a rename on local disks and HDFS; object
+    stores copy, so a reader there may briefly see neither; a table format such as Delta makes it atomic)."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    new_path, target_path = jvm.org.apache.hadoop.fs.Path(new), jvm.org.apache.hadoop.fs.Path(target)
+    fs = new_path.getFileSystem(conf)
+    old = jvm.org.apache.hadoop.fs.Path(target + ".__old")
+    fs.delete(old, True)
+    if fs.exists(target_path):
+        fs.rename(target_path, old)
+    fs.rename(new_path, target_path)
+    fs.delete(old, True)
+
+
+def deidentify_parquet(
+    spark,
+    source: str,
+    target: str,
+    contract: Contract,
+    ctx: OperatorContext,
+    *,
+    model_name: str | None = None,
+    known: KnownIdentifiers | None = None,
+    exclude: tuple[str, ...] = (SOURCE_FILE_COLUMN,),
+    batch_rows: int | None = None,
+) -> DeidentifiedTable:
+    """De-identify the Parquet table at `source` into `target` (Parquet), staged beside it and swapped in only when
+    classification, the residual gate and k-anonymity passed. Output and metadata as `deidentify_table`'s."""
+    from pyspark.sql import functions as F
+
+    if batch_rows:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+    raw = spark.read.parquet(source)
+    names = [n for n in raw.columns if n not in exclude]
+    _check_declared(names, contract)
+    raw = raw.select(*[q(n) for n in names])
+    view = f"raw_{contract.dataset}"
+    raw.createOrReplaceTempView(view)
+
+    def distinct(name: str) -> pd.Series:
+        return to_pandas(spark.sql(f"SELECT DISTINCT {q(name)} FROM {view} WHERE {q(name)} IS NOT NULL")).iloc[:, 0]
+
+    def frequent(name: str, k: int, limit: int) -> pd.Series:
+        return to_pandas(spark.sql(
+            f"SELECT CAST({q(name)} AS STRING) AS v FROM {view} WHERE {q(name)} IS NOT NULL GROUP BY v "
+            f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}")).iloc[:, 0]
+
+    values = {c.name: distinct(c.name) for c in columns_to_classify(contract)}
+    rows = raw.count()
+    classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=rows * len(names))
+    del values
+    staging, fresh = target + ".__staging", target + ".__new"
+    try:
+        terms = _table_terms(contract, distinct, frequent)
+        schema = _output_schema(raw, names, contract, ctx, terms)
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        known_broadcast = spark.sparkContext.broadcast(known) if known is not None else None
+        apply = _batch_function(names, contract, ctx, model_name, known_broadcast, terms, schema)
+        numbered = raw.withColumn(ROW_COLUMN, F.monotonically_increasing_id())
+        numbered.mapInArrow(apply, from_arrow_schema(schema)).write.mode("overwrite").parquet(staging)
+        if known_broadcast is not None:
+            known_broadcast.unpersist()
+        staged = spark.read.parquet(staging)
+        meta = [json.loads(r[0]) for r in staged.where(F.col(META_COLUMN).isNotNull()).select(META_COLUMN).collect()]
+        records, residual, rows_in = _records(meta)
+        classification = classifying.result()  # raises UndeclaredPIIError before anything is published
+        _check_residual(contract, residual)
+        data = staged.where(F.col(META_COLUMN).isNull()).drop(META_COLUMN)
+        kept, suppressed, k_params = k_anonymous(spark, data, contract, rows_in)
+        kept.orderBy(ROW_COLUMN).drop(ROW_COLUMN).write.mode("overwrite").parquet(fresh)
+        replace_path(spark, fresh, target)
+    finally:
+        classifying.cancel()
+        _delete(spark, staging)
+        _delete(spark, fresh)
+    return DeidentifiedTable(
+        None, records, rows_in=rows_in, rows_out=rows_in - suppressed, rows_suppressed=suppressed,
+        detector=_detector(contract, model_name), k_anonymity=k_params,
+        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual,
+                       "engine": "spark", "batches": len(meta)},
+        classification=[c.to_dict() for c in classification],
+    )
+
+
+def _delete(spark, path: str) -> None:
+    jvm = spark.sparkContext._jvm
+    p = jvm.org.apache.hadoop.fs.Path(path)
+    p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(p, True)
