@@ -98,4 +98,8 @@ def build_definitions(
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location's definitions, built when it loads (webserver, daemon, `dg`, `dagster job launch`), not at
+    import: importing this module reads no environment and parses no dbt project."""
+    return build_definitions()

@@ -11,8 +11,9 @@ PUBLISHED = MARTS | {"mart_org_unit_activity_dp"}  # the approved marts and the 
 
 
 def test_definitions_load():
-    from pipelines.definitions import defs
+    from pipelines.definitions import defs as load_defs
 
+    defs = load_defs()  # lazy: built when a code location loads, not at import
     defs.get_repository_def().get_all_jobs()  # loads as a code location does: job and op names must not clash
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}

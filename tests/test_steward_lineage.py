@@ -121,7 +121,7 @@ def test_every_stage_carries_column_lineage_and_classification_tags(pipeline_run
     assert published["dagster/column_lineage"].value.deps_by_column["headcount"][0].asset_key == dg.AssetKey("mart_org_unit_activity")
     from pipelines.definitions import defs
 
-    landed = defs.resolve_asset_graph().get(dg.AssetKey("landed_hr_employees")).metadata["dagster/column_schema"]
+    landed = defs().resolve_asset_graph().get(dg.AssetKey("landed_hr_employees")).metadata["dagster/column_schema"]
     assert {c.name: c.tags[cls.STATE] for c in landed.columns}["ssn"] == "identifying"
 
 

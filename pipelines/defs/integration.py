@@ -44,7 +44,9 @@ def dbt_project(project_dir: Path = DBT_PROJECT_DIR) -> DbtProject:
     """The dbt project, with its manifest parsed once if it is missing (fresh clone); the graph is drawn from it,
     while each run compiles the project's current files for itself."""
     project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
-    if not project.manifest_path.exists():
+    # Under `dagster dev` / `dg dev` re-parse on every load so edits show in the graph, as `prepare_if_dev` does,
+    # but with the venv's dbt (`prepare_if_dev` looks for `dbt` on PATH, absent when the venv is not activated).
+    if os.getenv("DAGSTER_IS_DEV_CLI") or not project.manifest_path.exists():
         dbt_resource(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
     return project
 
