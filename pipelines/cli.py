@@ -17,10 +17,10 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.resources import PROJECT_ROOT, default_data_dir
+from pipelines.paths import PROJECT_ROOT, WORKSPACE
+from pipelines.resources import default_data_dir
 from pipelines.runs import fail_dead_runs, local_daemon, runs_in_progress
 
-WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 _POLL_S = 2.0
 
 

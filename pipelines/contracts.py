@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+from pipelines.paths import CONTRACTS_DIR  # noqa: F401 (re-exported)
 _IDENT = r"^[a-z][a-z0-9_]*$"
 
 

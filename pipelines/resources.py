@@ -16,10 +16,7 @@ from pipelines.privacy.keys import SecretKey, load_key
 from pipelines.privacy.operators import OperatorContext
 from pipelines.runs import record_worker
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONTRACTS_DIR = PROJECT_ROOT / "contracts"
-EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+from pipelines.paths import CONTRACTS_DIR, DBT_PROJECT_DIR, EXPECTATIONS_DIR, PROJECT_ROOT  # noqa: F401 (re-exported)
 
 
 def default_data_dir() -> Path:

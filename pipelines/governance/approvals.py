@@ -51,9 +51,9 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from pipelines.contracts import CONTRACTS_DIR, load_contracts
+from pipelines.contracts import load_contracts
+from pipelines.paths import CONTRACTS_DIR, DBT_PROJECT_DIR
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 DIALECT = "duckdb"
 DEIDENTIFIED_SOURCE = "deidentified"  # source name and attached database alias (profiles.yml)
 ALLOWED_RESOURCE_TYPES = {"model", "seed"}
@@ -787,7 +787,10 @@ def _check_access(node: Mapping[str, Any], approval: Approval | None, has_approv
     problems = []
     if "staging" in folders and public:
         problems.append(f"staging model {name} is access: public; staging stays private")
-    if approval and "marts" in folders and not public:
+    person_level = bool(approval and approval.person_level)
+    if person_level and public:  # one row per person: read by the pipeline's gate and DP release, never by other groups
+        problems.append(f"person-level model {name} must not be access: public (set access: protected); its rows are people")
+    if approval and not person_level and "marts" in folders and not public:
         problems.append(f"approved mart {name} must be access: public")
     if approval and "marts" in folders and not node.get("config", {}).get("contract", {}).get("enforced"):
         problems.append(f"approved mart {name} must have contract: {{enforced: true}}")
@@ -854,8 +857,24 @@ def _check_publishes(node: Mapping[str, Any], approval: Approval, parsed: _Parse
     ]
 
 
+def _check_person_level_readers(project: _Project, node: Mapping[str, Any]) -> list[Violation]:
+    """No model reads a person-level model: its rows reach analysts only through the DP release and the risk gate."""
+    out = []
+    for dep in node.get("depends_on", {}).get("nodes", []):
+        dep_node = project.manifest["nodes"].get(dep)
+        raw = _meta(dep_node).get("approval") if dep_node and dep_node.get("resource_type") == "model" else None
+        if isinstance(raw, Mapping) and raw.get("person_level") is True:
+            out.append(Violation(node["name"], Rule.access, (
+                f"model {node['name']} reads person-level model {dep_node['name']}; person-level rows are read only by the "
+                "pipeline's person-level risk gate and DP release, never by another model")))
+    return out
+
+
 def _check_group_size(name: str, approval: Approval, parsed: _Parsed) -> list[Violation]:
-    """The final query withholds groups smaller than the approved minimum."""
+    """The final query withholds groups smaller than the approved minimum (a person-level model has no groups: its rows
+    never leave the warehouse, and its risk is measured by the mart gate's k over its quasi-identifiers)."""
+    if approval.person_level:
+        return []
     column, minimum = approval.group_size_column, approval.min_group_size
     if _withholds_small_groups(parsed.query, column, minimum):
         return []
@@ -887,6 +906,7 @@ def _check_model(project: _Project, uid: str, today: date) -> list[Violation]:
         out += _check_reads(project, node, parsed)
     out += _check_departments(project, node, raw is not None)  # an invalid approval is reported as such
     out += _check_access(node, approval, raw is not None)
+    out += _check_person_level_readers(project, node)
     if approval is not None:
         out += _check_validity(project, node, approval, today)
         for parsed in variants:
