@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.quality import data_docs
 from pipelines.quality.features import CLASS_SIZE, DISTINCT_PREFIX, RECORD_RISK
 
 # GE prints progress bars per validation; they would flood run logs
@@ -48,7 +49,7 @@ class SuiteOutcome:
     suite: str
     success: bool
     results: list[ExpectationOutcome] = field(default_factory=list)
-    data_docs: str | None = None  # file:// URL of the Great Expectations Data Docs site, when built
+    data_docs: str | None = None  # http URL of this validation's Data Docs page (served offline), when built
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -180,8 +181,22 @@ def _validate_with_docs(expectations: list[Any], name: str, frame: pd.DataFrame,
                       actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")])
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame})
-    sites = context.get_docs_sites_urls()
-    return next(iter(result.run_results.values())), (sites[0]["site_url"] if sites else "")
+    identifier, validation = next(iter(result.run_results.items()))
+    gx_root = Path(context.root_directory)  # GE keeps its project in a `gx` folder under the root it is given
+    data_docs.make_offline(gx_root)
+    return validation, _page(context, identifier, gx_root)
+
+
+def _page(context: Any, identifier: Any, gx_root: Path) -> str:
+    """The http URL of this validation's own page (not the index), where `make ui`'s docs server serves it."""
+    from urllib.parse import unquote, urlparse
+
+    sites = context.get_docs_sites_urls(resource_identifier=identifier)
+    page = Path(unquote(urlparse(sites[0]["site_url"]).path)) if sites else None
+    site = data_docs.site_dir(gx_root).resolve()
+    if page is None or not page.resolve().is_relative_to(site):
+        return data_docs.page_url("index.html")
+    return data_docs.page_url(page.resolve().relative_to(site).as_posix())
 
 
 class SuitePairingError(RuntimeError):
