@@ -15,6 +15,7 @@ from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
 from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
 from pipelines.lifecycle.checks import build_mart_checks
+from pipelines.lineage.openlineage import build_openlineage_sensor
 from pipelines.resources import CONTRACTS_DIR, EXPECTATIONS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
 
 MAIN_JOB = "integrate_all"
@@ -85,6 +86,7 @@ def build_definitions(
         dg.Definitions(
             jobs=[main_job, purge_quarantine_job],
             schedules=[daily, purge_daily],
+            sensors=[build_openlineage_sensor()],  # every finished run's OpenLineage events (data/openlineage/)
             executor=dg.in_process_executor,  # one DuckDB writer per file; Presidio loads once per run
             resources={
                 "storage": storage,
