@@ -164,9 +164,20 @@ def run(job_name: str, data_dir: Path, wait: bool = True) -> int:
             finished = wait_for(instance, run_id, daemon)
         success = finished.status == dg.DagsterRunStatus.SUCCESS
         print_summary(summarize(run_events(instance, run_id)), run_id, success)
+        _emit_lineage(instance, run_id, data_dir)
         if not success:
             print("See the run in the UI (make ui) for details.", file=sys.stderr)
         return 0 if success else 1
+
+
+def _emit_lineage(instance: dg.DagsterInstance, run_id: str, data_dir: Path) -> None:
+    """The run's OpenLineage events now (the sensor would, but this command's daemon stops with it)."""
+    from pipelines.definitions import build_definitions
+    from pipelines.lineage.openlineage import emit_run
+
+    path = emit_run(instance, run_id, data_dir, build_definitions(data_dir).resolve_asset_graph())
+    if path is not None:
+        print(f"OpenLineage events: {path}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -389,8 +389,12 @@ def emit_run(instance: dg.DagsterInstance, run_id: str, data_dir: Path, asset_gr
     events = events_for_run(instance, run_id, asset_graph)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = path.with_suffix(".jsonl.partial")
-    partial.unlink(missing_ok=True)
-    os.close(os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))  # owner-only before the first byte
+    if partial.exists() and datetime.now().timestamp() - partial.stat().st_mtime > 600:
+        partial.unlink(missing_ok=True)  # left by a process that died while writing
+    try:
+        os.close(os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))  # owner-only before the first byte
+    except FileExistsError:  # another process (the sensor, the CLI) is writing this run's events now
+        return path
     writer = OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(partial), append=True)))
     for event in events:
         writer.emit(event)
