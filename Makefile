@@ -49,7 +49,12 @@ run: install $(PIPELINES_DATA_DIR)/landing/.generated
 test: install
 	$(PY) -m pytest -q
 
+# The Data Docs server (offline Great Expectations pages) runs beside the Dagster UI; checks link to it.
+DOCS_PORT ?= 3001
+export PIPELINES_DATA_DOCS_URL ?= http://localhost:$(DOCS_PORT)
+
 ui: install
+	$(PY) -m pipelines.quality.docs_server --port $(DOCS_PORT) & docs=$$!; trap 'kill $$docs 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 eval-pii: install
