@@ -3,7 +3,7 @@
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from pipelines.dp import budget as dp_budget
 from pipelines.dp.publish import dp_card, publish_release
 from pipelines.dp.query import QueryRefused
 from pipelines.dp.release import ReleaseError
-from pipelines.contracts import Contract, load_contracts
+from pipelines.contracts import Contract, Role, load_contracts
 from pipelines.defs.checks import check_result
 from pipelines.defs.integration import release_dbt_duckdb
 from pipelines.governance.approvals import Approval, approval_for, load_manifest, model_departments
@@ -660,17 +660,53 @@ class PersonJoinGate:
     model: str
     quasi_identifiers: list[str]
     min_k: int
+    carried: dict[str, list[str]] = field(default_factory=dict)  # join column -> department quasi-identifiers it comes from
+    not_carried: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its quasi-identifiers that never reach the join
 
 
-def person_join_gate(manifest: dict, approval: Approval) -> PersonJoinGate | None:
-    """The mart's person-level join gate: its model, that model's quasi-identifiers and the threshold."""
+def _de_identified_sources(model: str, column: str, lineage: Mapping[str, Mapping[str, ColumnOrigin]], depth: int = 0) -> set[tuple[str, str]]:
+    """(dataset, column) of the de-identified tables a model's column is computed from, through every model between."""
+    if model.startswith("deidentified_"):
+        return {(model[len("deidentified_"):], column)}
+    origin = lineage.get(model, {}).get(column)
+    if origin is None or depth > 20:
+        return set()
+    return set().union(*[_de_identified_sources(m, c, lineage, depth + 1) for m, c in origin.deps])
+
+
+def person_join_quasi_identifiers(model: str, declared: Iterable[str], privacy_unit: str, lineage: Mapping[str, Mapping[str, ColumnOrigin]],
+                                  contracts: Iterable[Contract]) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """Every column of the person-level join made from a quasi-identifier of any contributing department (`contracts`),
+    found by column lineage, with the declared ones: what the gate counts k over. Also which department quasi-identifiers
+    each carries, and which never reach the join (they cannot single anyone out through it)."""
+    quasi = {(c.dataset, col.name) for c in contracts for col in c.columns_with_role(Role.quasi_identifier)}
+    carried: dict[str, list[str]] = {}
+    for column in lineage.get(model, {}):
+        hits = sorted(f"{d}.{c}" for d, c in _de_identified_sources(model, column, lineage) & quasi)
+        if hits and column != privacy_unit:
+            carried[column] = hits
+    reached = {h for hits in carried.values() for h in hits}
+    not_carried: dict[str, list[str]] = {}
+    for d, c in sorted(quasi):
+        if f"{d}.{c}" not in reached:
+            not_carried.setdefault(d, []).append(c)
+    columns = list(dict.fromkeys([*declared, *carried]))
+    return columns, carried, not_carried
+
+
+def person_join_gate(manifest: dict, approval: Approval, lineage: Mapping[str, Mapping[str, ColumnOrigin]] | None = None,
+                     contracts: Iterable[Contract] = ()) -> PersonJoinGate | None:
+    """The mart's person-level join gate: its model, the quasi-identifiers of every contributing department it carries
+    (declared, and found by column lineage) and the threshold."""
     join = approval.person_join
     if join is None:
         return None
     person = approval_for(manifest, join.model)
     if person is None or not person.person_level:
         raise ValueError(f"person_join.model {join.model} must carry an approval with person_level: true")
-    return PersonJoinGate(join.model, list(person.quasi_identifiers), join.min_k or approval.min_group_size)
+    contributing = [c for c in contracts if c.department in person.departments]
+    columns, carried, not_carried = person_join_quasi_identifiers(join.model, person.quasi_identifiers, join.privacy_unit, lineage or {}, contributing)
+    return PersonJoinGate(join.model, columns, join.min_k or approval.min_group_size, carried, not_carried)
 
 
 def _blocked(result: dg.AssetCheckResult, risk: dict[str, Any], model: str) -> dg.AssetCheckResult:
@@ -702,6 +738,7 @@ def _privacy_check(mart: str, approval: Approval, suites_dir: Path, gate: Person
         if gate is None:
             return check_result(outcome, extra)
         risk = person_join_risk(read_warehouse_table(storage, gate.model), gate.quasi_identifiers, gate.min_k)
+        risk |= {"carried_from": gate.carried, "department_quasi_identifiers_not_in_join": gate.not_carried}
         result = check_result(outcome, {**extra, "person_join_risk": dg.MetadataValue.json(risk)})
         return result if risk["passed"] else _blocked(result, risk, gate.model)
 
@@ -717,7 +754,8 @@ def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites
     for mart in marts:
         departments = model_departments(manifest, mart, contracts_dir)
         sources[mart] = [c for c in all_contracts if c.department in departments]
-    checks = [_privacy_check(mart, approval, suites_dir, person_join_gate(manifest, approval)) for mart, approval in marts.items()]
     lineage = lineage_for_manifest(manifest_path, contracts_dir)  # static column lineage of every dbt model
+    checks = [_privacy_check(mart, approval, suites_dir, person_join_gate(manifest, approval, lineage, all_contracts))
+              for mart, approval in marts.items()]
     assets = [build_publish(manifest, marts, sources, lineage)] if marts else []
     return dg.Definitions(assets=assets, asset_checks=checks)
