@@ -1,11 +1,14 @@
 """Benchmarks: `python -m pipelines.bench --out BENCHMARKS.md` (the Makefile's `make bench`).
 
-Five sections, each a markdown table stamped with the machine, versions and seed:
+Eight sections, each a markdown table stamped with the machine, versions and seed:
 1. de-identifying a generated table (this project vs Presidio per cell, presidio-structured, Presidio batch),
    speed and residual ground-truth PII; 2. free text alone; 3. detection accuracy on presidio-research's
    labelled texts; 4. risk figures on UCI Adult against ARX's; 5. the whole pipeline per size in a separate
-   process (stage times from Dagster's event log, peak memory); 6. utility: over-masking of label text and free text.
-   Everything is seeded and repeatable.
+   process (stage times from Dagster's event log, peak memory); 6. utility: over-masking of label text and free text;
+   7. privacy over time: a data subject's opt-out from recorded to proven absent, against a full run, side by side;
+   8. differential privacy: release time per size and the error of DP counts and sums beside the k-thresholded mart.
+   Everything is seeded and repeatable. `--only lifecycle,dp` runs sections 7 and 8 alone and splices them into the
+   existing report (the other sections, header and findings stay as they are; spliced sections carry their own stamp).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pipelines.bench.common import fmt_rate, fmt_s, git_revision, machine, versi
 from pipelines.bench.methods import processes
 from pipelines.bench.sections import BenchConfig
 
-SECTION_NAMES = {1: "tables", 2: "free text", 3: "accuracy", 4: "risk", 5: "pipeline", 6: "utility"}
+SECTION_NAMES = {1: "tables", 2: "free text", 3: "accuracy", 4: "risk", 5: "pipeline", 6: "utility", 7: "lifecycle", 8: "dp"}
 
 OPTIMIZATIONS = """## Optimizations
 
@@ -151,6 +154,19 @@ def findings(cfg: BenchConfig, data: dict) -> str:
             out.append(f"- Over-masking of label text `{column}` (hand-written corpus): " + ", ".join(
                 f"{mode} {100 * o['share']:.1f}%" for mode, o in modes.items())
                 + f"; personal values left: {max(o['values_left'] for o in modes.values())}.")
+    if 7 in data and not data[7].get("skipped"):
+        for r in data[7].values():
+            if r.get("status") == "success":
+                out.append(f"- Privacy over time, {r['rows_per_department']:,} rows per department: an opt-out is proven absent "
+                           f"{fmt_s(r['request_to_proven_absence_s'])} s after it is recorded, {r['cost_vs_full_run']:.2f}x a full "
+                           f"run ({fmt_s(r['full_run_s'])} s) measured beside it.")
+    if 8 in data and not data[8].get("skipped"):
+        for name, d in data[8].get("inputs", {}).items():
+            t, one = d["time"], d["accuracy"]["dp"].get("1.0", {})
+            out.append(f"- DP release, {name}: {fmt_s(t['plan_s'] + t['release_s'])} s; at epsilon 1 headcount error "
+                       f"{one.get('error', {}).get('headcount', {}).get('mean_abs_error', '-')} people on average, "
+                       f"{one.get('groups_released_mean', '-')} of {d['accuracy']['groups']} groups released "
+                       f"(the k-mart withholds {d['accuracy']['k_mart']['groups_withheld']}).")
     return "## Findings\n\n" + ("\n".join(out) if out else "- (no sections run)") + "\n"
 
 
@@ -160,10 +176,12 @@ def run(cfg: BenchConfig, argv: list[str]) -> str:
     from pipelines.bench import sections as s
     from pipelines.bench.pipeline_run import section_pipeline
 
+    from pipelines.bench.dp import section_dp
+    from pipelines.bench.lifecycle import section_lifecycle
     from pipelines.bench.utility import section_utility
 
     runners = {1: s.section_tables, 2: s.section_free_text, 3: s.section_accuracy, 4: s.section_risk, 5: section_pipeline,
-               6: section_utility}
+               6: section_utility, 7: section_lifecycle, 8: section_dp}
     texts: dict[int, str] = {}
     data: dict[int, dict] = {}
     for number in cfg.sections:
@@ -171,6 +189,8 @@ def run(cfg: BenchConfig, argv: list[str]) -> str:
         _log(f"section {number} ({SECTION_NAMES[number]})")
         try:
             texts[number], data[number] = runners[number](cfg, _log)
+            if number in SPLICED_STAMP:  # these sections say themselves when, on what code and by which command
+                texts[number] += "\n" + _run_stamp(cfg, argv, started)
         except Exception as error:  # one broken section must not hide the others
             import traceback
 
@@ -191,7 +211,37 @@ def _optimizations_log(cfg: BenchConfig) -> str:
     return cfg.optimizations
 
 
+SPLICED_STAMP = (7, 8)  # sections that can be run alone (--only) and spliced into the report, so carry their own stamp
+
+
+def _run_stamp(cfg: BenchConfig, argv: list[str], started: datetime) -> str:
+    cmd = "python -m pipelines.bench " + " ".join(shlex.quote(a) for a in argv)
+    return f"_Run: {started.strftime('%Y-%m-%d %H:%M UTC')}, code {cfg.revision}, `{cmd}`._\n"
+
+
+def splice(report: str, number: int, text: str) -> str:
+    """The report with section `number` replaced by `text` (or inserted before the optimizations log, else at the end)."""
+    head = f"## {number}. "
+    lines = report.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(head)), None)
+    block = text.rstrip("\n") + "\n\n"
+    if start is None:
+        later = next((i for i, ln in enumerate(lines) if ln.startswith("## ") and (
+            ln.startswith("## Optimizations") or (ln[3:].split(".")[0].isdigit() and int(ln[3:].split(".")[0]) > number))), len(lines))
+        return "".join(lines[:later]) + ("\n" if later and lines[later - 1].strip() else "") + block + "".join(lines[later:])
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[:start]) + block + "".join(lines[end:])
+
+
 def _write(cfg: BenchConfig, argv: list[str], started: datetime, texts: dict[int, str], data: dict[int, dict]) -> str:
+    if cfg.splice and cfg.out.exists():  # re-read each time: others may edit their sections of the file meanwhile
+        report = cfg.out.read_text(encoding="utf-8")
+        for number in sorted(texts):
+            report = splice(report, number, texts[number])
+        cfg.out.write_text(report, encoding="utf-8")
+        if cfg.json_path:
+            cfg.json_path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        return report
     parts = [header(cfg, argv, started), "", findings(cfg, data)]
     parts += [texts[n] + "\n" for n in sorted(texts)]
     parts.append(_optimizations_log(cfg))

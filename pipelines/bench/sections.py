@@ -37,7 +37,7 @@ class BenchConfig:
     seed: int = 7
     sizes: tuple[int, ...] = (10_000, 100_000)
     pipeline_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    sections: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    sections: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
     dataset: str = "support_tickets"
     baseline_rows: int = 2000  # larger tables: baselines run on a seeded sample of this many rows, extrapolated
     texts: int = 3000  # texts per free-text column in section 2
@@ -52,6 +52,10 @@ class BenchConfig:
     revision: str | None = None  # code revision when the run started
     optimizations: str | None = None  # the report's hand-kept optimizations log, read before the first write
     prepared: dict[int, Prepared] = field(default_factory=dict)
+    lifecycle_rows: tuple[int, ...] = (100_000,)  # section 7: generator --rows (rows per department)
+    dp_rows: tuple[int, ...] = (100_000, 1_000_000)  # section 8: synthetic person-level tables (people)
+    dp_repeats: int = 50  # section 8: releases per epsilon for the error (a quarter above 200,000 people)
+    splice: bool = False  # --only: replace just these sections in the existing report, leave the rest as it is
 
     def prepared_for(self, dataset: str, rows: int) -> Prepared:
         """Generated data in which `dataset` has at least `rows` rows."""
