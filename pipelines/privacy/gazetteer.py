@@ -9,12 +9,19 @@ nouns (given names, places, peoples) capitalised; that is all this module uses:
   one of the few everyday words of today's text the 1934 dictionary lacks (`MODERN_WORDS`);
 - `is_proper_noun`: written only capitalised in the dictionary ("Sophie", "Uruguay").
 
-Nothing here is written anywhere; the lists are read once per process (about 0.1 s, ~25 MB).
+Name lists: the US Census Bureau's 1990 name frequency files (given names of men and women, 5,494; surnames, 88,799;
+public domain) as shipped in the registry package `names` (0.3.0, MIT). They come from the census, not from Faker or
+the demo generator. Faker's own en_US lists are drawn from the same population of real US names (its surnames are the
+census' most frequent 1,000), so a name alone is never taken as evidence: `is_given_name`/`is_surname` only back up a
+cue (a title, a greeting, a sign-off, a possessive, a verb people do, a list with another name, a name run).
+
+Nothing here is written anywhere; the lists are read once per process (about 0.2 s, ~35 MB).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import regex
 
@@ -41,7 +48,7 @@ _SUFFIXES = (  # (suffix, what replaces it) tried in order: inflections and comm
     ("ful", ""), ("less", ""), ("ity", ""), ("ization", "ize"), ("isation", "ise"),
 )
 _WORD = regex.compile(r"\p{L}[\p{L}\p{M}'’]*")
-_CHUNK = regex.compile(r"\S+")
+_CHUNK = regex.compile(r"(?<=^|\s|>)[^\s>]\S*")  # a run of non-space characters, after any quoting '>' ("> >ella")
 _NOT_PROSE = regex.compile(r"[\p{N}@/\\_:=#<>]|\p{L}\.\p{L}")  # identifiers, emails, URLs, pseudonyms: left as they are
 
 
@@ -67,10 +74,58 @@ def proper_nouns() -> frozenset[str]:
     return frozenset(w.lower() for w in _web2() if w[:1].isupper() and w.lower() not in common)
 
 
+def _census_file(name: str) -> frozenset[str]:
+    """The lower-cased names of one of the census files in the `names` package (one name a line, then figures)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("names")  # its data files only: the package's own code is never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the `names` package (US Census 1990 name files) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / name
+    return frozenset(line.split(maxsplit=1)[0].lower() for line in path.read_text(encoding="ascii").splitlines() if line.strip())
+
+
+@lru_cache(maxsize=1)
+def given_names() -> frozenset[str]:
+    """Lower-case given names of the 1990 US census (men and women)."""
+    return _census_file("dist.male.first") | _census_file("dist.female.first")
+
+
+@lru_cache(maxsize=1)
+def surnames() -> frozenset[str]:
+    """Lower-case surnames of the 1990 US census."""
+    return _census_file("dist.all.last")
+
+
 def load() -> None:
     """Read the lists now (before worker processes fork, so they share them)."""
     common_words()
     proper_nouns()
+    given_names()
+    surnames()
+
+
+def is_everyday_word(word: str) -> bool:
+    """Is this (lower-case) word itself an entry of `common_words` (no inflection guessed: "johannes" is none)?"""
+    return word in common_words()
+
+
+def is_given_name(word: str) -> bool:
+    """Is this (lower-case) word a given name in the census list?"""
+    return word in given_names()
+
+
+def is_surname(word: str) -> bool:
+    """Is this (lower-case) word a surname in the census list?"""
+    return word in surnames()
+
+
+def is_listed_name(word: str) -> bool:
+    """A census given name that is no everyday word itself, or a census surname that is neither an everyday word nor
+    an inflection of one ("megan", "vasquez"; not "young", "will", "stones")."""
+    if word in common_words():
+        return False
+    return word in given_names() or (word in surnames() and not is_common_word(word))
 
 
 @lru_cache(maxsize=200_000)
@@ -108,12 +163,15 @@ def truecase(line: str) -> str:
     if not words:
         return line
     capital = [False] * len(words)
+    namey = [False] * len(words)  # capitalised for what the word is, not for where it stands
     for k, match in enumerate(words):
         word = match.group()
         if len(word) == 1:
             capital[k] = word == "i"
             continue
-        capital[k] = k == 0 or is_proper_noun(word) or not is_common_word(word)
+        namey[k] = is_proper_noun(word) or not is_common_word(word)
+        capital[k] = k == 0 or namey[k]
+    _census_names_beside_names(line, words, capital, namey)
     for k, match in enumerate(words):  # "szabina j gelencsér": the initial between two names
         if len(match.group()) == 1 and match.group() != "a" and 0 < k < len(words) - 1 and capital[k - 1] and capital[k + 1]:
             capital[k] = True
@@ -124,6 +182,29 @@ def truecase(line: str) -> str:
             if len(upper) == 1:
                 chars[match.start()] = upper
     return "".join(chars)
+
+
+_CUE_BEFORE_NAME = regex.compile(
+    r"(?:\b(?:mr|mrs|ms|miss|mx|dr|prof|dear|hi|hello|hey|named|called|call me|calls me|name is|name:)\.?|name:)[ \t]+\Z")
+
+
+def _census_names_beside_names(line: str, words: list, capital: list[bool], namey: list[bool]) -> None:
+    """Capitalise census names that the dictionary also lists as words ("mary", "pottinger", "spears") where they stand
+    as a name: a given name right before a name ("mary gavrilova"), a surname right after a given name ("lara pottinger"), or a
+    census name after a title, a greeting or "my name is" ("mr. spears", "she named him frank")."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    for k, match in enumerate(words):
+        word = match.group()
+        if capital[k] or len(word) == 1 or word in STOP_WORDS or not (is_given_name(word) or is_surname(word)):
+            continue
+        before = _CUE_BEFORE_NAME.search(line, max(0, match.start() - 16), match.start())
+        after_name = (k > 0 and namey[k - 1] and is_given_name(words[k - 1].group())
+                      and line[words[k - 1].end() : match.start()].isspace() and is_surname(word))
+        before_name = (k + 1 < len(words) and namey[k + 1] and line[match.end() : words[k + 1].start()].isspace()
+                       and is_given_name(word))
+        if before or after_name or before_name:
+            capital[k] = namey[k] = True
 
 
 _LINE = regex.compile(r"[^\n]+")
