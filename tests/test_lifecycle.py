@@ -330,3 +330,59 @@ def test_scrub_clears_every_kind_then_absence_holds(typed_table):
     assert absence(typed_table, "t", SECRET, keys) == {}
     rows = typed_table.execute("SELECT member_code, customer_no, score, other_no FROM t ORDER BY other_no").fetchall()
     assert rows == [("<MEMBER_ID>", None, 4821337.0, 5), ("MC-10-AB", 1, 1.5, 6)]  # the others untouched
+
+
+# --- retention runs by default; a purge of most of a dataset at once waits for a steward ------------------------
+
+
+@pytest.fixture()
+def incidents(tmp_path):
+    """IT's contract and a raw table of 10 incidents, 8 of them reported in January 2025 and 2 in December 2025."""
+    from pipelines.ingest import SOURCE_FILE_COLUMN
+
+    contract = next(c for c in load_contracts() if c.dataset == "it_security_incidents")
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE it_security_incidents (reported_at TIMESTAMP, {SOURCE_FILE_COLUMN} VARCHAR)")
+    con.execute("INSERT INTO it_security_incidents SELECT TIMESTAMP '2025-01-10 09:00:00', 'a.csv' FROM range(8)")
+    con.execute("INSERT INTO it_security_incidents SELECT TIMESTAMP '2025-12-10 09:00:00', 'a.csv' FROM range(2)")
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "quarantine").mkdir()
+    yield contract, con, tmp_path
+    con.close()
+
+
+def _count(con) -> int:
+    return con.execute("SELECT count(*) FROM it_security_incidents").fetchone()[0]
+
+
+def test_a_purge_of_most_of_a_dataset_is_held_until_confirmed(incidents):
+    from datetime import datetime, timezone
+
+    from pipelines.lifecycle import retention
+
+    contract, con, root = incidents
+    now, state = datetime(2026, 6, 1, tzinfo=timezone.utc), {}  # horizon 2025-06-01: 8 of 10 rows are older
+    held = retention.purge(con, contract, root / "landing", root / "quarantine", now, state, "run-1")
+    assert held["held"]["raw_rows"] == 8 and held["held"]["share"] == 0.8 and _count(con) == 10
+    assert state == {} and retention.enforced_horizon(state, contract.dataset) is None  # nothing enforced from a held purge
+    done = retention.purge(con, contract, root / "landing", root / "quarantine", now, state, "run-2", confirmed=True)
+    assert "held" not in done and done["last_purge"]["raw_rows_removed"] == 8 and _count(con) == 2
+    assert retention.enforced_horizon(state, contract.dataset).isoformat() == "2025-06-01"
+
+
+def test_a_daily_sized_purge_needs_no_confirmation(incidents):
+    from datetime import datetime, timezone
+
+    from pipelines.lifecycle import retention
+
+    contract, con, root = incidents
+    con.execute("INSERT INTO it_security_incidents SELECT TIMESTAMP '2025-12-20 09:00:00', 'a.csv' FROM range(10)")
+    report = retention.purge(con, contract, root / "landing", root / "quarantine", datetime(2026, 6, 1, tzinfo=timezone.utc), {}, "run-1")
+    assert "held" not in report and report["last_purge"]["raw_rows_removed"] == 8 and _count(con) == 12  # 8 of 20: 40%
+
+
+def test_retention_schedule_runs_by_default():
+    from pipelines.definitions import build_definitions
+
+    schedule = build_definitions().get_schedule_def("retention_purge_daily")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and "held until a steward confirms" in schedule.description

@@ -193,13 +193,22 @@ def build_retention(contracts: list[Contract]) -> dg.AssetsDefinition:
         paths = store.Paths.under(storage.root)
         state = retention.load_state(paths.store_dir)
         reports, checks = {}, []
+        confirmed = context.run.tags.get(retention.CONFIRM_TAG) == "1"
         with connection(raw_database) as con:
             for c in contracts:
-                reports[c.dataset] = retention.purge(con, c, storage.landing_dir, storage.quarantine_dir, now, state, context.run_id)
+                report = reports[c.dataset] = retention.purge(con, c, storage.landing_dir, storage.quarantine_dir, now, state, context.run_id, confirmed)
                 left = retention.remaining(con, c, storage.landing_dir, storage.quarantine_dir, retention.horizon(c, now))
+                held = report.get("held")
+                description = f"older than {report['horizon']} ({retention.basis(c)}): " + ", ".join(f"{k} {v}" for k, v in left.items())
+                if held:  # a warning, not a block: nothing was removed, the previous horizon stays enforced downstream
+                    description = (f"HELD: this purge would remove {100 * held['share']:.0f}% of {c.dataset} at once ({held['raw_rows']:,} of "
+                                   f"{held['raw_rows_total']:,} raw rows, {held['landed_files']} of {held['landed_files_total']} landed files), "
+                                   f"more than {100 * retention.MAX_UNCONFIRMED_SHARE:.0f}% unconfirmed; nothing was removed. A steward confirms "
+                                   f"with `{held['confirm_with']}`. " + description)
                 checks.append(dg.AssetCheckResult(
-                    check_name=f"retention_{c.dataset}", passed=not any(left.values()), metadata={**left, "horizon": reports[c.dataset]["horizon"]},
-                    description=f"older than {reports[c.dataset]['horizon']} ({retention.basis(c)}): " + ", ".join(f"{k} {v}" for k, v in left.items())))
+                    check_name=f"retention_{c.dataset}", passed=not any(left.values()), description=description,
+                    severity=dg.AssetCheckSeverity.WARN if held else dg.AssetCheckSeverity.ERROR,
+                    metadata={**left, "horizon": report["horizon"], "held": dg.MetadataValue.json(held or {})}))
         retention.save_state(paths.store_dir, state)
         record = audit.append(storage.audit_log, {"action": "retention_purge", "run_id": context.run_id, "as_of": store.now_iso(now),
                                                   "datasets": reports})
@@ -209,10 +218,11 @@ def build_retention(contracts: list[Contract]) -> dg.AssetsDefinition:
         yield from checks
         yield dg.MaterializeResult(metadata={
             "as_of": store.now_iso(now),
-            "purged": dg.MetadataValue.json({ds: {"horizon": r["horizon"], "basis": r["basis"], "raw_rows_removed": r["last_purge"]["raw_rows_removed"],
-                                                  "landed_files_removed": len(r["last_purge"]["landing_removed"]),
-                                                  "landing_rows_removed": r["last_purge"]["landing_rows_removed"],
-                                                  "quarantine_entries_removed": len(r["last_purge"]["quarantine_removed"])}
+            "purged": dg.MetadataValue.json({ds: {"horizon": r["horizon"], "basis": r["basis"], "held": r["held"]} if r.get("held") else
+                                             {"horizon": r["horizon"], "basis": r["basis"], "raw_rows_removed": r["last_purge"]["raw_rows_removed"],
+                                              "landed_files_removed": len(r["last_purge"]["landing_removed"]),
+                                              "landing_rows_removed": r["last_purge"]["landing_rows_removed"],
+                                              "quarantine_entries_removed": len(r["last_purge"]["quarantine_removed"])}
                                              for ds, r in reports.items()}),
             audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),
         })
@@ -269,8 +279,10 @@ def build_lifecycle(contracts: list[Contract]) -> dg.Definitions:
         return runs or dg.SkipReason("no new request, and every request is proven absent where it applies")
 
     @dg.schedule(name="retention_purge_daily", job=retention_job, cron_schedule="0 1 * * *", execution_timezone="UTC",
+                 default_status=dg.DefaultScheduleStatus.RUNNING,  # retention is a duty, like the quarantine purge
                  description=("Retention every day at 01:00 UTC, before the integration; horizons are counted from the tick's time. "
-                              "Off until switched on: the demo's events are dated 2025, past IT's and Support's 365 days."))
+                              f"A purge that would remove more than {100 * retention.MAX_UNCONFIRMED_SHARE:.0f}% of a dataset at once "
+                              "is held until a steward confirms it (the demo's 2025 events, past IT's and Support's 365 days, are)."))
     def daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         moment = context.scheduled_execution_time
         return dg.RunRequest(tags={retention.NOW_TAG: moment.isoformat()} if moment else {})

@@ -3,7 +3,7 @@
     python -m pipelines requests add --kind erasure --identifier-type EMAIL_ADDRESS --value - \\
         --reason "GDPR art. 17 request of 2026-12-01" --requested-by "dpo@example-corp.com" < value.txt
     python -m pipelines requests status sr-0123456789
-    python -m pipelines retention purge [--now 2026-12-03] [--no-wait]
+    python -m pipelines retention purge [--now 2026-12-03] [--confirm] [--no-wait]
 
 `--value -` reads the identifier from standard input, so it stays out of shell history and the process list. Nothing
 this command prints or stores holds the identifier: the store keeps its keyed hash.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.contracts import load_contracts
 from pipelines.lifecycle import requests as store
-from pipelines.lifecycle.retention import NOW_TAG, parse_now
+from pipelines.lifecycle.retention import CONFIRM_TAG, NOW_TAG, parse_now
 from pipelines.privacy.keys import load_key
 from pipelines.resources import CONTRACTS_DIR, default_data_dir
 
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     retention = commands.add_parser("retention", help="retention").add_subparsers(dest="action", required=True)
     purge = retention.add_parser("purge", help="queue the retention_purge job and wait for it")
     purge.add_argument("--now", help="the date the horizon is counted back from (default: now)")
+    purge.add_argument("--confirm", action="store_true",
+                       help="purge even where that removes more than half of a dataset at once (held otherwise)")
     purge.add_argument("--no-wait", action="store_true")
     for sub in (add, status, purge):
         sub.add_argument("--data-dir", type=Path, default=None, help="default: $PIPELINES_DATA_DIR or data/")
@@ -92,7 +94,8 @@ def _purge(args) -> int:
     home = cli.instance_home(data_dir)
     with dg.DagsterInstance.get() as instance:
         run_id = str(uuid.uuid4())
-        cli.submit(RETENTION_JOB, run_id, {"pipelines/started_by": "cli", NOW_TAG: now.isoformat()})
+        tags = {"pipelines/started_by": "cli", NOW_TAG: now.isoformat(), **({CONFIRM_TAG: "1"} if args.confirm else {})}
+        cli.submit(RETENTION_JOB, run_id, tags)
         print(f"Queued run {run_id} of {RETENTION_JOB} (horizons counted back from {now.date()}).", flush=True)
         if args.no_wait:
             return 0

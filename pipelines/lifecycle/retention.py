@@ -22,6 +22,12 @@ from pipelines.lifecycle.requests import now_iso
 
 STATE_FILE = "retention.json"
 NOW_TAG = "pipelines/now"  # a run's "now" for retention (ISO 8601); the schedule sets its tick time
+CONFIRM_TAG = "pipelines/retention_confirmed"  # "1": a steward confirmed a purge larger than MAX_UNCONFIRMED_SHARE
+# A daily purge removes a day's worth of rows. One that would remove more than this share of a dataset's raw rows or
+# landed files at once (retention switched on over old data, a wrong event-date column, a clock far ahead) is held:
+# nothing of that dataset is removed until a steward confirms it (`retention purge --confirm`); the hold is audited and
+# its check warns in the UI.
+MAX_UNCONFIRMED_SHARE = 0.5
 
 
 def parse_now(text: str | None) -> datetime:
@@ -146,10 +152,31 @@ def _purge_quarantine(quarantine_dir: Path, contract: Contract, keep_from: date)
     return removed, rewritten
 
 
+def pending_share(con, contract: Contract, landing_dir: Path, keep_from: date) -> dict[str, Any]:
+    """What a purge to `keep_from` would remove, before removing anything: raw rows and landed files, counts and shares."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    total = con.execute(f"SELECT count(*) FROM {quote_ident(contract.dataset)}").fetchone()[0] if contract.dataset in tables else 0
+    files = landed_files(landing_dir, contract)
+    old_files = sum(1 for f in files if _landed_at(f) < keep_from)
+    rows = remaining(con, contract, landing_dir, landing_dir / ".none", keep_from)["raw_rows"]
+    share = max(rows / total if total else 0.0, old_files / len(files) if files else 0.0)
+    return {"raw_rows": int(rows), "raw_rows_total": int(total), "landed_files": old_files, "landed_files_total": len(files),
+            "share": round(share, 4)}
+
+
 def purge(con, contract: Contract, landing_dir: Path, quarantine_dir: Path, now: datetime, state: dict[str, Any],
-          run_id: str) -> dict[str, Any]:
-    """Purge one dataset everywhere; records and returns its report (counts, file names, hashes; no values)."""
+          run_id: str, confirmed: bool = False) -> dict[str, Any]:
+    """Purge one dataset everywhere; records and returns its report (counts, file names, hashes; no values).
+
+    Unconfirmed, a purge that would remove more than MAX_UNCONFIRMED_SHARE is held: nothing is removed, the previous
+    horizon stays enforced, and the report says what is pending and how to confirm."""
     keep_from = horizon(contract, now)
+    pending = pending_share(con, contract, landing_dir, keep_from)
+    if pending["share"] > MAX_UNCONFIRMED_SHARE and not confirmed:
+        return {"horizon": keep_from.isoformat(), "basis": basis(contract), "retention_days": contract.retention_days,
+                "held": {**pending, "max_unconfirmed_share": MAX_UNCONFIRMED_SHARE, "as_of": now_iso(now), "run_id": run_id,
+                         "confirm_with": "python -m pipelines retention purge --confirm"},
+                "last_purge": (state.get(contract.dataset) or {}).get("last_purge", "never purged yet")}
     previously_gone = {f["file"] for f in (state.get(contract.dataset) or {}).get("last_purge", {}).get("landing_removed", [])}
     landing_removed, landing_rewritten, landed = _purge_landing(landing_dir, contract, keep_from)
     raw_removed = _purge_raw(con, contract, keep_from, landed, previously_gone | {f["file"] for f in landing_removed})
