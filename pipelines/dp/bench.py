@@ -37,6 +37,8 @@ def synthetic_people(n: int, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame({
         "employee_key": [f"e{i:08d}" for i in range(n)],
         "org_unit": [f"unit_{g // 2}" for g in group], "job_family": [f"family_{g % 2}" for g in group],
+        "age_band": rng.choice(["18-37", "38-57", "58-77"], size=n, p=[0.45, 0.4, 0.15]),
+        "gender": rng.choice(["F", "M", "X"], size=n, p=[0.49, 0.49, 0.02]),
         "expense_total_eur": rng.gamma(2.0, 70.0, n), "security_incidents": rng.poisson(0.5, n),
     })
 
