@@ -106,5 +106,5 @@ def render(data: dict[str, Any], seed: int) -> str:
         md_table(["input", "grouped by", "groups", "k-mart publishes", "k-mart withholds"], k_rows, "llrrr"),
         "",
         f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}; " + stamp(seed)[len("_Machine: "):],
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
     ])

@@ -123,5 +123,5 @@ def render(results: list[dict[str, Any]], seed: int) -> str:
         *notes,
         "",
         f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}; " + stamp(seed)[len("_Machine: "):],
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
     ])
