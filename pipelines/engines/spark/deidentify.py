@@ -115,6 +115,7 @@ def _batch_function(names, contract, ctx, model_name, known_broadcast, terms, sc
             out = out.append_column(META_COLUMN, pa.nulls(len(out), pa.string()))
             yield from out.to_batches()
             meta = json.dumps({"first_row": int(rows.min()) if len(rows) else None, "rows": len(rows),
+                               "peak_rss_mib": _peak_rss_mib(),
                                "records": [r.to_dict() for r in chunk.records], "residual": chunk.residual})
             yield pa.RecordBatch.from_pylist([{META_COLUMN: meta}], schema=schema)
 
@@ -222,6 +223,7 @@ def deidentify_parquet(
             f"SELECT CAST({q(name)} AS STRING) AS v FROM {view} WHERE {q(name)} IS NOT NULL GROUP BY v "
             f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}")).iloc[:, 0]
 
+    clock = _Clock()
     values = {c.name: distinct(c.name) for c in columns_to_classify(contract)}
     rows = raw.count()
     classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=rows * len(names))
@@ -235,18 +237,22 @@ def deidentify_parquet(
         known_broadcast = spark.sparkContext.broadcast(known) if known is not None else None
         apply = _batch_function(names, contract, ctx, model_name, known_broadcast, terms, schema)
         numbered = raw.withColumn(ROW_COLUMN, F.monotonically_increasing_id())
+        clock.lap("table_scans")  # distinct values to classify, declared terms, row count
         numbered.mapInArrow(apply, from_arrow_schema(schema)).write.mode("overwrite").parquet(staging)
+        clock.lap("batches")
         if known_broadcast is not None:
             known_broadcast.unpersist()
         staged = spark.read.parquet(staging)
         meta = [json.loads(r[0]) for r in staged.where(F.col(META_COLUMN).isNotNull()).select(META_COLUMN).collect()]
         records, residual, rows_in = _records(meta)
         classification = classifying.result()  # raises UndeclaredPIIError before anything is published
+        clock.lap("classification_wait")
         _check_residual(contract, residual)
         data = staged.where(F.col(META_COLUMN).isNull()).drop(META_COLUMN)
         kept, suppressed, k_params = k_anonymous(spark, data, contract, rows_in)
         kept.orderBy(ROW_COLUMN).drop(ROW_COLUMN).write.mode("overwrite").parquet(fresh)
         replace_path(spark, fresh, target)
+        clock.lap("k_anonymity_and_write")
     finally:
         classifying.cancel()
         _delete(spark, staging)
@@ -255,9 +261,32 @@ def deidentify_parquet(
         None, records, rows_in=rows_in, rows_out=rows_in - suppressed, rows_suppressed=suppressed,
         detector=_detector(contract, model_name), k_anonymity=k_params,
         residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual,
-                       "engine": "spark", "batches": len(meta)},
+                       "engine": "spark", "batches": len(meta),
+                       "worker_peak_rss_mib": max((m.get("peak_rss_mib", 0) for m in meta), default=0),
+                       "seconds": clock.laps},
         classification=[c.to_dict() for c in classification],
     )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+def _peak_rss_mib() -> float:
+    """This Python worker's peak resident memory (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _delete(spark, path: str) -> None:

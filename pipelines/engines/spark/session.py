@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -56,6 +57,8 @@ def start_session(master: str = DEFAULT_MASTER, conf: dict[str, str] | None = No
 
     ensure_java()
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # executors run this interpreter (same packages)
+    if scratch is not None and SparkSession.getActiveSession() is None:
+        shutil.rmtree(scratch / "warehouse", ignore_errors=True)  # a new session's in-memory catalog starts empty
     builder = SparkSession.builder
     for key, value in session_conf(master, scratch, conf or {}).items():
         builder = builder.config(key, value)
