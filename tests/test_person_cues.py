@@ -121,3 +121,48 @@ def test_census_lists():
 def test_truecase_census_names(line, cased):
     gz.load()
     assert gz.truecase(line) == cased
+
+
+# --- free-text speed (issue 24): balanced chunks, cold benchmarks, the eval's speed tables ---------------------------
+
+@pytest.mark.parametrize(("items", "processes", "min_chunk"), [(755, 2, 256), (1510, 2, 256), (257, 2, 256), (100_000, 2, 256),
+                                                               (3_901, 3, 64)])
+def test_chunks_come_in_a_multiple_of_the_processes_and_of_equal_size(monkeypatch, items, processes, min_chunk):
+    seen = []
+
+    class Pool:  # stands in for the forked pool: records the chunks it is handed
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, chunks):
+            seen.extend(len(c) for c in chunks)
+            return [list(c) for c in chunks]
+
+    monkeypatch.setattr(an, "_FORK", type("Fork", (), {"Pool": Pool})())
+    out = an._map_in_processes(lambda chunk, args: chunk, list(range(items)), processes, (), min_chunk)
+    assert out == list(range(items))
+    assert len(seen) % processes == 0 and max(seen) - min(seen) <= 1
+
+
+def test_clear_memos_starts_a_scan_cold():
+    analyzer = an.get_analyzer()
+    an.scan_texts(["Call Halvorsen on 0688 843 79 56 about Kowalczyk."], n_process=1)
+    assert analyzer.nlp_engine._entities and an._PHONE_VERDICTS
+    an.clear_memos(analyzer)
+    assert not analyzer.nlp_engine._entities and not an._PHONE_VERDICTS and not analyzer.nlp_engine._keywords
+
+
+def test_speed_tables_measure_every_method_side_by_side():
+    from pipelines.privacy import eval_pii as ev
+
+    texts = ["Dear Oksana, call me on 0688 843 79 56.", "my name is radomir and i live in koskikatu 25"] * 3
+    speed = ev.measure_speed(texts, reps=2)
+    assert set(speed.rates) == set(ev.SPEED_METHODS) and all(len(v) == 2 and min(v) > 0 for v in speed.rates.values())
+    table = ev.speed_markdown({"tiny": texts}, reps=1, processes=(1,))
+    assert "| tiny | 6 |" in table and "x per text" in table and "efficiency" not in table

@@ -353,12 +353,125 @@ def run_detector(
         scan = lambda: analyzer.scan_texts_with(engine, texts, score_threshold=0.0, n_process=n_process)  # noqa: E731
     else:
         engine = analyzer.get_analyzer(model_name)  # load outside the timed section
-        engine.nlp_engine.clear_entity_cache()
+        analyzer.clear_memos(engine)
         scan = lambda: analyzer.scan_texts(texts, model_name=model_name, n_process=n_process)  # noqa: E731
     wall, cpu = time.perf_counter(), _cpu_seconds()
     results = scan()
     wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
     return results, len(texts) / wall, len(texts) / cpu if cpu > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Texts per CPU-second of each method on one corpus (best of the repeats, every repeat kept), side by side."""
+
+    texts: int
+    rates: dict[str, tuple[float, ...]]  # method -> texts per CPU-second, one per repeat
+
+    def best(self, method: str) -> float:
+        return max(self.rates[method])
+
+
+SPEED_METHODS = ("project", "Presidio per text", "Presidio batch")
+
+
+def measure_speed(texts: Sequence[str], model_name: str | None = None, reps: int = 3) -> Speed:
+    """CPU-seconds of the project's `scan_texts` (1 process, every repeat cold: NER cache, phone verdicts, keyword
+    memo), Presidio's default analyzer text by text, and its `BatchAnalyzerEngine` (batch 256, 1 process), interleaved
+    with the order rotated each repeat, so the three see the same load (the machines are shared)."""
+    import gc
+
+    from presidio_analyzer import BatchAnalyzerEngine
+
+    from pipelines.privacy import analyzer
+
+    texts = list(texts)
+    project, baseline = analyzer.get_analyzer(model_name), analyzer.get_baseline_analyzer(model_name)
+    batch = BatchAnalyzerEngine(baseline)
+
+    def cold_project() -> None:
+        analyzer.clear_memos(project)
+        analyzer.scan_texts(texts, model_name=model_name, n_process=1, score_threshold=0.0)
+
+    runs = {
+        "project": cold_project,
+        "Presidio per text": lambda: [baseline.analyze(text, analyzer.LANGUAGE) for text in texts],
+        "Presidio batch": lambda: list(batch.analyze_iterator(texts, analyzer.LANGUAGE, batch_size=256, n_process=1)),
+    }
+    warm_up = texts[:20]  # compiles every recognizer's patterns (Presidio compiles them on first use)
+    analyzer.scan_texts(warm_up, model_name=model_name, n_process=1, score_threshold=0.0)
+    [baseline.analyze(text, analyzer.LANGUAGE) for text in warm_up]
+    rates: dict[str, list[float]] = {m: [] for m in SPEED_METHODS}
+    for rep in range(reps):
+        for method in SPEED_METHODS[rep % 3 :] + SPEED_METHODS[: rep % 3]:
+            gc.collect()
+            cpu = time.process_time()
+            runs[method]()
+            rates[method].append(len(texts) / max(time.process_time() - cpu, 1e-9))
+    return Speed(len(texts), {m: tuple(v) for m, v in rates.items()})
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Wall seconds of the project's scan at each process count (best of the repeats) and the CPU-seconds spent."""
+
+    texts: int
+    wall: dict[int, float]
+    cpu: dict[int, float]
+
+    def speed_up(self, processes: int) -> float:
+        return self.wall[1] / self.wall[processes]
+
+    def efficiency(self, processes: int) -> float:
+        return self.speed_up(processes) / processes
+
+
+def measure_scaling(texts: Sequence[str], model_name: str | None = None, processes: Sequence[int] = (1, 2),
+                    reps: int = 3) -> Scaling:
+    """Wall time of `scan_texts` (cold) at each process count, interleaved (order reversed every other repeat), and
+    its CPU-seconds (this process and its workers). Parallel efficiency = speed-up / processes; on a shared machine
+    compare it with the CPU ratio, which load does not change."""
+    from pipelines.privacy import analyzer
+
+    texts = list(texts)
+    project = analyzer.get_analyzer(model_name)
+    wall: dict[int, list[float]] = {n: [] for n in processes}
+    cpu: dict[int, list[float]] = {n: [] for n in processes}
+    for rep in range(reps):
+        for n in processes if rep % 2 == 0 else tuple(reversed(processes)):
+            analyzer.clear_memos(project)
+            start, start_cpu = time.perf_counter(), _cpu_seconds()
+            analyzer.scan_texts(texts, model_name=model_name, n_process=n, score_threshold=0.0)
+            wall[n].append(time.perf_counter() - start)
+            cpu[n].append(_cpu_seconds() - start_cpu)
+    return Scaling(len(texts), {n: min(v) for n, v in wall.items()}, {n: min(v) for n, v in cpu.items()})
+
+
+def speed_markdown(corpora: dict[str, Sequence[str]], model_name: str | None = None, reps: int = 3,
+                   processes: Sequence[int] = (1, 2)) -> str:
+    """The speed table (texts per CPU-second, ratios measured in the same run) and the scaling table."""
+    lines = ["| corpus | texts | project | Presidio per text | Presidio batch | x per text | x batch |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    scaling_rows = []
+    for name, texts in corpora.items():
+        speed = measure_speed(texts, model_name, reps)
+        p, t, b = (speed.best(m) for m in SPEED_METHODS)
+        lines.append(f"| {name} | {speed.texts:,} | {p:,.0f} | {t:,.0f} | {b:,.0f} | {p / t:.1f} | {p / b:.1f} |")
+        if len(processes) > 1:
+            scaling = measure_scaling(texts, model_name, processes, reps)
+            for n in processes[1:]:
+                scaling_rows.append(
+                    f"| {name} | {n} | {scaling.wall[1]:.2f} | {scaling.wall[n]:.2f} | {scaling.speed_up(n):.2f} | "
+                    f"{scaling.efficiency(n):.2f} | {scaling.cpu[1]:.2f} | {scaling.cpu[n]:.2f} |")
+    lines += ["", "Texts per CPU-second of one process (best of each method's repeats, interleaved, order rotated; the "
+              "project starts cold every repeat)."]
+    if scaling_rows:
+        lines += ["", "| corpus | processes | wall, 1 process (s) | wall, n (s) | speed-up | efficiency | CPU-s, 1 | CPU-s, n |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|", *scaling_rows, "",
+                  f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+                  f"{os.cpu_count()} cores (efficiency is only meaningful on an otherwise idle machine; the CPU-seconds "
+                  "show the work added by the processes)."]
+    return "\n".join(lines) + "\n"
 
 
 def _cpu_seconds() -> float:
@@ -423,7 +536,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N records")
     parser.add_argument("--half", choices=(*HALVES, "both"), default="both", help="which half to report (default: both)")
     parser.add_argument("--summary", action="store_true", help="print only one line per set (overall and per entity)")
+    parser.add_argument("--speed", action="store_true", help="only measure speed on the held-out half (and its "
+                        "lowercased copy) against Presidio side by side, and scaling from 1 to --speed-processes")
+    parser.add_argument("--speed-processes", type=int, default=2)
+    parser.add_argument("--speed-reps", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.speed:
+        records = [r for r in load_records(args.data, args.limit) if "template_id" not in r or split_half(r["template_id"]) == "held_out"]
+        corpora = {"held-out half": [r["full_text"] for r in records],
+                   "held-out half, lowercased": [lowercased(r["full_text"]) for r in records]}
+        report = speed_markdown(corpora, args.model, args.speed_reps, tuple(range(1, args.speed_processes + 1)))
+        print(report)
+        if args.out:
+            args.out.write_text(report, encoding="utf-8")
+        return 0
 
     from pipelines.privacy import analyzer
 

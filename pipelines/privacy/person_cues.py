@@ -101,7 +101,7 @@ class PersonCueRecognizer(LocalRecognizer):
                    if e.label_ in _BLOCKING_LABELS]
         found: dict[tuple[int, int], RecognizerResult] = {}
         for cue, pattern, score, needed in self._cues:
-            for match in pattern.finditer(text, overlapped=True):
+            for match in pattern.finditer(text):
                 start, end = match.span("name")
                 if not _has_evidence(match.group("name"), needed):
                     continue
