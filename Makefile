@@ -62,6 +62,7 @@ eval-pii: install
 
 bench: install
 	$(PY) -m pipelines.bench --out BENCHMARKS.md
+	$(PY) -m pipelines.bench.spark --rows 100000 --out BENCHMARKS.md  # Spark local 1 and 2 cores vs DuckDB (its own section)
 
 lock: $(VENV)/.installed
 	{ echo "# Constraints for a reproducible install (pip install -c requirements.lock -e .). Regenerate: make lock"; \
