@@ -6,7 +6,6 @@ import json
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -100,7 +99,7 @@ def test_no_personal_value_or_key_in_any_event(emitted, pipeline_run, pipeline_e
 
 
 def test_events_file_is_owner_only_and_written_once(emitted, pipeline_run, asset_graph):
-    path, events = emitted
+    path, _ = emitted
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     before = path.read_bytes()
     assert ol.emit_run(pipeline_run.instance, pipeline_run.result.run_id, path.parent.parent, asset_graph, endpoint=None) == path

@@ -31,6 +31,8 @@ import dagster as dg
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
+    DatasetFacet,
+    RunFacet,
     column_lineage_dataset,
     data_quality_assertions_dataset,
     error_message_run,
@@ -39,9 +41,9 @@ from openlineage.client.facet_v2 import (
     parent_run,
     processing_engine_run,
     schema_dataset,
+    set_producer,
     tags_dataset,
 )
-from openlineage.client.facet_v2 import DatasetFacet, RunFacet, set_producer
 from openlineage.client.serde import Serde
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.uuid import generate_static_uuid

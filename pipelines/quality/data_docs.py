@@ -138,17 +138,19 @@ def make_offline(gx_root: Path) -> None:
     site = site_dir(gx_root)
     if not site.exists():
         return
-    (site / STYLESHEET).parent.mkdir(parents=True, exist_ok=True)
-    (site / STYLESHEET).write_text(CSS, encoding="utf-8")
+    stamp = site / STYLESHEET  # written at the end of every rewrite: older pages were rewritten already
+    since = stamp.stat().st_mtime_ns if stamp.exists() else 0
     for css in (site / "static").rglob("*.css"):
         text = css.read_text(encoding="utf-8", errors="replace")
         if _CSS_URL.search(text):
             css.write_text(_CSS_URL.sub("none", text), encoding="utf-8")
     for page in site.rglob("*.html"):
         relative = page.relative_to(site)
-        if relative == Path("index.html"):
+        if relative == Path("index.html") or page.stat().st_mtime_ns < since:
             continue
         text = page.read_text(encoding="utf-8", errors="replace")
         if MARKER not in text:
             page.write_text(offline_html(text, len(relative.parts) - 1), encoding="utf-8")
     (site / "index.html").write_text(index_html(_validations(gx_root)), encoding="utf-8")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(CSS, encoding="utf-8")
