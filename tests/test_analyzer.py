@@ -302,15 +302,17 @@ def test_no_terms_compile_to_nothing():
 
 
 def test_declared_terms_are_never_a_ner_entity_but_names_beside_them_are(analyzer):
-    texts = ["How do I export my data from Cloud Backup Pro?",  # the pinned model reads the product as a person
-             "Hi, this is Allen Cole. My Cloud Backup Pro stopped syncing after the last update."]
+    # the pinned model reads the product as a person (ending on a given name, "Max", it is no span of everyday words)
+    texts = ["How do I export my data from Cloud Backup Pro Max?",
+             "Hi, this is Allen Cole. My Cloud Backup Pro Max stopped syncing after the last update."]
+    products = an.compile_terms(["Cloud Backup Pro Max", "TeamChat"])
     plain = [_spans(t, r) for t, r in zip(texts, an.scan_texts(texts, n_process=1))]
     assert any(entity == "PERSON" and "Cloud" in span for found in plain for entity, span in found), plain
-    with_terms = [_spans(t, r) for t, r in zip(texts, an.scan_texts(texts, n_process=1, terms=PRODUCTS))]
+    with_terms = [_spans(t, r) for t, r in zip(texts, an.scan_texts(texts, n_process=1, terms=products))]
     assert not any("Cloud" in span or "Pro" in span for found in with_terms for _, span in found), with_terms
     assert ("PERSON", "Allen Cole") in with_terms[1]
-    assert _keys(an.scan_texts(texts, n_process=2, batch_size=1, terms=PRODUCTS)) == _keys(
-        an.scan_texts(texts, n_process=1, terms=PRODUCTS))
+    assert _keys(an.scan_texts(texts, n_process=2, batch_size=1, terms=products)) == _keys(
+        an.scan_texts(texts, n_process=1, terms=products))
 
 
 def test_terms_need_the_lean_engine():

@@ -30,7 +30,8 @@ def test_label_text_keeps_the_issues_examples(mode):
 
 def test_free_text_changed_them_before():
     out = mask_labels(ISSUE_EXAMPLES, LABEL_MODES[0], bench_context(), corpus_known())
-    assert sum(a != b for a, b in zip(ISSUE_EXAMPLES, out)) >= 3
+    # NER people made of everyday words ("Disorderly Conduct") are dropped everywhere now; free text still changes two
+    assert sum(a != b for a, b in zip(ISSUE_EXAMPLES, out)) >= 2
 
 
 def test_identifiers_and_full_names_inside_labels_are_masked():

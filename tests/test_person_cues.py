@@ -166,3 +166,19 @@ def test_speed_tables_measure_every_method_side_by_side():
     assert set(speed.rates) == set(ev.SPEED_METHODS) and all(len(v) == 2 and min(v) > 0 for v in speed.rates.values())
     table = ev.speed_markdown({"tiny": texts}, reps=1, processes=(1,))
     assert "| tiny | 6 |" in table and "x per text" in table and "efficiency" not in table
+
+
+@pytest.mark.parametrize(
+    ("span", "kept"),
+    [
+        ("Producer Liviana Palerma", "Liviana Palerma"),  # the job title NER took in is left out
+        ("Salesperson", ""), ("Lunch", ""), ("Cloud Backup Pro", ""), ("My Analytics Dashboard", ""),  # everyday words
+        ("Will Young", "Will Young"), ("Grace Hill", "Grace Hill"),  # census names that are everyday words too
+        ("Dr. Anna Lindqvist", "Dr. Anna Lindqvist"), ("Szabina J Gelencsér", "Szabina J Gelencsér"),
+    ],
+)
+def test_ner_people_lose_their_everyday_words(span, kept):
+    gz.load()
+    text = f"Note: {span} again"
+    start, end = an._person_without_common_words(text, 6, 6 + len(span))
+    assert text[start:end] == kept

@@ -202,18 +202,19 @@ def _scan_bodies(texts: list[str], spec, products: list[str] | None):
                                  known=KnownIdentifiers(), terms=terms)
 
 
-BODIES = ["How do I export my data from Cloud Backup Pro?",  # the pinned model reads the product as a person
-          "Hi, this is Allen Cole. My Cloud Backup Pro stopped syncing after the last update."]
+# the pinned model reads the product as a person (ending on a given name, "Max", it is no span of everyday words)
+BODIES = ["How do I export my data from Cloud Backup Pro Max?",
+          "Hi, this is Allen Cole. My Cloud Backup Pro Max stopped syncing after the last update."]
 
 
 def test_declared_product_names_stay_readable_while_names_are_masked():
-    out, params, counts, _ = _scan_bodies(BODIES, _body_spec(["product"]), ["Cloud Backup Pro", "TeamChat"])
+    out, params, counts, _ = _scan_bodies(BODIES, _body_spec(["product"]), ["Cloud Backup Pro Max", "TeamChat"])
     assert out.tolist()[0] == BODIES[0]
-    assert "My Cloud Backup Pro stopped syncing" in out[1] and "Allen Cole" not in out[1]
+    assert "My Cloud Backup Pro Max stopped syncing" in out[1] and "Allen Cole" not in out[1]
     assert pseudonym(SECRET, "PERSON", "Allen Cole") in out[1]
     assert params["non_personal_terms"] == {"from": ["product"], "distinct_terms": 2, "max_terms": 1000, "used": True}
     undeclared, params, _, _ = _scan_bodies(BODIES, _body_spec([]), None)
-    assert "Cloud Backup Pro" not in undeclared[0] and "non_personal_terms" not in params  # what the terms prevent
+    assert "Cloud Backup Pro Max" not in undeclared[0] and "non_personal_terms" not in params  # what the terms prevent
 
 
 def test_a_column_of_too_many_distinct_values_is_no_vocabulary():

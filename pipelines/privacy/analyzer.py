@@ -839,6 +839,8 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         results = []
         for r in super().analyze(text, entities, nlp_artifacts):
             r.start, r.end = _trimmed(text, r.start, r.end)
+            if r.entity_type == "PERSON" and r.start < r.end:
+                r.start, r.end = _person_without_common_words(text, r.start, r.end)
             if r.start < r.end and (r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])):
                 results.append(r)
         return results
@@ -870,6 +872,37 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         return False
 
 
+_SPAN_WORD = regex.compile(r"[\p{L}\p{M}][\p{L}\p{M}'’\-.]*")
+
+
+def _person_without_common_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """A NER person without the everyday words it starts with ("Producer Liviana Palerma" -> "Liviana Palerma"); an
+    empty span when every word is an everyday word and the last is neither a census given name nor a frequent surname
+    ("Salesperson", "Lunch", "Cloud Backup Pro"). Census names stay ("Will Young"), as do titles and initials."""
+    words = list(_SPAN_WORD.finditer(text, start, end))
+
+    def lower(match) -> str:
+        return _POSSESSIVE.sub("", match.group().rstrip(".")).lower()
+
+    def common(match) -> bool:
+        word = lower(match)
+        return (len(word) > 1 and word not in _TITLES and gazetteer.is_common_word(word)
+                and not gazetteer.is_given_name(word) and not gazetteer.is_surname(word))
+
+    if not words:
+        return start, end
+    everyday = all(len(lower(w)) > 1 and lower(w) not in _TITLES and gazetteer.is_common_word(lower(w)) for w in words)
+    if everyday and not (gazetteer.is_given_name(lower(words[-1])) or gazetteer.is_frequent_surname(lower(words[-1]))):
+        return start, start
+    if all(common(w) for w in words):
+        return start, start
+    k = 0
+    while common(words[k]):
+        k += 1
+    return (words[k].start(), end) if k else (start, end)
+
+
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "lady", "lord", "dame"})
 _LEADING_NOISE = regex.compile(r"[^\p{L}\p{N}]+")
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     """The span without leading non-word characters and trailing spaces or punctuation; a final period stays after

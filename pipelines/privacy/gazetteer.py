@@ -94,7 +94,28 @@ def given_names() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def surnames() -> frozenset[str]:
     """Lower-case surnames of the 1990 US census."""
-    return _census_file("dist.all.last")
+    return frozenset(_surname_ranks())
+
+
+@lru_cache(maxsize=1)
+def _surname_ranks() -> dict[str, int]:
+    """Surname -> its rank in the census file (1 = most frequent; the file is in rank order)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("names")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the `names` package (US Census 1990 name files) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "dist.all.last"
+    lines = path.read_text(encoding="ascii").splitlines()
+    return {line.split(maxsplit=1)[0].lower(): rank for rank, line in enumerate((x for x in lines if x.strip()), 1)}
+
+
+FREQUENT_SURNAME_RANK = 20_000  # the census' 20,000 most frequent surnames hold ~80% of the people it counted
+
+
+def is_frequent_surname(word: str) -> bool:
+    """A surname among the census' most frequent ("hill", "cloud"; not "lunch", rank 81,775, nor "pro")."""
+    return _surname_ranks().get(word, FREQUENT_SURNAME_RANK + 1) <= FREQUENT_SURNAME_RANK
 
 
 def load() -> None:
