@@ -195,3 +195,17 @@ def test_the_validator_refuses_a_malformed_event(monkeypatch):
     assert "'no' is not a 'uuid'" in errors
     assert "'name' is a required property" in errors
     assert "'_producer' is a required property" in errors
+
+
+def test_endpoint_comes_from_openlineage_pythons_own_configuration(tmp_path, monkeypatch):
+    for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no openlineage.yml here
+    assert ol.endpoint_client() is None
+    config = tmp_path / "lineage.yml"
+    config.write_text(f"transport:\n  type: file\n  log_file_path: {tmp_path / 'elsewhere.jsonl'}\n  append: true\n")
+    monkeypatch.setenv("OPENLINEAGE_CONFIG", str(config))
+    assert type(ol.endpoint_client().transport).__name__ == "FileTransport"
+    monkeypatch.delenv("OPENLINEAGE_CONFIG")
+    monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:5000")
+    assert type(ol.endpoint_client().transport).__name__ == "HttpTransport"

@@ -46,6 +46,7 @@ from openlineage.client.facet_v2 import (
 )
 from openlineage.client.serde import Serde
 from openlineage.client.transport.file import FileConfig, FileTransport
+from openlineage.client.transport.noop import NoopConfig, NoopTransport
 from openlineage.client.uuid import generate_static_uuid
 
 from pipelines.resources import PipelineStorage
@@ -374,9 +375,10 @@ def endpoint_client() -> OpenLineageClient | None:
     """A client for the endpoint openlineage-python's own configuration names, or None when it names none."""
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
         return None
-    client = OpenLineageClient()
-    configured = bool(client.config.transport and client.config.transport.get("type")) or bool(os.environ.get("OPENLINEAGE_URL"))
-    return client if configured else None
+    # a client without a transport reads the configuration only; one built without any would warn and print to console
+    probe = OpenLineageClient(transport=NoopTransport(NoopConfig()))
+    configured = bool(probe.config.transport and probe.config.transport.get("type")) or bool(os.environ.get("OPENLINEAGE_URL"))
+    return OpenLineageClient() if configured else None
 
 
 def emit_run(instance: dg.DagsterInstance, run_id: str, data_dir: Path, asset_graph: Any | None = None,
