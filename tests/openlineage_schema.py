@@ -2,7 +2,8 @@
 schema its `_schemaURL` names (the way OpenLineage's own tests check facets).
 
 The official specification is used when `OPENLINEAGE_SPEC_DIR` names a copy of its `spec/` folder (OpenLineage.json
-and facets/*.json); otherwise the project's schema written from its rules (tests/fixtures/openlineage/). This
+and facets/*.json), or when the reference data beside the project holds one (`../shared/openlineage/spec`);
+otherwise the project's schema written from its rules (tests/fixtures/openlineage/). This
 project's own facets are always checked against `pipelines/lineage/openlineage_facets.json`.
 """
 
@@ -21,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from pipelines.lineage.openlineage import FACETS_SCHEMA
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openlineage"
+SHARED_SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "openlineage" / "spec"
 OFFICIAL_CORE = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 PROJECT_CORE = "urn:privacy-integration:tests:openlineage-run-event"
 
@@ -36,7 +38,7 @@ def _resources(paths: list[Path]) -> list[tuple[str, Resource]]:
 
 class EventValidator:
     def __init__(self, spec_dir: Path | None = None):
-        spec_dir = spec_dir or (Path(os.environ["OPENLINEAGE_SPEC_DIR"]) if os.environ.get("OPENLINEAGE_SPEC_DIR") else None)
+        spec_dir = spec_dir or (Path(os.environ["OPENLINEAGE_SPEC_DIR"]) if os.environ.get("OPENLINEAGE_SPEC_DIR") else SHARED_SPEC)
         paths = [FACETS_SCHEMA, *FIXTURES.glob("*.schema.json")]
         self.official = bool(spec_dir and (spec_dir / "OpenLineage.json").exists())
         if self.official:
