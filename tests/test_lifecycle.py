@@ -386,3 +386,27 @@ def test_retention_schedule_runs_by_default():
 
     schedule = build_definitions().get_schedule_def("retention_purge_daily")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and "held until a steward confirms" in schedule.description
+
+
+@pytest.mark.parametrize("value, entity, found", [
+    ("+1 (555) 010-2233 ext. 9", "PHONE_NUMBER", True),  # a format no span pattern reads: found whole, by its digits
+    ("M-48213", "MEMBER_ID", True),  # a type without a shape: every short value is hashed
+    ("ana@example.org", "EMAIL_ADDRESS", True),
+    ("no digits here", "PHONE_NUMBER", False),  # normalized to nothing, it would equal every digitless text: not an identifier
+])
+def test_whole_values_are_found_whatever_their_format(value, entity, found):
+    from pipelines.lifecycle.matching import whole_value_hits
+
+    keys = _keys((entity, value))
+    assert (whole_value_hits([value, "unrelated"], SECRET, keys) == {value: entity}) is found
+
+
+def test_pseudonyms_are_left_to_the_pattern_search():
+    from pipelines.lifecycle.matching import absence, whole_value_hits
+
+    key = pseudonym(SECRET, "EMAIL_ADDRESS", "ana@example.org")
+    assert whole_value_hits([key], SECRET, {key}) == {}  # not hashed again as if it were a raw value...
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (email VARCHAR)")
+    con.execute("INSERT INTO t VALUES (?)", [key])
+    assert absence(con, "t", SECRET, {key})["email"]["cells_with_pseudonym"] == 1  # ...because the pattern finds it

@@ -195,16 +195,26 @@ def _distinct_text(con, table: str, column: str) -> list[str]:
         f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {quote_ident(table)} WHERE {col} IS NOT NULL").fetchall()]
 
 
+_PSEUDONYM_VALUE = re.compile(rf"^[a-z][a-z_]*_[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$")  # the pipeline's own output: found by pattern
+_SHAPE = {  # what a value must hold to be an identifier of this type (its normalizer keeps nothing else); others: anything
+    "EMAIL_ADDRESS": re.compile("@"), "PHONE_NUMBER": re.compile(r"\d"), "US_SSN": re.compile(r"\d"),
+    "CREDIT_CARD": re.compile(r"\d"), "IBAN_CODE": re.compile(r"\d"), "IP_ADDRESS": re.compile(r"\d"), "EMPLOYEE_ID": re.compile(r"\d"),
+}
+
+
 def whole_value_hits(values: list[str], secret: bytes, keys: set[str]) -> dict[str, str]:
-    """The values that are, whole, an identifier of a requested person: value -> its identifier type (never kept)."""
-    short = [v for v in values if len(v) <= WHOLE_VALUE_MAX_CHARS]
+    """The values that are, whole, an identifier of a requested person: value -> its identifier type (never kept).
+    Pseudonyms are left to the pattern search, and a type is hashed only for values of its shape (same verdicts, less work)."""
+    short = [v for v in values if len(v) <= WHOLE_VALUE_MAX_CHARS and not _PSEUDONYM_VALUE.match(v)]
     hits: dict[str, str] = {}
-    if not short:
-        return hits
-    series, wanted = pd.Series(short, dtype=object), list(keys)
+    wanted = list(keys)
     for entity in sorted({label(k)[1:-1] for k in keys}):
-        for i in np.flatnonzero(np.isin(np.array(pseudonyms(secret, entity, series), dtype=object), wanted)):
-            hits.setdefault(short[i], entity)
+        shape = _SHAPE.get(entity)
+        candidates = [v for v in short if shape.search(v)] if shape else short
+        if not candidates:
+            continue
+        for i in np.flatnonzero(np.isin(np.array(pseudonyms(secret, entity, pd.Series(candidates, dtype=object)), dtype=object), wanted)):
+            hits.setdefault(candidates[i], entity)
     return hits
 
 
