@@ -182,3 +182,17 @@ def test_ner_people_lose_their_everyday_words(span, kept):
     text = f"Note: {span} again"
     start, end = an._person_without_common_words(text, 6, 6 + len(span))
     assert text[start:end] == kept
+
+
+def test_cue_triggers_only_skip_texts_the_cues_cannot_match(recognizer, monkeypatch):
+    from pipelines.privacy import person_cues
+
+    texts = [t for t, _ in FOUND] + NOT_FOUND + ["DEAR Kowalczyk,", "MS Okonkwo is here", "Mſ Okonkwo", "KIND REGARDS,\nOksana",
+                                                 "Okafor,\tLindqvist\tand\tBrannigan"]
+
+    def found():
+        return [sorted((r.start, r.end, r.score) for r in recognizer.analyze(t, ["PERSON"], None)) for t in texts]
+
+    with_triggers = found()
+    monkeypatch.setattr(person_cues, "_TRIGGERS", {})
+    assert found() == with_triggers

@@ -82,6 +82,23 @@ def _has_evidence(word: str, needed: str) -> bool:
     return needed == "any" or _can_be_name(lower)
 
 
+# Literals every match of a cue holds (case-folded): a text without any of them is not searched for that cue (exact).
+_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "title": ("mr", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "dame", "lady", "lord", "aunt", "uncle", "grand"),
+    "greeting": ("dear", "hi", "hello", "hey", "greetings", "good", "welcome", "congrat"),
+    "introduction": ("name", "call", "named"),
+    "mention": ("this is", "it's", "it is", "i am", "i'm", "ask for", "speak", "spoke", "talk", "contact", "cc", "attn",
+                "attention", "signed", "thanks to", "according to"),
+    "sign-off, same line": ("regards", "thanks", "best", "cheers", "thank", "sincerely", "yours", "love", "talk soon",
+                            "warmly", "respectfully", "take care", "bye", "ciao", "cordially"),
+    "addressed": (",",),
+    "speaker": (":",),
+    "by": ("by",),
+    "possessive": ("'s", "’s"),
+}
+_TRIGGERS["sign-off, next line"] = _TRIGGERS["sign-off, same line"]
+
+
 class PersonCueRecognizer(LocalRecognizer):
     """Names of one word (and the name words right after it) that a cue in the text points at (see the module)."""
 
@@ -100,7 +117,11 @@ class PersonCueRecognizer(LocalRecognizer):
         blocked = [(e.start_char, e.end_char) for e in getattr(getattr(nlp_artifacts, "tokens", None), "ents", ())
                    if e.label_ in _BLOCKING_LABELS]
         found: dict[tuple[int, int], RecognizerResult] = {}
+        lower = text.casefold()  # full case folding: every character a case-insensitive literal matches ('K', 'ſ') folds to it
         for cue, pattern, score, needed in self._cues:
+            triggers = _TRIGGERS.get(cue)
+            if triggers is not None and not any(t in lower for t in triggers):
+                continue
             for match in pattern.finditer(text):
                 start, end = match.span("name")
                 if not _has_evidence(match.group("name"), needed):
@@ -112,7 +133,7 @@ class PersonCueRecognizer(LocalRecognizer):
                 key = (start, end)
                 if key not in found or found[key].score < score:
                     found[key] = self._result(start, end, score, cue)
-        for match in _LIST.finditer(text):  # candidates; kept only beside another person's name (enhance_using_context)
+        for match in _LIST.finditer(text) if any(t in text for t in (",", "and", "&", "or")) else ():  # candidates; kept only beside another person's name (enhance_using_context)
             for item in _LIST_ITEM.finditer(text, match.start(), match.end()):
                 start, end = item.span()
                 if (start, end) not in found and _can_be_name(item.group().lower()) and not any(a < end and start < b for a, b in blocked):
