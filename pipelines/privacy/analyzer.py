@@ -1672,6 +1672,7 @@ def clear_memos(analyzer: AnalyzerEngine) -> None:
         engine._keywords.clear()
     _PHONE_VERDICTS.clear()
     _PHONE_REGIONS.clear()
+    gazetteer.is_common_word.cache_clear()
 
 
 def detector_info(model_name: str | None = None) -> dict:
