@@ -21,7 +21,7 @@ def test_definitions_load():
         assert {f"landed_{dataset}", f"raw_{dataset}", f"deidentified_{dataset}"} <= keys
         assert f"deidentified_{dataset}" in {p.to_user_string() for k in graph.get_all_asset_keys() for p in graph.get(k).parent_keys}
     assert MARTS <= keys and {f"published_{m}" for m in MARTS} <= keys
-    assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")} | {"subject_requests_sensor"}
+    assert {s.name for s in defs.sensors} == {f"{d}_landing_sensor" for d in ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets")} | {"subject_requests_sensor", "openlineage_sensor"}
     assert sorted(s.name for s in defs.schedules) == ["integrate_all_daily", "purge_quarantine_daily", "retention_purge_daily"]
 
 
@@ -78,6 +78,9 @@ def test_deidentified_metadata_records_parameters(pipeline_run):
     memo = {c["column"]: c for c in mats["deidentified_finance_expense_claims"].metadata["deidentification"].value["columns"]}["memo"]
     assert memo["entities_detected"].get("PERSON", 0) > 0
     assert mats["deidentified_finance_expense_claims"].metadata["detector"].value["nlp_model"]
+    hr_detector = md["detector"].value  # HR has no free text, but its columns were classified by the detector
+    assert hr_detector["nlp_model"]["name"] and hr_detector["free_text_columns"] == []
+    assert hr_detector["used_for"] == ["column classification (a sample of every column)"]
 
 
 @pytest.mark.parametrize("column", ["employee_key", "email_key"])

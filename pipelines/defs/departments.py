@@ -307,23 +307,23 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         lifecycle_checks.record_proof(storage, in_force.ids, deidentified_key(contract).to_user_string(), context.run_id)
         yield from (check, absent, retained)
         yield dg.MaterializeResult(
-            metadata={
+            metadata={  # the steward's facts first (the UI lists entries in this order), raw JSON after
                 "dagster/row_count": result.rows_out,
+                "deidentification_table": dg.MetadataValue.md(deidentification_markdown(result.columns)),
+                "pseudonym_key_id": ctx.pseudonym_key.key_id,
+                "rows_in": result.rows_in,
+                "rows_out": result.rows_out,
+                "rows_suppressed": result.rows_suppressed,
+                "entities_masked": result.entities_masked,
                 "subject_requests": dg.MetadataValue.json({"in_force": len(in_force.ids), "rows_excluded": excluded, "mentions_masked": masked}),
                 "retention": dg.MetadataValue.json(lifecycle_retention.metadata(contract, retention_state)),
                 # each column's type, description and PII classification tags (role, entity, operator, state, key id)
                 "dagster/column_schema": lineage_md.deidentified_schema(contract, dict(schema), ctx.pseudonym_key.key_id),
                 "dagster/column_lineage": lineage_md.deidentified_lineage(contract, raw_key(contract), [n for n, _ in schema]),
-                "rows_in": result.rows_in,
-                "rows_out": result.rows_out,
-                "rows_suppressed": result.rows_suppressed,
                 "k_anonymity": dg.MetadataValue.json(result.k_anonymity),
                 "residual_scan": dg.MetadataValue.json(result.residual_scan),
                 "column_classification": dg.MetadataValue.json({"columns": result.classification}),
-                "entities_masked": result.entities_masked,
-                "pseudonym_key_id": ctx.pseudonym_key.key_id,
                 "deidentification": dg.MetadataValue.json({"columns": columns}),
-                "deidentification_table": dg.MetadataValue.md(deidentification_markdown(result.columns)),
                 "detector": dg.MetadataValue.json(result.detector or {}),
                 audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),  # the log's head, outside the log
                 "upstream": [raw_key(contract).to_user_string()],

@@ -531,11 +531,15 @@ def _check_residual(contract: Contract, residual: dict[str, dict[str, Any]]) -> 
 
 
 def _detector(contract: Contract, model_name: str | None) -> dict[str, Any] | None:
-    if not any(c.deidentify.operator == "scan" for c in contract.columns):
-        return None
+    """The detector that classified every column's sample (all datasets) and scanned free text (where declared)."""
     from pipelines.privacy.analyzer import detector_info
 
-    return detector_info(model_name)
+    scanned = [c.name for c in contract.columns if c.deidentify.operator == "scan"]
+    return {
+        "used_for": ["column classification (a sample of every column)"] + (["free-text scanning"] if scanned else []),
+        "free_text_columns": scanned,
+        **detector_info(model_name),
+    }
 
 
 def _check_declared(frame_columns, contract: Contract) -> None:
