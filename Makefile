@@ -8,7 +8,7 @@ SEED ?= 7
 export PIPELINES_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(PIPELINES_DATA_DIR)/dagster_home
 
-.PHONY: install run test ui demo-data manifest governance eval-pii bench lock clean
+.PHONY: install run test lint ui demo-data manifest governance eval-pii bench lock clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,15 @@ demo-data: $(VENV)/.installed
 run: install $(PIPELINES_DATA_DIR)/landing/.generated
 	$(PY) -m pipelines run
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
+
+# sqlfluff compiles the models with dbt (which attaches the de-identified database): an empty one in a temp dir
+lint: $(VENV)/.installed
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PY) -c "import duckdb, sys; duckdb.connect(sys.argv[1]).close()" "$$tmp/deidentified.duckdb" && \
+	cd dbt_project && PIPELINES_DATA_DIR="$$tmp" DBT_TARGET_PATH="$$tmp/target" DBT_LOG_PATH="$$tmp/logs" \
+	  ../$(VENV)/bin/sqlfluff lint models
 
 # The Data Docs server (offline Great Expectations pages) runs beside the Dagster UI; checks link to it.
 DOCS_PORT ?= 3001
