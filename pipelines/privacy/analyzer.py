@@ -1518,7 +1518,7 @@ def _map_chunks_in_processes(fn, items: list, n_process: int, args: tuple, min_c
     count = min(len(items), -(-count // n_process) * n_process) or 1
     base, extra = divmod(len(items), count)
     bounds = list(itertools.accumulate([0] + [base + (k < extra) for k in range(count)]))
-    chunks = [items[a:b] for a, b in zip(bounds, bounds[1:])]
+    chunks = [items[a:b] for a, b in itertools.pairwise(bounds)]
     _WORKER_JOB = (fn, args)
     try:
         with _frozen_heap():

@@ -463,14 +463,14 @@ def speed_markdown(corpora: dict[str, Sequence[str]], model_name: str | None = N
                 scaling_rows.append(
                     f"| {name} | {n} | {scaling.wall[1]:.2f} | {scaling.wall[n]:.2f} | {scaling.speed_up(n):.2f} | "
                     f"{scaling.efficiency(n):.2f} | {scaling.cpu[1]:.2f} | {scaling.cpu[n]:.2f} |")
-    lines += ["", "Texts per CPU-second of one process (best of each method's repeats, interleaved, order rotated; the "
-              "project starts cold every repeat)."]
+    lines += ["", ("Texts per CPU-second of one process (best of each method's repeats, interleaved, order rotated; the "
+                   "project starts cold every repeat).")]
     if scaling_rows:
         lines += ["", "| corpus | processes | wall, 1 process (s) | wall, n (s) | speed-up | efficiency | CPU-s, 1 | CPU-s, n |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|", *scaling_rows, "",
-                  f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
-                  f"{os.cpu_count()} cores (efficiency is only meaningful on an otherwise idle machine; the CPU-seconds "
-                  "show the work added by the processes)."]
+                  (f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+                   f"{os.cpu_count()} cores (efficiency is only meaningful on an otherwise idle machine; the CPU-seconds "
+                   "show the work added by the processes).")]
     return "\n".join(lines) + "\n"
 
 

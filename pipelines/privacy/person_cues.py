@@ -48,8 +48,8 @@ _CUES: tuple[tuple[str, str, float, str], ...] = (
     ("speaker", rf"(?:^|(?<=\n))[ \t>]*(?P<name>{_NAME_WORD})[ \t]*:[ \t]*(?=[\"“'‘]|\p{{L}})", 0.6, "name"),
     ("by", rf"(?i:\b\p{{L}}+ed[ \t]+by:?)[ \t]+(?P<name>{_NAME_WORD})", 0.6, "name"),
     ("possessive", rf"(?P<name>{_NAME_WORD})['’]s\b", 0.6, "name"),
-    ("person verb", rf"(?P<name>{_NAME_WORD})[ \t]+(?:(?:also|then|just|never|once|later|still|already|recently|"
-                    rf"finally|always|often)[ \t]+)?{_PERSON_VERBS}\b", 0.6, "name"),
+    ("person verb", (rf"(?P<name>{_NAME_WORD})[ \t]+(?:(?:also|then|just|never|once|later|still|already|recently|"
+                     rf"finally|always|often)[ \t]+)?{_PERSON_VERBS}\b"), 0.6, "name"),
 )
 _LIST = regex.compile(rf"(?P<first>{_NAME_WORD})(?:(?:,[ \t]+|[ \t]+(?:and|&|or)[ \t]+)(?:{_NAME_WORD}))+")
 _LIST_ITEM = regex.compile(_NAME_WORD)
