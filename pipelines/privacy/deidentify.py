@@ -180,7 +180,9 @@ def _findings(
     return out
 
 
-# Recognizers that infer a person or place from words and capitals, not from an identifier's shape.
+# Recognizers that infer a person or place from words and capitals, not from an identifier's shape. Not the
+# PersonCueRecognizer: a one-word name it finds has a title, greeting or "my name is" beside it (evidence that it
+# names a person), so label text masks it too ("Battery on Ms Strang"), at the cost of a rare possessive brand.
 INFERRING_RECOGNIZERS = frozenset({"FilteredSpacyRecognizer", "SpacyRecognizer", "NameRunRecognizer", "StreetAddressRecognizer"})
 _NAME_WORD = regex.compile(r"[A-Z][A-Za-z'’\-]+|[A-Z]\.?")  # a capitalised word or an initial
 
