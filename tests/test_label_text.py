@@ -92,3 +92,11 @@ def test_streamed_label_vocabulary_equals_in_memory():
     pd.testing.assert_series_equal(table["charge_description"].astype(str), expected.frame["charge_description"].astype(str),
                                    check_names=False)
     assert [r.to_dict() for r in streamed.columns] == [r.to_dict() for r in expected.columns]
+
+
+def test_a_one_word_name_with_a_title_is_masked_in_labels_too():
+    """A title is evidence that the next word names a person: label text masks it like free text does."""
+    labels = ["Battery on Ms Zabrowski", "Disorderly Conduct"]
+    out = mask_labels(labels, LABEL_MODES[1], bench_context(), corpus_known())
+    assert "Zabrowski" not in out[0] and out[0].startswith("Battery on Ms ")
+    assert out[1] == "Disorderly Conduct"
