@@ -158,6 +158,14 @@ def test_spark_marts_equal_duckdb_marts_row_for_row(pipeline_run, spark_run):
         mine.close()
 
 
+def test_spark_tables_are_owner_only(spark_run):
+    run, _ = spark_run
+    root = Path(run.paths.root)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    assert [p for p in files if p.stat().st_mode & 0o077] == []
+
+
 def test_spark_deidentified_tables_equal_duckdb(pipeline_run, spark, spark_run):
     """Same pseudonyms, same suppressed records, same published rows and the same figures in the metadata."""
     from pipelines.engines.spark.deidentify import to_pandas

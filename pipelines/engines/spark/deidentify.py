@@ -35,6 +35,8 @@ from pipelines.privacy.deidentify import (
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
 
+MIN_ROWS_PER_TASK = 2_000  # fewer rows than this per task cost more in scheduling than they gain
+TASKS_PER_CORE = 4  # uneven free text (some batches far slower) evens out over several tasks per core
 META_COLUMN = "__deidentify_batch"  # one row per batch: its ColumnRecords and residual counts as JSON (no values)
 
 
@@ -236,7 +238,10 @@ def deidentify_parquet(
 
         known_broadcast = spark.sparkContext.broadcast(known) if known is not None else None
         apply = _batch_function(names, contract, ctx, model_name, known_broadcast, terms, schema)
-        numbered = raw.withColumn(ROW_COLUMN, F.monotonically_increasing_id())
+        # rows numbered where they are read (their order), then spread over every core: a file smaller than a split
+        # is one partition, which would leave all but one core idle
+        tasks = max(1, min(-(-rows // MIN_ROWS_PER_TASK), spark.sparkContext.defaultParallelism * TASKS_PER_CORE))
+        numbered = raw.withColumn(ROW_COLUMN, F.monotonically_increasing_id()).repartition(tasks)
         clock.lap("table_scans")  # distinct values to classify, declared terms, row count
         numbered.mapInArrow(apply, from_arrow_schema(schema)).write.mode("overwrite").parquet(staging)
         clock.lap("batches")

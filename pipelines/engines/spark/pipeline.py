@@ -45,6 +45,7 @@ class SparkRun:
     marts: dict[str, int] = field(default_factory=dict)  # published mart -> rows
     seconds: dict[str, float] = field(default_factory=dict)
     known_identifiers: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # dataset -> the gate's message (keep_going only)
 
 
 def export_raw(con, contracts: list[Contract], paths: TablePaths) -> dict[str, str]:
@@ -59,6 +60,7 @@ def export_raw(con, contracts: list[Contract], paths: TablePaths) -> dict[str, s
             shutil.rmtree(target)
         target.mkdir(parents=True, mode=0o700)
         con.execute(f"COPY {quote_ident(contract.dataset)} TO '{target / 'part-0.parquet'}' (FORMAT parquet)")
+        (target / "part-0.parquet").chmod(0o600)
         out[contract.dataset] = str(target)
     return out
 
@@ -122,15 +124,23 @@ def publish_marts(spark, names: list[str], paths: TablePaths, marts_db: Path | N
             con.execute("COMMIT")
         finally:
             con.close()
+        marts_db.chmod(0o644)  # the analysts' database, the one file they may read
     return rows
 
 
 def run_spark_pipeline(
     spark, raw_con, contracts: list[Contract], ctx: OperatorContext, paths: TablePaths, work: Path, *,
-    project_dir: Path, model_name: str | None = None, marts_db: Path | None = None,
+    project_dir: Path, model_name: str | None = None, marts_db: Path | None = None, keep_going: bool = False,
 ) -> SparkRun:
-    """Raw tables (DuckDB) -> Parquet -> index -> de-identified Parquet -> dbt-spark -> marts."""
+    """Raw tables (DuckDB) -> Parquet -> index -> de-identified Parquet -> dbt-spark -> marts. `keep_going`: a table
+    refused by a gate is recorded in `failed` (its message names columns and counts, never values), the others go on,
+    and nothing is built from them (the benchmark's mode)."""
+    from pipelines.privacy.classify import UndeclaredPIIError
+    from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError
+
     run = SparkRun(paths)
+    if "://" not in paths.root:
+        Path(paths.root).mkdir(parents=True, exist_ok=True, mode=0o700)  # raw and de-identified rows: owner-only
     t = time.perf_counter()
     tables = export_raw(raw_con, contracts, paths)
     run.seconds["export_raw"] = time.perf_counter() - t
@@ -142,9 +152,16 @@ def run_spark_pipeline(
         if contract.dataset not in tables:
             continue
         t = time.perf_counter()
-        run.results[contract.dataset] = deidentify_parquet(
-            spark, tables[contract.dataset], paths.deidentified(contract.dataset), contract, ctx, model_name=model_name, known=known)
+        try:
+            run.results[contract.dataset] = deidentify_parquet(
+                spark, tables[contract.dataset], paths.deidentified(contract.dataset), contract, ctx, model_name=model_name, known=known)
+        except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
+            if not keep_going:
+                raise
+            run.failed[contract.dataset] = f"{type(error).__name__}: {error}"
         run.seconds[f"deidentify:{contract.dataset}"] = time.perf_counter() - t
+    if run.failed:
+        return run
     register_deidentified(spark, list(run.results), paths)
     t = time.perf_counter()
     manifest = build_models(spark, project_dir, work)

@@ -40,6 +40,7 @@ def session_conf(master: str, scratch: Path | None, extra: dict[str, str]) -> di
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.python.worker.reuse": "true",  # one Python worker per core, reused: the analyzer loads once per worker
         "spark.executorEnv.PIPELINES_NLP_PROCESSES": "1",  # the executor's cores are Spark's to share out
+        "spark.hadoop.fs.permissions.umask-mode": "077",  # tables Spark writes are owner-only, as the DuckDB files
     }
     if scratch is not None:
         # shuffle files and broadcast blocks (the keyed index) stay in an owner-only directory beside the data
