@@ -49,7 +49,26 @@ def section_dp(cfg, log) -> tuple[str, dict]:
     return render(data, cfg.seed), data
 
 
-def render(data: dict[str, Any], seed: int) -> str:
+def _observations(data: dict[str, Any]) -> list[str]:
+    """What the tables say, computed from them (true whatever the figures are)."""
+    out = []
+    for name, d in data["inputs"].items():
+        for block in ("accuracy", "finer"):
+            a = d.get(block)
+            if not a or "1.0" not in a["dp"]:
+                continue
+            e, k = a["dp"]["1.0"], a["k_mart"]
+            published = a["groups"] - k["groups_withheld"]
+            by = data["request"]["group_by"] if block == "accuracy" else data["finer_group_by"]
+            out.append(
+                f"- {name}, by {', '.join(by)}: "
+                f"at epsilon 1 a group needs about {e['threshold']} people to be released (partition selection), so DP releases "
+                f"{e['groups_released_mean']} of {a['groups']} groups on average where the k-mart (minimum {k['min_group_size']}) publishes "
+                f"{published} exactly; released counts are off by {e['error']['headcount']['mean_abs_error']} people on average.")
+    return out
+
+
+def render(data: dict[str, Any], seed: int, load: tuple[float, ...] | None = None) -> str:
     request = data["request"]
     sums = [s for s in request["statistics"] if s["kind"] == "sum"]
     time_rows, error_rows, k_rows = [], [], []
@@ -105,6 +124,8 @@ def render(data: dict[str, Any], seed: int) -> str:
         "",
         md_table(["input", "grouped by", "groups", "k-mart publishes", "k-mart withholds"], k_rows, "llrrr"),
         "",
+        *_observations(data),
+        "",
         f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
+        f"{', '.join(f'{x:.1f}' for x in load or m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
     ])

@@ -71,7 +71,7 @@ def _same_steps(r: dict[str, Any]) -> tuple[float, float]:
     return sum(ran.values()), sum(r["full_run_steps"].get(k, 0.0) for k in ran)
 
 
-def render(results: list[dict[str, Any]], seed: int) -> str:
+def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | None = None) -> str:
     rows_md, stage_rows, notes = [], [], []
     names = [n for n, _ in STAGES]
     for r in results:
@@ -93,6 +93,13 @@ def render(results: list[dict[str, Any]], seed: int) -> str:
             if name in full or name in req:
                 stage_rows.append([f"{r['rows_per_department']:,}", name, fmt_s(full.get(name)), fmt_s(req.get(name))])
         per_step = {k: v for p in r["runs"] for k, v in p["steps"].items() if k.startswith("deidentified_")}
+        full_total = sum(r["full_run_steps"].values()) or 1.0
+        share = sum(r["full_run_steps"].get(k, 0.0) for k in per_step) / full_total
+        notes.append(
+            f"- {r['rows_per_department']:,} rows: the de-identified tables the request rebuilt took {100 * share:.0f}% of the full run's "
+            f"step time, and their rebuild is {100 * sum(per_step.values()) / (request_steps or 1.0):.0f}% of the request path: the request "
+            "path rebuilds whole tables of the departments that hold the person, so it costs about their share of a full run "
+            "(support, which did not hold them, was not rebuilt; ingest was skipped).")
         notes.append(
             f"- {r['rows_per_department']:,} rows: the person had rows in {', '.join(sorted(r['person_rows'])) or 'no dataset'} "
             f"and pseudonyms in the text of {', '.join(sorted(r['person_mentioned_in'])) or 'no other dataset'}; state "
@@ -123,5 +130,5 @@ def render(results: list[dict[str, Any]], seed: int) -> str:
         *notes,
         "",
         f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
+        f"{', '.join(f'{x:.1f}' for x in load or m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
     ])
