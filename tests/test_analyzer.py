@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines.privacy import analyzer as an
+from pipelines.privacy import speedups
 from pipelines.privacy import eval_pii as ev
 
 
@@ -468,11 +469,11 @@ def _recognizer_keys(results) -> list[tuple]:
 def test_pattern_recognizers_skip_only_texts_none_of_their_patterns_match(analyzer):
     from presidio_analyzer import PatternRecognizer
 
-    shortcut = [r for r in analyzer.registry.recognizers if isinstance(r.__dict__.get("analyze"), an._SkipWithoutMatch)]
+    shortcut = [r for r in analyzer.registry.recognizers if isinstance(r.__dict__.get("analyze"), speedups.SkipWithoutMatch)]
     assert len(shortcut) >= 20  # Presidio's and the organisation's pattern recognizers
     skipped = 0
     texts = SHORTCUT_TEXTS + URL_TEXTS + SHORT_VALUES
-    assert {len(t) <= an.SHORT_TEXT_CHARS for t in texts} == {True, False}  # both ways of checking
+    assert {len(t) <= speedups.SHORT_TEXT_CHARS for t in texts} == {True, False}  # both ways of checking
     for recognizer in shortcut:
         for text in texts:
             stock = PatternRecognizer.analyze(recognizer, text, None)
@@ -495,14 +496,14 @@ SHORT_VALUES = ["CLM-0008373", "TCK-0007116", "Powell-Gutierrez", "Cloud Backup 
 def test_url_patterns_are_checked_through_a_necessary_condition(analyzer):
     url = next(r for r in analyzer.registry.recognizers if r.name == "UrlRecognizer")
     analyzer.analyze("warm up www.example.com", "en")  # Presidio compiles the patterns on first use
-    conditions = {an._necessary_condition(p.regex, url.global_regex_flags) for p in url.patterns}
+    conditions = {speedups.necessary_condition(p.regex, url.global_regex_flags) for p in url.patterns}
     assert len(conditions) == 1 and None not in conditions  # noticed if Presidio's patterns change shape
     condition = conditions.pop()
     for text in URL_TEXTS + SHORTCUT_TEXTS + SHORT_VALUES:
         if any(p.compiled_regex.search(text) for p in url.patterns):
             assert condition.search(text), text  # necessary: wherever a URL pattern matches, so does the condition
     assert not condition.search("Nothing here. Really nothing.")
-    assert an._necessary_condition(r"\b\d{3}-\d{2}-\d{4}\b", 0) is None  # no condition known: the pattern itself
+    assert speedups.necessary_condition(r"\b\d{3}-\d{2}-\d{4}\b", 0) is None  # no condition known: the pattern itself
 
 
 
@@ -521,31 +522,31 @@ def test_required_characters_are_those_every_match_holds(pattern, required):
     import regex
 
     flags = regex.IGNORECASE | regex.MULTILINE | regex.DOTALL
-    assert an._required_characters(pattern, flags) == frozenset(required)
-    assert an._required_characters(pattern, flags | regex.VERSION1) == frozenset()  # other flags: no shortcut
+    assert speedups.required_characters(pattern, flags) == frozenset(required)
+    assert speedups.required_characters(pattern, flags | regex.VERSION1) == frozenset()  # other flags: no shortcut
 
 def test_alternation_matches_exactly_when_one_pattern_does():
     import regex
 
     patterns = [r"\bCLM-\d{7}\b", r"[A-Z]{2}\d{2}", r"(?<!\d)\d{3}-\d{4}(?!\d)"]
-    union = an._alternation(patterns, regex.IGNORECASE)
+    union = speedups.alternation(patterns, regex.IGNORECASE)
     for text in ["CLM-1234567", "de89 bank", "555-1234", "5555-12345", "clm-123", "none", ""] + SHORT_VALUES:
         assert bool(union.search(text)) == any(regex.search(p, text, regex.IGNORECASE) for p in patterns), text
     # a global inline flag, a backreference or a conditional means something else inside an alternation: refused
     for odd in [r"(?i)abc", r"(?-i)abc", r"(?V1)abc", r"(a)\1", r"(?P<x>a)(?P=x)", r"(a)?(?(1)b|c)", r"(?P<x>a)\g<x>"]:
-        assert an._alternation([odd, "x"], 0) is None, odd
-    assert an._alternation(["only one"], 0) is None
+        assert speedups.alternation([odd, "x"], 0) is None, odd
+    assert speedups.alternation(["only one"], 0) is None
 
 
 def test_phone_recognizer_remembers_verdicts_without_changing_them(analyzer):
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     phone = next(r for r in analyzer.registry.recognizers if r.name == "PhoneRecognizer")
-    an._PHONE_VERDICTS.clear()
+    phone.memo.verdicts.clear()
     for _ in range(2):  # cold, then with every verdict remembered
         for text in SHORTCUT_TEXTS:
             assert _recognizer_keys(phone.analyze(text, None)) == _recognizer_keys(PhoneRecognizer.analyze(phone, text, None)), text
-    assert an._PHONE_VERDICTS  # the second round was answered from memory
+    assert phone.memo.verdicts  # the second round was answered from memory
 
 
 def test_parallel_scan_caches_the_workers_ner_results(analyzer):
@@ -571,7 +572,7 @@ def test_numpy_blas_ops_multiply_like_thinc(trans1, trans2):
     x = rng.random((40, 30) if not trans1 else (30, 40), dtype="float32")
     y = rng.random((30, 20) if not trans2 else (20, 30), dtype="float32")
     expected = NumpyOps().gemm(x, y, trans1=trans1, trans2=trans2)
-    ops = an.NumpyBlasOps()
+    ops = speedups.NumpyBlasOps()
     numpy.testing.assert_allclose(ops.gemm(x, y, trans1=trans1, trans2=trans2), expected, rtol=1e-5)
     out = numpy.zeros((40, 20), dtype="float32")
     assert ops.gemm(x, y, out=out, trans1=trans1, trans2=trans2) is out
@@ -580,10 +581,10 @@ def test_numpy_blas_ops_multiply_like_thinc(trans1, trans2):
 
 def test_the_lean_model_multiplies_through_numpy_and_says_so(analyzer):
     ner = analyzer.nlp_engine.nlp["en"].get_pipe("ner")
-    assert {type(node.ops) for node in ner.model.walk()} == {an.NumpyBlasOps}
+    assert {type(node.ops) for node in ner.model.walk()} == {speedups.NumpyBlasOps}
     assert an.detector_info()["nlp_model"]["matrix_products"].startswith("numpy (")
     baseline = an.get_baseline_analyzer().nlp_engine.nlp["en"].get_pipe("ner")
-    assert not isinstance(baseline.model.ops, an.NumpyBlasOps)  # Presidio as shipped, for the comparisons
+    assert not isinstance(baseline.model.ops, speedups.NumpyBlasOps)  # Presidio as shipped, for the comparisons
 
 
 # --- lower-case text, names NER does not know, dates that are numbers ---------------------------------

@@ -152,10 +152,12 @@ def test_chunks_come_in_a_multiple_of_the_processes_and_of_equal_size(monkeypatc
 
 def test_clear_memos_starts_a_scan_cold():
     analyzer = an.get_analyzer()
+    phone = next(r for r in analyzer.registry.recognizers if r.name == "PhoneRecognizer")
+    engine = analyzer.nlp_engine
     an.scan_texts(["Call Halvorsen on 0688 843 79 56 about Kowalczyk."], n_process=1)
-    assert analyzer.nlp_engine._entities and an._PHONE_VERDICTS
+    assert engine._entities and phone.memo.verdicts and engine.artifact_builder.keywords
     an.clear_memos(analyzer)
-    assert not analyzer.nlp_engine._entities and not an._PHONE_VERDICTS and not analyzer.nlp_engine._keywords
+    assert not engine._entities and not phone.memo.verdicts and not engine.artifact_builder.keywords
 
 
 def test_speed_tables_measure_every_method_side_by_side():

