@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines.privacy import analyzer as an
-from pipelines.privacy import speedups
 from pipelines.privacy import eval_pii as ev
+from pipelines.privacy import speedups
+from pipelines.privacy.recognizers import ner_filter
 
 
 @pytest.fixture(scope="session")
@@ -442,7 +443,7 @@ def test_workers_are_forked_with_the_parents_objects_frozen(monkeypatch):
      ("(Jane Doe)", "Jane Doe"), ("Jane Doe (HR)", "Jane Doe (HR)"), ("Jane Doe).", "Jane Doe"), ("--", "")],
 )
 def test_ner_spans_lose_edge_punctuation(span, trimmed):
-    start, end = an._trimmed(span, 0, len(span))
+    start, end = ner_filter._trimmed(span, 0, len(span))
     assert span[start:end] == trimmed
 
 
@@ -635,8 +636,8 @@ def test_contact_card_numbers_are_phones_not_dates(analyzer):
     text = "Name: Toshimi Arata\nPhone: 0490 75 40 81"
     found = _spans(text, an.scan_texts([text], n_process=1)[0])
     assert ("PHONE_NUMBER", "0490 75 40 81") in found and not any(kind == "DATE_TIME" for kind, _ in found)
-    assert an._is_calendar_date("2024-03-05") and an._is_calendar_date("1977") and an._is_calendar_date("March 5")
-    assert not an._is_calendar_date("0490 75 40 81") and not an._is_calendar_date("52096")
+    assert ner_filter._is_calendar_date("2024-03-05") and ner_filter._is_calendar_date("1977") and ner_filter._is_calendar_date("March 5")
+    assert not ner_filter._is_calendar_date("0490 75 40 81") and not ner_filter._is_calendar_date("52096")
 
 
 def test_laptop_hostnames(analyzer):

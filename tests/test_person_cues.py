@@ -6,7 +6,9 @@ import pytest
 
 from pipelines.privacy import analyzer as an
 from pipelines.privacy import gazetteer as gz
+from pipelines.privacy import parallel
 from pipelines.privacy.person_cues import PersonCueRecognizer
+from pipelines.privacy.recognizers import ner_filter
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,7 @@ def test_chunks_come_in_a_multiple_of_the_processes_and_of_equal_size(monkeypatc
             seen.extend(len(c) for c in chunks)
             return [list(c) for c in chunks]
 
-    monkeypatch.setattr(an, "_FORK", type("Fork", (), {"Pool": Pool})())
+    monkeypatch.setattr(parallel, "_FORK", type("Fork", (), {"Pool": Pool})())
     out = an._map_in_processes(lambda chunk, args: chunk, list(range(items)), processes, (), min_chunk)
     assert out == list(range(items))
     assert len(seen) % processes == 0 and max(seen) - min(seen) <= 1
@@ -182,7 +184,7 @@ def test_speed_tables_measure_every_method_side_by_side():
 def test_ner_people_lose_their_everyday_words(span, kept):
     gz.load()
     text = f"Note: {span} again"
-    start, end = an._person_without_common_words(text, 6, 6 + len(span))
+    start, end = ner_filter._person_without_common_words(text, 6, 6 + len(span))
     assert text[start:end] == kept
 
 
