@@ -410,3 +410,13 @@ def test_pseudonyms_are_left_to_the_pattern_search():
     con.execute("CREATE TABLE t (email VARCHAR)")
     con.execute("INSERT INTO t VALUES (?)", [key])
     assert absence(con, "t", SECRET, {key})["email"]["cells_with_pseudonym"] == 1  # ...because the pattern finds it
+
+
+def test_mentions_masked_the_same_with_a_shared_memo():
+    from pipelines.lifecycle.matching import masked_mentions
+
+    keys = _keys(("PERSON", "Ana Lima"), ("EMAIL_ADDRESS", "ana@example.org"))
+    texts = ["Call Ana Lima today", "ana@example.org wrote; Ana Lima again", "Bo Chen only", "Ana Lima"]
+    memo: dict = {}
+    assert [masked_mentions(t, SECRET, keys, memo) for t in texts] == [masked_mentions(t, SECRET, keys) for t in texts]
+    assert masked_mentions(texts[1], SECRET, keys) == ("<EMAIL_ADDRESS> wrote; <PERSON> again", 2) and memo

@@ -249,10 +249,19 @@ def _spans(text: str, entities: set[str]) -> Iterable[tuple[str, int, int]]:
                 yield "PERSON", start, end - (text[end - 1] == ".")
 
 
-def masked_mentions(text: str, secret: bytes, keys: set[str]) -> tuple[str, int]:
-    """The text with every span whose keyed hash is a requested key replaced by its entity tag, and how many."""
+def masked_mentions(text: str, secret: bytes, keys: set[str], memo: dict[tuple[str, str], bool] | None = None) -> tuple[str, int]:
+    """The text with every span whose keyed hash is a requested key replaced by its entity tag, and how many.
+    `memo` remembers each (type, span) verdict across the texts of one column (names and hosts repeat; it holds
+    candidate spans in memory only, for one call of scrub or absence)."""
     entities = {label(k)[1:-1] for k in keys}  # only the kinds of identifier requested people have
-    hits = sorted({(s, e, ent) for ent, s, e in _spans(text, entities) if pseudonym(secret, ent, text[s:e]) in keys}, key=lambda h: (h[0], -h[1]))
+    memo = {} if memo is None else memo
+
+    def requested(entity: str, span: str) -> bool:
+        if (entity, span) not in memo:
+            memo[(entity, span)] = pseudonym(secret, entity, span) in keys
+        return memo[(entity, span)]
+
+    hits = sorted({(s, e, ent) for ent, s, e in _spans(text, entities) if requested(ent, text[s:e])}, key=lambda h: (h[0], -h[1]))
     out, last, count = [], 0, 0
     for start, end, entity in hits:
         if start < last:
@@ -281,7 +290,8 @@ def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
                         [wanted, key_label, wanted])
         values = _distinct(con, table, column)
         whole = whole_value_hits(values, secret, keys)  # a kept identifier of a kind no span pattern knows
-        mapping = {v: (f"<{whole[v]}>", 1) if v in whole else m for v in values if v in whole or (m := masked_mentions(v, secret, keys))[1]}
+        memo: dict[tuple[str, str], bool] = {}
+        mapping = {v: (f"<{whole[v]}>", 1) if v in whole else m for v in values if v in whole or (m := masked_mentions(v, secret, keys, memo))[1]}
         if mapping:
             con.register("__lifecycle_masked", pd.DataFrame({"v": list(mapping), "m": [m for m, _ in mapping.values()]}))
             n += con.execute(f"UPDATE {quote_ident(table)} SET {col} = __lifecycle_masked.m FROM __lifecycle_masked "
@@ -294,7 +304,8 @@ def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
         kind = column_kind(data_type)
         if kind == "text" and data_type.upper() != "VARCHAR":  # a nested value (list, struct, JSON) naming them goes whole
             values = _distinct_text(con, table, column)
-            hits = [v for v in values if re.search(pattern, v) or masked_mentions(v, secret, keys)[1]]
+            memo = {}
+            hits = [v for v in values if re.search(pattern, v) or masked_mentions(v, secret, keys, memo)[1]]
             hits += list(whole_value_hits([v for v in values if v not in hits], secret, keys))
         elif kind == "typed_id" or (kind == "temporal" and temporal):
             hits = list(whole_value_hits(_distinct_text(con, table, column), secret, keys))
@@ -326,7 +337,8 @@ def absence(con, table: str, secret: bytes, keys: set[str]) -> dict[str, dict[st
             as_text = f"CAST({quote_ident(column)} AS VARCHAR)"
             counts["cells_with_pseudonym"] = int(con.execute(
                 f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({as_text}, ?)", [pattern]).fetchone()[0])
-            counts["distinct_values_with_identifier"] = sum(1 for v in values if masked_mentions(v, secret, keys)[1])
+            memo = {}
+            counts["distinct_values_with_identifier"] = sum(1 for v in values if masked_mentions(v, secret, keys, memo)[1])
         if any(counts.values()):
             found[column] = {"kind": kind, **counts}
     return found
