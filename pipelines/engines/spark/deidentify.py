@@ -238,10 +238,12 @@ def deidentify_parquet(
 
         known_broadcast = spark.sparkContext.broadcast(known) if known is not None else None
         apply = _batch_function(names, contract, ctx, model_name, known_broadcast, terms, schema)
-        # rows numbered where they are read (their order), then spread over every core: a file smaller than a split
-        # is one partition, which would leave all but one core idle
+        # rows numbered where they are read (their order), then spread over every core (a file smaller than a split
+        # is one partition, which would leave all but one core idle), by their free text: equal texts meet in one
+        # task, so each distinct text is scanned once, as DuckDB's stream scans each once per chunk
         tasks = max(1, min(-(-rows // MIN_ROWS_PER_TASK), spark.sparkContext.defaultParallelism * TASKS_PER_CORE))
-        numbered = raw.withColumn(ROW_COLUMN, F.monotonically_increasing_id()).repartition(tasks)
+        texts = [F.col(q(c.name)) for c in contract.columns if c.deidentify.operator == "scan"]
+        numbered = raw.withColumn(ROW_COLUMN, F.monotonically_increasing_id()).repartition(tasks, *texts)
         clock.lap("table_scans")  # distinct values to classify, declared terms, row count
         numbered.mapInArrow(apply, from_arrow_schema(schema)).write.mode("overwrite").parquet(staging)
         clock.lap("batches")
