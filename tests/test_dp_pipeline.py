@@ -100,3 +100,29 @@ def test_cli_query_answers_charges_and_refuses(data_copy, capsys):
     assert cli.main(base + ["budget", "--approval", MART, "--consumer", "partner-audit"]) == 0
     assert json.loads(capsys.readouterr().out)["partner-audit"]["epsilon_spent"] == pytest.approx(0.6)
     assert cli.main(base + ["verify"]) == 0
+
+
+def test_person_join_risk_blocks_a_mart_whose_departments_single_someone_out(pipeline_run, tmp_path):
+    """One employee made unique over the join's quasi-identifiers: the mart gate fails and nothing is published."""
+    from pipelines.definitions import build_definitions
+
+    data = tmp_path / "data"
+    shutil.copytree(pipeline_run.data_dir, data, ignore=shutil.ignore_patterns("dagster_home", "landing", "dbt_runs"))
+    with duckdb.connect(str(data / "deidentified.duckdb")) as con:  # the mart groups by org unit and job family only
+        con.execute("UPDATE hr_employees SET gender = 'unique' WHERE employee_id = (SELECT min(employee_id) FROM hr_employees)")
+    with duckdb.connect(str(data / "marts.duckdb"), read_only=True) as con:
+        before = con.execute(f"SELECT * FROM {MART} ORDER BY ALL").fetchall()
+    defs = build_definitions(data)
+    graph = defs.get_repository_def().asset_graph
+    selection = dg.AssetSelection.assets(PEOPLE, MART, f"published_{MART}").required_multi_asset_neighbors().resolve(graph)
+    result = defs.resolve_job_def("integrate_all").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, asset_selection=sorted(selection))
+    gate = next(e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(MART) and e.check_name == "privacy_suite")
+    risk = gate.metadata["person_join_risk"].value
+    assert not gate.passed and risk["k"] == 1 and risk["people_in_classes_below_min_k"] >= 1
+    assert "person-level join risk: k 1" in gate.description
+    assert risk["carried_from"]["gender"] == ["hr_employees.gender"] and "claim_date" in risk["department_quasi_identifiers_not_in_join"]["finance_expense_claims"]
+    published = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert f"published_{MART}" not in published and f"published_{DP_TABLE}" not in published
+    with duckdb.connect(str(data / "marts.duckdb"), read_only=True) as con:
+        assert con.execute(f"SELECT * FROM {MART} ORDER BY ALL").fetchall() == before  # the analysts' copy as it was
