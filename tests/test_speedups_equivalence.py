@@ -40,7 +40,7 @@ def _labelled_texts() -> list[str]:
 def corpus(tmp_path_factory) -> dict[str, list[str]]:
     if not eval_pii.DEFAULT_DATA.exists():
         pytest.skip(f"labelled texts not found at {eval_pii.DEFAULT_DATA}")
-    unique = lambda texts: list(dict.fromkeys(t for t in texts if t and t.strip()))  # noqa: E731
+    unique = lambda texts: list(dict.fromkeys(t for t in texts if t and t.strip()))
     return {"demo free text": unique(_demo_texts(tmp_path_factory.mktemp("demo"))), "labelled": unique(_labelled_texts())}
 
 

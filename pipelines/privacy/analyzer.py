@@ -160,10 +160,10 @@ def scan_texts_with(
         # One pass in forked workers: each runs NER on its chunk's uncached candidate lines, then the recognizers,
         # and hands back its new NER results, which the parent caches for the rescans.
         found = []
-        for results, entities in _map_chunks_in_processes(_scan_chunk_in_worker, unique, n_process, (analyzer, options), batch_size):
+        for results, new_entities in _map_chunks_in_processes(_scan_chunk_in_worker, unique, n_process, (analyzer, options), batch_size):
             found.extend(results)
             if lean:
-                engine.remember_entities(entities)
+                engine.remember_entities(new_entities)
     else:
         found = _scan_chunk_with(analyzer, unique, options)
     out: list[list[RecognizerResult]] = [[] for _ in texts]

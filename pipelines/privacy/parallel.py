@@ -140,11 +140,11 @@ def _background_main(conn, fn, args) -> None:
     _quiet_worker()
     try:
         outcome = ("ok", fn(*args))
-    except Exception as error:  # handed to the parent, which re-raises it
+    except Exception as error:  # noqa: BLE001 (any error is handed to the parent, which re-raises it)
         outcome = ("error", error)
     try:
         conn.send(outcome)
-    except Exception as error:  # a result or error that cannot be pickled
+    except Exception as error:  # noqa: BLE001 (a result or error that cannot be pickled)
         conn.send(("error", RuntimeError(f"the background worker's {outcome[0]} could not be passed back ({type(error).__name__})")))
     finally:
         conn.close()

@@ -388,7 +388,7 @@ def required_characters(text: str, flags: int) -> frozenset:
         from re import _parser
 
         parsed = _parser.parse(text, flags)
-    except Exception:  # syntax only the `regex` module knows, or a private parser that changed: no shortcut
+    except Exception:  # noqa: BLE001 (syntax only the `regex` module knows, or a private parser that changed: no shortcut)
         return frozenset()
     repeats = {sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", sre.MAX_REPEAT)}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import regex
 from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -46,7 +49,7 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
                 results.append(r)
         return results
 
-    identifier_cues: dict[str, frozenset[str]] = {}  # organisation identifier entity -> its context words
+    identifier_cues: Mapping[str, frozenset[str]] = MappingProxyType({})  # set per analyzer: organisation identifier entity -> its context words
 
     def enhance_using_context(
         self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None
