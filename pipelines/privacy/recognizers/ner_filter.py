@@ -31,8 +31,18 @@ _NUMBER_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_BA
                     "US_DRIVER_LICENSE", "IP_ADDRESS", "UK_NHS", "US_ITIN"}
 
 
+_NAMED = {"PERSON", "LOCATION", "NRP"}  # entities NER infers from words: a name, a place, a group
+
+
+def _is_code(span: str) -> bool:
+    """Every word holds a digit ("INC-000003", "SRV-12 7B"): an id or a code, which no name or place is made of."""
+    words = span.split()
+    return bool(words) and all(any(c.isdigit() for c in w) for w in words)
+
+
 class FilteredSpacyRecognizer(SpacyRecognizer):
-    """spaCy NER results without the dates that are not dates (ages, durations, house numbers)."""
+    """spaCy NER results without the dates that are not dates (ages, durations, house numbers) and without names,
+    places or groups made of codes."""
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
@@ -45,6 +55,8 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
             r.start, r.end = _trimmed(text, r.start, r.end)
             if r.entity_type == "PERSON" and r.start < r.end:
                 r.start, r.end = _person_without_common_words(text, r.start, r.end)
+            if r.start < r.end and r.entity_type in _NAMED and _is_code(text[r.start : r.end]):
+                continue  # "INC-000003" read as a place: a record id, not a person, place or group
             if r.start < r.end and (r.entity_type != "DATE_TIME" or _is_calendar_date(text[r.start : r.end])):
                 results.append(r)
         return results
