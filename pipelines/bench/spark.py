@@ -135,7 +135,7 @@ def projection(one_core: dict, two_cores: dict, rows_measured: int, index_bytes:
 
 def report(figures: dict[str, Any]) -> str:
     duck, one, two = figures["duckdb"], figures["spark_1"], figures["spark_2"]
-    lines = [BEGIN, "## The Spark engine (local) against DuckDB", "",
+    lines = [BEGIN, "## 9. The Spark engine (local) against DuckDB", "",
              f"{figures['rows']:,} rows per department (generator --rows {figures['base_rows']:,}, seed {figures['seed']}), "
              f"all four departments, same machine and run ({os.cpu_count()} cores; other work on the machine "
              f"{'was' if figures['load_before'] > 0.5 else 'was not'} running: load average {figures['load_before']:.1f} before). "
