@@ -42,8 +42,14 @@ def contract_types_from_yml() -> dict[str, dict[str, str]]:
         for model in yaml.safe_load(path.read_text())["models"]:
             if model.get("config", {}).get("meta", {}).get("approval", {}).get("person_level"):
                 continue  # people, not aggregates: never published
-            out[model["name"]] = {c["name"]: _spaced(c["data_type"]) for c in model["columns"]}
+            out[model["name"]] = {c["name"]: _duckdb_type(c["data_type"]) for c in model["columns"]}
     return out
+
+
+def _duckdb_type(data_type: str) -> str:
+    """The type DuckDB gives a contract's data_type (`string`, portable to Spark, is DuckDB's VARCHAR)."""
+    with duckdb.connect() as con:
+        return _spaced(str(con.execute(f"SELECT CAST(NULL AS {data_type}) AS x").description[0][1]))
 
 
 def snapshot(db: Path) -> dict[str, tuple]:
