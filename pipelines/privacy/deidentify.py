@@ -72,6 +72,18 @@ class PrivacyThresholdError(ValueError):
 MISSING = "<missing>"  # nulls are a value of their own in equivalence classes
 
 
+
+def k_threshold_error(contract: Contract, small: int, rows: int, quasi: list[str]) -> PrivacyThresholdError:
+    """The refusal when suppressing the records of classes smaller than k would exceed the contract's limit (counts
+    and column names only), the same from every engine."""
+    k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
+    return PrivacyThresholdError(
+        f"{contract.dataset}: {small} of {rows} records ({small / rows:.1%}) are in equivalence classes "
+        f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
+        + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
+        + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
+    )
+
 def _search_suppression(frame: pd.DataFrame, quasi: list[str], k: int, limit: float) -> dict[str, int] | None:
     """Lowest-loss choice of quasi-identifiers to blank out ('*') so that k holds within the limit (ARX's
     lattice search with its entropy loss, over two levels per column: as generalized, or suppressed)."""
@@ -101,13 +113,7 @@ def enforce_k_anonymity(frame: pd.DataFrame, contract: Contract) -> tuple[pd.Dat
     if float((sizes < k).mean()) > limit:
         levels = _search_suppression(frame, quasi, k, limit) if contract.privacy.adaptive_suppression else None
         if levels is None:
-            share = float((sizes < k).mean())
-            raise PrivacyThresholdError(
-                f"{contract.dataset}: {int((sizes < k).sum())} of {len(frame)} records ({share:.1%}) are in equivalence classes "
-                f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
-                + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
-                + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
-            )
+            raise k_threshold_error(contract, int((sizes < k).sum()), len(frame), quasi)
         blanked = [q for q, level in levels.items() if level > 0]
         frame = frame.copy()
         for q in blanked:
@@ -728,12 +734,7 @@ def _publish_k_anonymous(con, staging: str, target: str, contract: Contract, row
             quasi_frame = con.execute(f"SELECT {partition} FROM {staging} ORDER BY {row}").df()
             levels = _search_suppression(quasi_frame, quasi, k, limit)
         if levels is None:
-            raise PrivacyThresholdError(
-                f"{contract.dataset}: {small} of {rows} records ({small / rows:.1%}) are in equivalence classes "
-                f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
-                + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
-                + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
-            )
+            raise k_threshold_error(contract, small, rows, quasi)
         blanked = [q for q, level in levels.items() if level > 0]
         params["blanked"] = blanked
         replace = ", ".join(f"CAST('*' AS VARCHAR) AS {quote_ident(q)}" for q in blanked)

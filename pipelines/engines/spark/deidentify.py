@@ -22,7 +22,6 @@ from pipelines.privacy.deidentify import (
     ROW_COLUMN,
     ColumnRecord,
     DeidentifiedTable,
-    PrivacyThresholdError,
     _check_declared,
     _check_residual,
     _detector,
@@ -31,6 +30,7 @@ from pipelines.privacy.deidentify import (
     _search_suppression,
     _table_terms,
     deidentify_batch,
+    k_threshold_error,
 )
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
@@ -161,12 +161,7 @@ def k_anonymous(spark, data, contract: Contract, rows: int):
             quasi_frame = to_pandas(data.orderBy(ROW_COLUMN).select(*[q(n) for n in quasi]))
             levels = _search_suppression(quasi_frame, quasi, k, limit)
         if levels is None:
-            raise PrivacyThresholdError(
-                f"{contract.dataset}: {small} of {rows} records ({small / rows:.1%}) are in equivalence classes "
-                f"smaller than k={k} over {quasi}; suppressing them exceeds the contract's limit of {limit:.1%}"
-                + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
-                + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
-            )
+            raise k_threshold_error(contract, small, rows, quasi)
         blanked = [n for n, level in levels.items() if level > 0]
         params["blanked"] = blanked
         for n in blanked:
