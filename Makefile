@@ -36,11 +36,11 @@ install: $(VENV)/.installed manifest $(DAGSTER_HOME)/dagster.yaml
 
 # Demo data is generated once; delete data/landing (or run `make demo-data ROWS=...`) to regenerate.
 $(PIPELINES_DATA_DIR)/landing/.generated: | $(VENV)/.installed
-	$(PY) -m pipelines.demo --rows $(ROWS) --seed $(SEED) --out $(PIPELINES_DATA_DIR)/landing
+	$(PY) -m demo --rows $(ROWS) --seed $(SEED) --out $(PIPELINES_DATA_DIR)/landing
 	touch $@
 
 demo-data: $(VENV)/.installed
-	$(PY) -m pipelines.demo --rows $(ROWS) --seed $(SEED) --out $(PIPELINES_DATA_DIR)/landing
+	$(PY) -m demo --rows $(ROWS) --seed $(SEED) --out $(PIPELINES_DATA_DIR)/landing
 	touch $(PIPELINES_DATA_DIR)/landing/.generated
 
 run: install $(PIPELINES_DATA_DIR)/landing/.generated
@@ -49,8 +49,10 @@ run: install $(PIPELINES_DATA_DIR)/landing/.generated
 test: install lint
 	$(PY) -m pytest -q
 
-# sqlfluff compiles the models with dbt (which attaches the de-identified database): an empty one in a temp dir
+# ruff lints and checks the format of the Python; sqlfluff compiles the models with dbt (which attaches the de-identified database): an empty one in a temp dir
 lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PY) -c "import duckdb, sys; duckdb.connect(sys.argv[1]).close()" "$$tmp/deidentified.duckdb" && \
 	cd dbt_project && PIPELINES_DATA_DIR="$$tmp" DBT_TARGET_PATH="$$tmp/target" DBT_LOG_PATH="$$tmp/logs" \
@@ -65,11 +67,11 @@ ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 eval-pii: install
-	$(PY) -m pipelines.privacy.eval_pii --out $(PIPELINES_DATA_DIR)/eval_pii.md
+	$(PY) -m bench.eval_pii --out $(PIPELINES_DATA_DIR)/eval_pii.md
 
 bench: install
-	$(PY) -m pipelines.bench --out BENCHMARKS.md
-	$(PY) -m pipelines.bench.spark --rows 100000 --out BENCHMARKS.md  # Spark local 1 and 2 cores vs DuckDB (its own section)
+	$(PY) -m bench --out BENCHMARKS.md
+	$(PY) -m bench.spark --rows 100000 --out BENCHMARKS.md  # Spark local 1 and 2 cores vs DuckDB (its own section)
 
 lock: $(VENV)/.installed
 	{ echo "# Constraints for a reproducible install (pip install -c requirements.lock -e .). Regenerate: make lock"; \

@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +137,7 @@ def _new_record(path: Path, event: dict[str, Any], last: dict[str, Any] | None, 
     """The next record, chained to `last` and keyed; normalized to exactly what is stored."""
     record = {
         "seq": last["seq"] + 1 if last else 1,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "log": path.name,
         "key_id": key.key_id,
         **event,
@@ -200,7 +200,12 @@ def anchor(record_or_path: dict[str, Any] | Path | str) -> dict[str, Any]:
 
 def _well_formed(a: Any) -> bool:
     """Whether `a` looks like an anchor: a log name, an int seq and a hash."""
-    return isinstance(a, dict) and isinstance(a.get("log"), str) and type(a.get("seq")) is int and isinstance(a.get("hash"), str)
+    return (
+        isinstance(a, dict)
+        and isinstance(a.get("log"), str)
+        and type(a.get("seq")) is int
+        and isinstance(a.get("hash"), str)
+    )
 
 
 def _anchors_in(value: Any) -> list[dict[str, Any]]:
@@ -307,7 +312,9 @@ def _scan(name: str, lines: Sequence[bytes], keys: dict[str, SecretKey]) -> _Sca
             if chains:
                 scan.problems.append(_torn_problem(name, torn_number, torn_raw, "the records after it chain past it"))
             else:
-                scan.problems.append(f"{name} line {torn_number} is not a complete record and the record after it does not chain past it (edited or damaged)")
+                scan.problems.append(
+                    f"{name} line {torn_number} is not a complete record and the record after it does not chain past it (edited or damaged)"
+                )
         pending = []
         problem = _record_problem(record, expected, previous, keys)
         if problem:
@@ -316,7 +323,11 @@ def _scan(name: str, lines: Sequence[bytes], keys: dict[str, SecretKey]) -> _Sca
         scan.records += 1
         previous, expected = record["hash"], record["seq"] + 1  # resynchronize, so later problems are found too
     for torn_number, torn_raw in pending:
-        scan.problems.append(_torn_problem(name, torn_number, torn_raw, "it is the end of the log, and the next append starts a fresh line"))
+        scan.problems.append(
+            _torn_problem(
+                name, torn_number, torn_raw, "it is the end of the log, and the next append starts a fresh line"
+            )
+        )
     return scan
 
 
@@ -332,15 +343,21 @@ def _anchor_problems(scan: _Scan, anchors: Sequence[dict[str, Any]]) -> list[str
     if beyond:
         top = max(beyond, key=lambda a: a["seq"])
         if scan.records == 0:
-            problems.append(f"{name} line 1: the log holds no records, but seq {top['seq']} was anchored by {_who(top)}: it was emptied")
+            problems.append(
+                f"{name} line 1: the log holds no records, but seq {top['seq']} was anchored by {_who(top)}: it was emptied"
+            )
         else:
-            problems.append(f"{name} line {scan.lines}: the log ends at seq {last_seq}, but seq {top['seq']} was anchored by {_who(top)}: records were deleted from its end")
+            problems.append(
+                f"{name} line {scan.lines}: the log ends at seq {last_seq}, but seq {top['seq']} was anchored by {_who(top)}: records were deleted from its end"
+            )
     for a in anchors:
         if 0 < a["seq"] <= last_seq and a["seq"] not in scan.by_seq:
             problems.append(f"{name}: seq {a['seq']}, anchored by {_who(a)}, is not in the log: it was deleted")
         elif a["seq"] in scan.by_seq and scan.by_seq[a["seq"]][1] != a["hash"]:
             line = scan.by_seq[a["seq"]][0]
-            problems.append(f"{name} line {line}: seq {a['seq']} has another hash than the one anchored by {_who(a)}: the log was rewritten")
+            problems.append(
+                f"{name} line {line}: seq {a['seq']} has another hash than the one anchored by {_who(a)}: the log was rewritten"
+            )
     return problems
 
 
@@ -365,7 +382,10 @@ def verify(path: Path, *, key: KeyArg = None, anchors: Iterable[dict[str, Any]] 
     if not path.exists():
         if anchors:
             top = max(a["seq"] for a in anchors)
-            return False, f"{name}: the log is missing, but {len(anchors)} anchor(s) recorded it up to seq {top}: it was deleted"
+            return (
+                False,
+                f"{name}: the log is missing, but {len(anchors)} anchor(s) recorded it up to seq {top}: it was deleted",
+            )
         return True, "no audit log yet"
     lines = _read_lines(path)
     try:
@@ -397,7 +417,10 @@ def _instance_anchors(data_dir: Path) -> tuple[list[dict[str, Any]] | None, str]
     """Anchors from the instance at $DAGSTER_HOME (default <data_dir>/dagster_home), or None and why not."""
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home").resolve()
     if not home.is_dir():
-        return [], f"no Dagster instance at {home}: verified without anchors (removed tail records or a deleted log go undetected)"
+        return (
+            [],
+            f"no Dagster instance at {home}: verified without anchors (removed tail records or a deleted log go undetected)",
+        )
     import dagster as dg  # only here: appending must not pay for importing Dagster
 
     try:

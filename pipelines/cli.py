@@ -47,7 +47,9 @@ def _failed_expectations(metadata: dict[str, Any]) -> list[str]:
             continue
         observed = ", ".join(f"{k}={v}" for k, v in (r.get("observed") or {}).items()) or "-"
         threshold = ", ".join(f"{k}={v}" for k, v in (r.get("threshold") or {}).items()) or "-"
-        lines.append(f"{r.get('expectation')} on {r.get('column') or 'the table'}: observed {observed}; threshold {threshold}")
+        lines.append(
+            f"{r.get('expectation')} on {r.get('column') or 'the table'}: observed {observed}; threshold {threshold}"
+        )
     return lines
 
 
@@ -65,12 +67,12 @@ def summarize(events: Iterable[dg.DagsterEvent]) -> dict[str, Any]:
             if key.startswith("raw_"):
                 departments[key[4:]]["landed"] = md.get("dagster/row_count")
             elif key.startswith("deidentified_"):
-                d = departments[key[len("deidentified_"):]]
+                d = departments[key[len("deidentified_") :]]
                 d["ingested"] = md.get("rows_out")
                 d["suppressed"] = md.get("rows_suppressed", 0)
                 d["pii_masked"] = md.get("entities_masked")
             elif key.startswith("published_"):
-                marts[key[len("published_"):]] = md.get("dagster/row_count")
+                marts[key[len("published_") :]] = md.get("dagster/row_count")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"  # type: ignore[union-attr]
@@ -119,8 +121,17 @@ def submit(job_name: str, run_id: str, tags: dict[str, str]) -> None:
     """Put a run on the instance's queue through Dagster's own `dagster job launch` (the run coordinator)."""
     dagster = Path(sys.executable).with_name("dagster")
     command = [
-        str(dagster) if dagster.exists() else "dagster", "job", "launch", "-w", str(WORKSPACE), "-j", job_name,
-        "--run-id", run_id, "--tags", json.dumps(tags),
+        str(dagster) if dagster.exists() else "dagster",
+        "job",
+        "launch",
+        "-w",
+        str(WORKSPACE),
+        "-j",
+        job_name,
+        "--run-id",
+        run_id,
+        "--tags",
+        json.dumps(tags),
     ]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -139,9 +150,14 @@ def wait_for(instance: dg.DagsterInstance, run_id: str, daemon: Any) -> dg.Dagst
             return run
         daemon.ensure(instance)
         if run.status == dg.DagsterRunStatus.QUEUED and "queued" not in announced:
-            ahead = [r for r in runs_in_progress(instance) if r.run_id != run_id and r.status != dg.DagsterRunStatus.QUEUED]
+            ahead = [
+                r for r in runs_in_progress(instance) if r.run_id != run_id and r.status != dg.DagsterRunStatus.QUEUED
+            ]
             if ahead:
-                print(f"Run {ahead[0].run_id} ({ahead[0].job_name}) is in progress; run {run_id} waits its turn in the queue.", flush=True)
+                print(
+                    f"Run {ahead[0].run_id} ({ahead[0].job_name}) is in progress; run {run_id} waits its turn in the queue.",
+                    flush=True,
+                )
                 announced.add("queued")
         elif run.status == dg.DagsterRunStatus.STARTED and "started" not in announced:
             print(f"Run {run_id} started (see it in the UI: make ui).", flush=True)
@@ -186,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="queue a job (default: everything) on the instance, wait, print a summary")
     run_parser.add_argument("--job", default="integrate_all")
     run_parser.add_argument("--data-dir", type=Path, default=None, help="default: $PIPELINES_DATA_DIR or data/")
-    run_parser.add_argument("--no-wait", action="store_true", help="queue the run and return (a daemon must serve the queue)")
+    run_parser.add_argument(
+        "--no-wait", action="store_true", help="queue the run and return (a daemon must serve the queue)"
+    )
     delegated = {  # subcommands whose own parser lives beside the feature
         "audit": ("pipelines.audit", "audit trail: `audit verify` checks every log and its anchors"),
         "requests": ("pipelines.lifecycle.cli", "data subjects' opt-out and erasure requests: add, status"),
@@ -202,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         module = importlib.import_module(delegated[args.command][0])
-        rest = [args.command, *args.rest] if args.command in {"requests", "retention"} else args.rest  # one module, two commands
+        rest = (
+            [args.command, *args.rest] if args.command in {"requests", "retention"} else args.rest
+        )  # one module, two commands
         return module.main(rest)
     return 2

@@ -11,13 +11,14 @@ import re
 from datetime import date
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pipelines.paths import CONTRACTS_DIR  # noqa: F401 (re-exported)
+
 _IDENT = r"^[a-z][a-z0-9_]*$"
 
 
@@ -77,7 +78,7 @@ class Mask(_Strict):
     from_end: bool = False
 
     @model_validator(mode="after")
-    def _one_length(self) -> "Mask":
+    def _one_length(self) -> Mask:
         if (self.chars_to_mask is None) == (self.keep_last is None):
             raise ValueError("mask needs exactly one of chars_to_mask or keep_last")
         return self
@@ -106,7 +107,7 @@ class Generalize(_Strict):
     level: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _required_parameters(self) -> "Generalize":
+    def _required_parameters(self) -> Generalize:
         needed = {
             "age_band": ["width"],
             "numeric_bucket": ["width"],
@@ -139,14 +140,14 @@ class ScanText(_Strict):
     vocabulary_from_values: bool = False
 
     @model_validator(mode="after")
-    def _vocabulary_needs_labels(self) -> "ScanText":
+    def _vocabulary_needs_labels(self) -> ScanText:
         if self.vocabulary_from_values and not self.label_text:
             raise ValueError("vocabulary_from_values is for label text: set label_text: true as well")
         return self
 
 
 Deidentification = Annotated[
-    Union[Keep, Suppress, Redact, Replace, Mask, Pseudonymize, Encrypt, Generalize, ScanText],
+    Keep | Suppress | Redact | Replace | Mask | Pseudonymize | Encrypt | Generalize | ScanText,
     Field(discriminator="operator"),
 ]
 
@@ -171,7 +172,7 @@ class Column(_Strict):
     deidentify: Deidentification
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Column":
+    def _consistent(self) -> Column:
         op = self.deidentify.operator
         if self.role == Role.direct_identifier and op == "keep":
             raise ValueError("a direct_identifier cannot be kept as is; choose an operator that masks it")
@@ -308,7 +309,9 @@ class PrivacyThresholds(_Strict):
     @classmethod
     def _k_protects(cls, k: int) -> int:
         if k < 2:
-            raise ValueError(f"k_anonymity must be at least 2 (got {k}): with k = 1 every person may be alone in their group")
+            raise ValueError(
+                f"k_anonymity must be at least 2 (got {k}): with k = 1 every person may be alone in their group"
+            )
         return k
 
 
@@ -337,12 +340,15 @@ class Contract(_Strict):
     retention: Retention = Retention()
 
     @model_validator(mode="after")
-    def _retention_column(self) -> "Contract":
+    def _retention_column(self) -> Contract:
         name = self.retention.event_date_column
         column = next((c for c in self.columns if c.name == name), None)
         if name is not None and (column is None or column.type not in {"date", "timestamp"}):
-            raise ValueError(f"retention.event_date_column '{name}' must name a date or timestamp column of this contract")
+            raise ValueError(
+                f"retention.event_date_column '{name}' must name a date or timestamp column of this contract"
+            )
         return self
+
     source: Source
     columns: list[Column] = Field(min_length=1)
     quality: QualityThresholds = QualityThresholds()
@@ -361,13 +367,13 @@ class Contract(_Strict):
         return columns
 
     @model_validator(mode="after")
-    def _dataset_prefix(self) -> "Contract":
+    def _dataset_prefix(self) -> Contract:
         if not self.dataset.startswith(self.department + "_"):
             raise ValueError(f"dataset '{self.dataset}' must start with its department '{self.department}_'")
         return self
 
     @model_validator(mode="after")
-    def _term_sources(self) -> "Contract":
+    def _term_sources(self) -> Contract:
         by_name = {c.name: c for c in self.columns}
         for column in self.columns:
             for name in getattr(column.deidentify, "non_personal_terms_from", ()):
@@ -376,21 +382,25 @@ class Contract(_Strict):
                 if source is None:
                     raise ValueError(f"{where} names '{name}', which is not a column of this contract")
                 if source.role != Role.plain_attribute or source.deidentify.operator != "keep":
-                    raise ValueError(f"{where} names '{name}': only a kept plain_attribute column can name non-personal terms")
+                    raise ValueError(
+                        f"{where} names '{name}': only a kept plain_attribute column can name non-personal terms"
+                    )
                 if {"PERSON", "LOCATION", "NRP"} & set(source.tolerate_entities):
                     raise ValueError(f"{where} names '{name}', which tolerates names or places (tolerate_entities)")
         return self
 
     @model_validator(mode="wrap")
     @classmethod
-    def _source_fits(cls, data: Any, handler: Any) -> "Contract":
+    def _source_fits(cls, data: Any, handler: Any) -> Contract:
         contract = handler(data)
         errors = contract._source_errors() + contract._threshold_errors()
         if errors:
             raise ValidationError.from_exception_data(
                 cls.__name__,
                 [
-                    InitErrorDetails(type=PydanticCustomError("value_error", "{message}", {"message": m}), loc=loc, input=None)
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", "{message}", {"message": m}), loc=loc, input=None
+                    )
                     for loc, m in errors
                 ],
             )
@@ -405,22 +415,36 @@ class Contract(_Strict):
             errors.append((("source", "path_pattern"), f"{src.path_pattern!r} {problem}"))
         for ref, target in src.rename.items():
             if target not in names:
-                errors.append((("source", "rename"), f"{ref!r} maps to {target!r}, which is not a column of this contract"))
+                errors.append(
+                    (("source", "rename"), f"{ref!r} maps to {target!r}, which is not a column of this contract")
+                )
         for ref in src.conflicts():
             errors.append((("source", "ignore_columns"), f"{ref!r} is both renamed and ignored"))
         targets = set(src.rename.values())
         for name in sorted(names - targets):
             if name in src.rename:
-                errors.append((("source", "rename"), f"column {name!r} has no source: its header is renamed to {src.rename[name]!r}"))
+                errors.append(
+                    (
+                        ("source", "rename"),
+                        f"column {name!r} has no source: its header is renamed to {src.rename[name]!r}",
+                    )
+                )
             elif name in src.ignore_columns:
-                errors.append((("source", "ignore_columns"), f"column {name!r} has no source: its header is ignored and nothing is renamed to it"))
+                errors.append(
+                    (
+                        ("source", "ignore_columns"),
+                        f"column {name!r} has no source: its header is ignored and nothing is renamed to it",
+                    )
+                )
         return errors
 
     def _threshold_errors(self) -> list[tuple[Any, ...]]:
         """Quality thresholds that contradict each other, each with the field it is about."""
         errors: list[tuple[Any, ...]] = []
         if self.quality.min_rows > self.quality.max_rows:
-            errors.append((("quality", "max_rows"), f"max_rows {self.quality.max_rows} is below min_rows {self.quality.min_rows}"))
+            errors.append(
+                (("quality", "max_rows"), f"max_rows {self.quality.max_rows} is below min_rows {self.quality.min_rows}")
+            )
         for i, c in enumerate(self.columns):
             errors += [(("columns", i, field), f"column '{c.name}': {m}") for field, m in _column_threshold_problems(c)]
         return errors
@@ -449,10 +473,20 @@ def _column_threshold_problems(c: Column) -> list[tuple[str, str]]:
     """(field, problem) for a column's quality thresholds: ranges, value sets, null limits."""
     problems = []
     if c.max_null_fraction is not None and not c.nullable:
-        problems.append(("max_null_fraction", "nullable: false allows no empty values; drop max_null_fraction or set nullable: true"))
+        problems.append(
+            (
+                "max_null_fraction",
+                "nullable: false allows no empty values; drop max_null_fraction or set nullable: true",
+            )
+        )
     has_range = c.min_value is not None or c.max_value is not None
     if has_range and c.type not in {"integer", "decimal"}:
-        problems.append(("min_value" if c.min_value is not None else "max_value", f"ranges apply to integer or decimal columns, not {c.type}"))
+        problems.append(
+            (
+                "min_value" if c.min_value is not None else "max_value",
+                f"ranges apply to integer or decimal columns, not {c.type}",
+            )
+        )
     if c.min_value is not None and c.max_value is not None and c.min_value > c.max_value:
         problems.append(("max_value", f"max_value {_number(c.max_value)} is below min_value {_number(c.min_value)}"))
     if c.allowed_values is not None and not c.allowed_values:

@@ -9,14 +9,21 @@ from dagster_duckdb import DuckDBResource
 
 from pipelines import audit
 from pipelines.contracts import load_contracts
-from pipelines.ingest import purge_quarantine
 from pipelines.defs.departments import build_department, build_known_identifiers
 from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
+from pipelines.ingest import purge_quarantine
 from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
 from pipelines.lifecycle.checks import build_mart_checks
 from pipelines.lineage.openlineage import build_openlineage_sensor
-from pipelines.resources import CONTRACTS_DIR, EXPECTATIONS_DIR, PipelineStorage, PrivacySettings, chunk_rows_from_env, default_data_dir
+from pipelines.resources import (
+    CONTRACTS_DIR,
+    EXPECTATIONS_DIR,
+    PipelineStorage,
+    PrivacySettings,
+    chunk_rows_from_env,
+    default_data_dir,
+)
 
 MAIN_JOB = "integrate_all"
 
@@ -24,16 +31,27 @@ MAIN_JOB = "integrate_all"
 @dg.op(description="Remove quarantined copies of rejected files older than the quarantine retention; audited.")
 def purge_quarantine_op(context, storage: PipelineStorage) -> dg.Output:
     removed = purge_quarantine(storage.quarantine_dir, storage.quarantine_retention_days)
-    record = audit.append(storage.audit_log, {
-        "action": "purge_quarantine", "run_id": context.run_id, "retention_days": storage.quarantine_retention_days,
-        "removed": removed,  # dataset, folder, content hash and age: no values
-    })
-    context.log.info(f"quarantine: removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} older than {storage.quarantine_retention_days} days")
-    return dg.Output(len(removed), metadata={
-        "removed": len(removed), "retention_days": storage.quarantine_retention_days,
-        "entries": dg.MetadataValue.json(removed),
-        audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),
-    })
+    record = audit.append(
+        storage.audit_log,
+        {
+            "action": "purge_quarantine",
+            "run_id": context.run_id,
+            "retention_days": storage.quarantine_retention_days,
+            "removed": removed,  # dataset, folder, content hash and age: no values
+        },
+    )
+    context.log.info(
+        f"quarantine: removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} older than {storage.quarantine_retention_days} days"
+    )
+    return dg.Output(
+        len(removed),
+        metadata={
+            "removed": len(removed),
+            "retention_days": storage.quarantine_retention_days,
+            "entries": dg.MetadataValue.json(removed),
+            audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),
+        },
+    )
 
 
 @dg.job(description="Purge quarantine copies past their retention (they hold rejected personal data).")

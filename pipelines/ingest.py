@@ -24,12 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
-from pipelines.contracts import Contract, Role, source_ref
+from pipelines.contracts import Contract, Role
 
 DUCKDB_TYPES = {
     "string": "VARCHAR",
@@ -114,7 +114,12 @@ _MAGIC: list[tuple[re.Pattern[bytes], str, str, str]] = [
     (re.compile(rb"\x28\xb5\x2f\xfd"), "compressed", "a zstd-compressed file", _DECOMPRESS),
     (re.compile(rb"7z\xbc\xaf\x27\x1c"), "compressed", "a 7z archive", "extract the CSV before landing"),
     (re.compile(rb"PAR1"), "binary", "a Parquet file", "export the data as CSV"),
-    (re.compile(rb"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"), "binary", "an OLE2 document (Excel 97-2003 .xls?)", "save it as 'CSV UTF-8'"),
+    (
+        re.compile(rb"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+        "binary",
+        "an OLE2 document (Excel 97-2003 .xls?)",
+        "save it as 'CSV UTF-8'",
+    ),
     (re.compile(rb"%PDF-"), "binary", "a PDF document", "export the data as CSV"),
     (re.compile(rb"\xff\xfe|\xfe\xff"), "encoding", "UTF-16 text", "re-export it as UTF-8"),
 ]
@@ -216,7 +221,9 @@ def _read_header(path: Path, contract: Contract) -> list[str]:
         with _records(path, contract) as records:
             _, header = next(records, (1, []))
     except csv.Error:
-        raise IngestError("malformed_csv", f"{path.name}: the header row (line 1) cannot be parsed as CSV", {"line": 1}) from None
+        raise IngestError(
+            "malformed_csv", f"{path.name}: the header row (line 1) cannot be parsed as CSV", {"line": 1}
+        ) from None
     if not any(h.strip() for h in header):
         raise IngestError("empty", f"{path.name} has no header row (the first line is empty)")
     return header
@@ -282,7 +289,10 @@ def _drift_error(path: Path, contract: Contract, missing: list[str], extra: list
     renamed_from = {t: r for r, t in contract.source.rename.items()}
     parts = []
     if missing:
-        shown = [safe_name(m) + (f" (from header {safe_name(renamed_from[m])})" if m in renamed_from else "") for m in missing]
+        shown = [
+            safe_name(m) + (f" (from header {safe_name(renamed_from[m])})" if m in renamed_from else "")
+            for m in missing
+        ]
         parts.append(f"missing column(s) {', '.join(shown)}")
     if extra:
         parts.append(f"undeclared column(s) {_names(extra)}")
@@ -297,7 +307,9 @@ def _drift_error(path: Path, contract: Contract, missing: list[str], extra: list
 # --- locating a bad cell: line and column, never its content ----------------------------------------
 
 
-def _locate(path: Path, contract: Contract, columns: dict[int, str], bad: Callable[[str], bool]) -> tuple[int, str, int] | None:
+def _locate(
+    path: Path, contract: Contract, columns: dict[int, str], bad: Callable[[str], bool]
+) -> tuple[int, str, int] | None:
     """(line, column, count) of the first cell of `columns` (position -> name) for which `bad` holds, header included."""
     first, count = None, 0
     try:
@@ -339,12 +351,19 @@ def _reject_control(path: Path, contract: Contract, layout: dict[str, int], coun
     )
 
 
-def _huge_cell_error(path: Path, contract: Contract, layout: dict[str, int], counts: dict[str, int] | None) -> IngestError | None:
+def _huge_cell_error(
+    path: Path, contract: Contract, layout: dict[str, int], counts: dict[str, int] | None
+) -> IngestError | None:
     """The first cell above the contract's limit, by line and column (None if there is none); `counts` per column if known."""
     limit = contract.source.max_cell_bytes
     names = list(counts) if counts else list(layout)
     # a character is at most 4 bytes in UTF-8: shorter strings need no encoding to be known small enough
-    found = _locate(path, contract, {layout[n]: n for n in names}, lambda cell: len(cell) > limit // 4 and len(cell.encode()) > limit)
+    found = _locate(
+        path,
+        contract,
+        {layout[n]: n for n in names},
+        lambda cell: len(cell) > limit // 4 and len(cell.encode()) > limit,
+    )
     if found is None:
         return None
     line, column, n = found
@@ -409,8 +428,13 @@ def _load(con: duckdb.DuckDBPyConnection, path: Path, contract: Contract, layout
     """The file's mapped columns, as text under their contract names, into the temp table."""
     selected = ", ".join(f"{_placeholder(layout[c.name])} AS {quote_ident(c.name)}" for c in contract.columns)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {_LANDED_NAME} AS SELECT {selected} FROM {_csv_relation(path, contract, width)}")
-    except (duckdb.InvalidInputException, duckdb.ConversionException) as e:  # the CSV reader's errors (they quote the line)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_LANDED_NAME} AS SELECT {selected} FROM {_csv_relation(path, contract, width)}"
+        )
+    except (
+        duckdb.InvalidInputException,
+        duckdb.ConversionException,
+    ) as e:  # the CSV reader's errors (they quote the line)
         huge = _huge_cell_error(path, contract, layout, None) if "Maximum line size" in str(e) else None
         raise huge or _describe_csv_error(path, e) from None
 
@@ -419,7 +443,9 @@ def _per_column(row: tuple, names: list[str], start: int, stride: int) -> dict[s
     return {n: row[start + stride * i] for i, n in enumerate(names) if row[start + stride * i]}
 
 
-def _check_cells(con: duckdb.DuckDBPyConnection, path: Path, contract: Contract, layout: dict[str, int], control: bool) -> None:
+def _check_cells(
+    con: duckdb.DuckDBPyConnection, path: Path, contract: Contract, layout: dict[str, int], control: bool
+) -> None:
     """Empty batches, oversized cells, control characters and values that do not cast, counted per column."""
     limit = contract.source.max_cell_bytes
     checks = []
@@ -427,10 +453,14 @@ def _check_cells(con: duckdb.DuckDBPyConnection, path: Path, contract: Contract,
         col = quote_ident(c.name)
         checks.append(f"count(*) FILTER (WHERE strlen({col}) > {limit})")
         checks.append(
-            f"count(*) FILTER (WHERE regexp_matches({col}, '{_CONTROL_SQL}'))" if control and c.role != Role.free_text else "0"
+            f"count(*) FILTER (WHERE regexp_matches({col}, '{_CONTROL_SQL}'))"
+            if control and c.role != Role.free_text
+            else "0"
         )
         checks.append(
-            "0" if c.type == "string" else f"count(*) FILTER (WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[c.type]}) IS NULL)"
+            "0"
+            if c.type == "string"
+            else f"count(*) FILTER (WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[c.type]}) IS NULL)"
         )
     row = con.execute(f"SELECT count(*), {', '.join(checks)} FROM {_LANDED}").fetchone()
     assert row is not None
@@ -439,12 +469,16 @@ def _check_cells(con: duckdb.DuckDBPyConnection, path: Path, contract: Contract,
     names = [c.name for c in contract.columns]
     if huge := _per_column(row, names, 1, 3):
         raise _huge_cell_error(path, contract, layout, huge) or IngestError(
-            "cell_too_large", f"{path.name}: cells longer than the contract's limit of {limit} bytes in column(s) {_names(list(huge))}", {"columns": huge}
+            "cell_too_large",
+            f"{path.name}: cells longer than the contract's limit of {limit} bytes in column(s) {_names(list(huge))}",
+            {"columns": huge},
         )
     if controls := _per_column(row, names, 2, 3):
         _reject_control(path, contract, layout, controls)
     if bad := _per_column(row, names, 3, 3):
-        listed = ", ".join(f"'{name}' expects {contract.column(name).type}: {n} value(s) do not convert" for name, n in bad.items())
+        listed = ", ".join(
+            f"'{name}' expects {contract.column(name).type}: {n} value(s) do not convert" for name, n in bad.items()
+        )
         raise IngestError("type_drift", f"{path.name}: {listed}", {"columns": bad})
 
 
@@ -455,11 +489,16 @@ def _check_file(path: Path, contract: Contract) -> int:
         raise IngestError("empty", f"{path.name} is empty (0 bytes)")
     max_age = contract.quality.max_age_days
     if max_age is not None:
-        age_days = (datetime.now(timezone.utc).timestamp() - path.stat().st_mtime) / 86400
+        age_days = (datetime.now(UTC).timestamp() - path.stat().st_mtime) / 86400
         if age_days > max_age:
-            raise IngestError("stale", f"{path.name} landed {age_days:.0f} days ago; the contract accepts files up to {max_age} days old")
+            raise IngestError(
+                "stale",
+                f"{path.name} landed {age_days:.0f} days ago; the contract accepts files up to {max_age} days old",
+            )
     if size > contract.source.max_bytes:
-        raise IngestError("too_large", f"{path.name} is {size} bytes, above the contract's limit of {contract.source.max_bytes}")
+        raise IngestError(
+            "too_large", f"{path.name} is {size} bytes, above the contract's limit of {contract.source.max_bytes}"
+        )
     return size
 
 
@@ -476,7 +515,9 @@ def ingest_file(path: Path, contract: Contract, con: duckdb.DuckDBPyConnection, 
     try:
         _load(con, path, contract, layout, len(header))
         _check_cells(con, path, contract, layout, scan.control)
-        casts = ", ".join(f"CAST({quote_ident(c.name)} AS {DUCKDB_TYPES[c.type]}) AS {quote_ident(c.name)}" for c in contract.columns)
+        casts = ", ".join(
+            f"CAST({quote_ident(c.name)} AS {DUCKDB_TYPES[c.type]}) AS {quote_ident(c.name)}" for c in contract.columns
+        )
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(
@@ -592,7 +633,7 @@ def _read_reason(folder: Path) -> dict | None:
 
 
 def _now_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _store_copy(path: Path, dataset_dir: Path, dataset: str) -> tuple[Path, dict]:
@@ -627,7 +668,9 @@ def quarantine(path: Path, quarantine_dir: Path, error: IngestError | Exception,
         reason.setdefault("first_quarantined_at", rejection["at"])
         reason.setdefault("rejections", []).append(rejection)
         # the latest rejection at the top level too, for readers of the single-rejection format
-        reason.update(problem=rejection["problem"], message=rejection["message"], run_id=run_id, quarantined_at=rejection["at"])
+        reason.update(
+            problem=rejection["problem"], message=rejection["message"], run_id=run_id, quarantined_at=rejection["at"]
+        )
         _write_private(folder / REASON_FILE, (json.dumps(reason, indent=2) + "\n").encode("utf-8"))
     return folder
 
@@ -638,10 +681,10 @@ def _first_quarantined(folder: Path) -> tuple[datetime, str | None]:
     stamp = reason.get("first_quarantined_at") or reason.get("quarantined_at")
     for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y%m%dT%H%M%SZ"):  # this format, and the one-copy-per-run format before it
         try:
-            return datetime.strptime(str(stamp), fmt).replace(tzinfo=timezone.utc), reason.get("sha256")
+            return datetime.strptime(str(stamp), fmt).replace(tzinfo=UTC), reason.get("sha256")
         except ValueError:
             continue
-    return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc), reason.get("sha256")
+    return datetime.fromtimestamp(folder.stat().st_mtime, UTC), reason.get("sha256")
 
 
 def purge_quarantine(quarantine_dir: Path, retention_days: int, now: datetime | None = None) -> list[dict]:
@@ -651,7 +694,7 @@ def purge_quarantine(quarantine_dir: Path, retention_days: int, now: datetime | 
     """
     if retention_days < 0:
         raise ValueError("retention_days must be zero or more")
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     removed = []
     for dataset_dir in sorted(p for p in quarantine_dir.glob("*") if p.is_dir()):
         with _locked(dataset_dir):
@@ -663,5 +706,7 @@ def purge_quarantine(quarantine_dir: Path, retention_days: int, now: datetime | 
                 age = (now - when).total_seconds() / 86400
                 if age > retention_days:
                     shutil.rmtree(entry)
-                    removed.append({"dataset": dataset_dir.name, "folder": entry.name, "sha256": digest, "age_days": round(age, 1)})
+                    removed.append(
+                        {"dataset": dataset_dir.name, "folder": entry.name, "sha256": digest, "age_days": round(age, 1)}
+                    )
     return removed

@@ -12,11 +12,10 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from pipelines.paths import CONTRACTS_DIR, DBT_PROJECT_DIR, EXPECTATIONS_DIR, PROJECT_ROOT  # noqa: F401 (re-exported)
 from pipelines.privacy.keys import SecretKey, load_key
 from pipelines.privacy.operators import OperatorContext
 from pipelines.runs import record_worker
-
-from pipelines.paths import CONTRACTS_DIR, DBT_PROJECT_DIR, EXPECTATIONS_DIR, PROJECT_ROOT  # noqa: F401 (re-exported)
 
 
 def default_data_dir() -> Path:

@@ -73,7 +73,9 @@ def dead_worker_message(run: dg.DagsterRun) -> str | None:
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark every in-progress run whose worker process is gone as failed; returns their run ids."""
     failed = []
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+    )
     for run in runs:
         message = dead_worker_message(run)
         if message:
@@ -131,8 +133,12 @@ class LocalDaemon:
         daemon = Path(sys.executable).with_name("dagster-daemon")
         self._process = subprocess.Popen(
             [str(daemon) if daemon.exists() else "dagster-daemon", "run", "-w", str(self.workspace)],
-            cwd=self.workspace.parent, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent, start_new_session=True,
+            cwd=self.workspace.parent,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
         )
         os.close(log)
         return True

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.demo.generator import generate
+from demo.generator import generate
 
 TEST_ROWS = 2000
 TEST_SEED = 11
@@ -37,7 +37,10 @@ class PipelineRun:
         return "\n".join(chunks)
 
     def log_text(self) -> str:
-        return "\n".join((e.user_message or "") + " " + str(e.dagster_event or "") for e in self.instance.all_logs(self.result.run_id))
+        return "\n".join(
+            (e.user_message or "") + " " + str(e.dagster_event or "")
+            for e in self.instance.all_logs(self.result.run_id)
+        )
 
 
 def ground_truth(landing: Path, min_length: int = 5) -> list[dict]:
@@ -66,7 +69,10 @@ def pipeline_env():
 
 
 def run_job(
-    data_dir: Path, job: str = "integrate_all", instance: dg.DagsterInstance | None = None, defs: dg.Definitions | None = None
+    data_dir: Path,
+    job: str = "integrate_all",
+    instance: dg.DagsterInstance | None = None,
+    defs: dg.Definitions | None = None,
 ) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
     from pipelines.definitions import build_definitions
 

@@ -38,7 +38,9 @@ def _resources(paths: list[Path]) -> list[tuple[str, Resource]]:
 
 class EventValidator:
     def __init__(self, spec_dir: Path | None = None):
-        spec_dir = spec_dir or (Path(os.environ["OPENLINEAGE_SPEC_DIR"]) if os.environ.get("OPENLINEAGE_SPEC_DIR") else SHARED_SPEC)
+        spec_dir = spec_dir or (
+            Path(os.environ["OPENLINEAGE_SPEC_DIR"]) if os.environ.get("OPENLINEAGE_SPEC_DIR") else SHARED_SPEC
+        )
         paths = [FACETS_SCHEMA, *FIXTURES.glob("*.schema.json")]
         self.official = bool(spec_dir and (spec_dir / "OpenLineage.json").exists())
         if self.official:
@@ -58,11 +60,16 @@ class EventValidator:
             return False
 
     def errors(self, event: dict[str, Any]) -> list[str]:
-        found = [f"event: {e.message} at {list(e.absolute_path)}" for e in self._validator(self.core).iter_errors(event)]
+        found = [
+            f"event: {e.message} at {list(e.absolute_path)}" for e in self._validator(self.core).iter_errors(event)
+        ]
         for where, facet in facets(event):
             url = facet.get("_schemaURL", "")
             if self.known(url):
-                found += [f"{where} ({url}): {e.message} at {list(e.absolute_path)}" for e in self._validator(url).iter_errors(facet)]
+                found += [
+                    f"{where} ({url}): {e.message} at {list(e.absolute_path)}"
+                    for e in self._validator(url).iter_errors(facet)
+                ]
             elif self.official or url.startswith("urn:privacy-integration"):
                 found.append(f"{where}: no schema for {url}")
         return found

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from bench import eval_pii as ev
 from pipelines.privacy import analyzer as an
-from pipelines.privacy import eval_pii as ev
 from pipelines.privacy import speedups
 from pipelines.privacy.recognizers import ner_filter
 
@@ -305,8 +305,10 @@ def test_no_terms_compile_to_nothing():
 
 def test_declared_terms_are_never_a_ner_entity_but_names_beside_them_are(analyzer):
     # the pinned model reads the product as a person (ending on a given name, "Max", it is no span of everyday words)
-    texts = ["How do I export my data from Cloud Backup Pro Max?",
-             "Hi, this is Allen Cole. My Cloud Backup Pro Max stopped syncing after the last update."]
+    texts = [
+        "How do I export my data from Cloud Backup Pro Max?",
+        "Hi, this is Allen Cole. My Cloud Backup Pro Max stopped syncing after the last update.",
+    ]
     products = an.compile_terms(["Cloud Backup Pro Max", "TeamChat"])
     plain = [_spans(t, r) for t, r in zip(texts, an.scan_texts(texts, n_process=1))]
     assert any(entity == "PERSON" and "Cloud" in span for found in plain for entity, span in found), plain
@@ -314,7 +316,8 @@ def test_declared_terms_are_never_a_ner_entity_but_names_beside_them_are(analyze
     assert not any("Cloud" in span or "Pro" in span for found in with_terms for _, span in found), with_terms
     assert ("PERSON", "Allen Cole") in with_terms[1]
     assert _keys(an.scan_texts(texts, n_process=2, batch_size=1, terms=products)) == _keys(
-        an.scan_texts(texts, n_process=1, terms=products))
+        an.scan_texts(texts, n_process=1, terms=products)
+    )
 
 
 def test_terms_need_the_lean_engine():
@@ -439,8 +442,15 @@ def test_workers_are_forked_with_the_parents_objects_frozen(monkeypatch):
 
 @pytest.mark.parametrize(
     ("span", "trimmed"),
-    [(". - Marissa Chan", "Marissa Chan"), ("Marissa Chan, ", "Marissa Chan"), ("John Smith Jr.", "John Smith Jr."),
-     ("(Jane Doe)", "Jane Doe"), ("Jane Doe (HR)", "Jane Doe (HR)"), ("Jane Doe).", "Jane Doe"), ("--", "")],
+    [
+        (". - Marissa Chan", "Marissa Chan"),
+        ("Marissa Chan, ", "Marissa Chan"),
+        ("John Smith Jr.", "John Smith Jr."),
+        ("(Jane Doe)", "Jane Doe"),
+        ("Jane Doe (HR)", "Jane Doe (HR)"),
+        ("Jane Doe).", "Jane Doe"),
+        ("--", ""),
+    ],
 )
 def test_ner_spans_lose_edge_punctuation(span, trimmed):
     start, end = ner_filter._trimmed(span, 0, len(span))
@@ -470,7 +480,9 @@ def _recognizer_keys(results) -> list[tuple]:
 def test_pattern_recognizers_skip_only_texts_none_of_their_patterns_match(analyzer):
     from presidio_analyzer import PatternRecognizer
 
-    shortcut = [r for r in analyzer.registry.recognizers if isinstance(r.__dict__.get("analyze"), speedups.SkipWithoutMatch)]
+    shortcut = [
+        r for r in analyzer.registry.recognizers if isinstance(r.__dict__.get("analyze"), speedups.SkipWithoutMatch)
+    ]
     assert len(shortcut) >= 20  # Presidio's and the organisation's pattern recognizers
     skipped = 0
     texts = SHORTCUT_TEXTS + URL_TEXTS + SHORT_VALUES
@@ -486,12 +498,30 @@ def test_pattern_recognizers_skip_only_texts_none_of_their_patterns_match(analyz
 # Presidio's URL patterns (and texts they must not miss); short structured values as classification samples them.
 URL_TEXTS = [
     "Visit www.example-corp.com/help or https://status.example.org/incidents?id=4 now.",
-    "see example.com", "EXAMPLE.COM.", "mail jane.doe@example.org", "files on ftp.example.net:21", "a.b and 1.2.3.4",
+    "see example.com",
+    "EXAMPLE.COM.",
+    "mail jane.doe@example.org",
+    "files on ftp.example.net:21",
+    "a.b and 1.2.3.4",
     "The docs (https://docs.python.org/3/) say so; 'quoted.example.io' too.",
     "Nothing here. Really nothing. Version 2.0.1 only.",
 ]
-SHORT_VALUES = ["CLM-0008373", "TCK-0007116", "Powell-Gutierrez", "Cloud Backup Pro", "EUR", "10.0.0.12", "fe80::1",
-                "jane@x.org", "E1234567", "123-45-6789", "4415101282806639538", "(404) 581-8657", "2000-04-16", ""]
+SHORT_VALUES = [
+    "CLM-0008373",
+    "TCK-0007116",
+    "Powell-Gutierrez",
+    "Cloud Backup Pro",
+    "EUR",
+    "10.0.0.12",
+    "fe80::1",
+    "jane@x.org",
+    "E1234567",
+    "123-45-6789",
+    "4415101282806639538",
+    "(404) 581-8657",
+    "2000-04-16",
+    "",
+]
 
 
 def test_url_patterns_are_checked_through_a_necessary_condition(analyzer):
@@ -507,24 +537,45 @@ def test_url_patterns_are_checked_through_a_necessary_condition(analyzer):
     assert speedups.necessary_condition(r"\b\d{3}-\d{2}-\d{4}\b", 0) is None  # no condition known: the pattern itself
 
 
-
 EMAIL = r"\b((([!#$%&'*+\-/=?^_`{|}~\w])|([!#$%&'*+\-/=?^_`{|}~\w][!#$%&'*+\-/=?^_`{|}~\.\w]{0,}[!#$%&'*+\-/=?^_`{|}~\w]))[@]\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+)\b"
 
 
-@pytest.mark.parametrize(("pattern", "required"), [
-    (EMAIL, "@."), (r"\d{3}-\d{4}", "-"), (r"x{0,3}-", "-"), (r"x{,3}-", "-"), (r"(-){2}", "-"), (r"[@]", "@"),
-    (r"a\-b", "-"), (r"(a-)++", "-"), (r"(?>a:)", ":"), (r"\{x\}-", "{}-"), (r"[]{]-", "-"), (r"(?:a-|b-)", "-"),
-    # nothing certain: an optional part, a branch without it, a lookaround, a set of several characters
-    (r"a|b-c", ""), (r"(x-)?y", ""), (r"(?=.*@)x", ""), (r"[@:]", ""), (r"x-{0}", ""),
-    # syntax only the regex module knows, which Python's parser would misread or refuse: no shortcut
-    (r"[[:alpha:]]-", ""), (r"a{e<=1}-", ""), (r"(?:x-{e<=1}|-y)", ""), (r"\p{L}+@", ""), (r"(?V1)a-", ""),
-])
+@pytest.mark.parametrize(
+    ("pattern", "required"),
+    [
+        (EMAIL, "@."),
+        (r"\d{3}-\d{4}", "-"),
+        (r"x{0,3}-", "-"),
+        (r"x{,3}-", "-"),
+        (r"(-){2}", "-"),
+        (r"[@]", "@"),
+        (r"a\-b", "-"),
+        (r"(a-)++", "-"),
+        (r"(?>a:)", ":"),
+        (r"\{x\}-", "{}-"),
+        (r"[]{]-", "-"),
+        (r"(?:a-|b-)", "-"),
+        # nothing certain: an optional part, a branch without it, a lookaround, a set of several characters
+        (r"a|b-c", ""),
+        (r"(x-)?y", ""),
+        (r"(?=.*@)x", ""),
+        (r"[@:]", ""),
+        (r"x-{0}", ""),
+        # syntax only the regex module knows, which Python's parser would misread or refuse: no shortcut
+        (r"[[:alpha:]]-", ""),
+        (r"a{e<=1}-", ""),
+        (r"(?:x-{e<=1}|-y)", ""),
+        (r"\p{L}+@", ""),
+        (r"(?V1)a-", ""),
+    ],
+)
 def test_required_characters_are_those_every_match_holds(pattern, required):
     import regex
 
     flags = regex.IGNORECASE | regex.MULTILINE | regex.DOTALL
     assert speedups.required_characters(pattern, flags) == frozenset(required)
     assert speedups.required_characters(pattern, flags | regex.VERSION1) == frozenset()  # other flags: no shortcut
+
 
 def test_alternation_matches_exactly_when_one_pattern_does():
     import regex
@@ -546,7 +597,9 @@ def test_phone_recognizer_remembers_verdicts_without_changing_them(analyzer):
     phone.memo.verdicts.clear()
     for _ in range(2):  # cold, then with every verdict remembered
         for text in SHORTCUT_TEXTS:
-            assert _recognizer_keys(phone.analyze(text, None)) == _recognizer_keys(PhoneRecognizer.analyze(phone, text, None)), text
+            assert _recognizer_keys(phone.analyze(text, None)) == _recognizer_keys(
+                PhoneRecognizer.analyze(phone, text, None)
+            ), text
     assert phone.memo.verdicts  # the second round was answered from memory
 
 
@@ -636,7 +689,11 @@ def test_contact_card_numbers_are_phones_not_dates(analyzer):
     text = "Name: Toshimi Arata\nPhone: 0490 75 40 81"
     found = _spans(text, an.scan_texts([text], n_process=1)[0])
     assert ("PHONE_NUMBER", "0490 75 40 81") in found and not any(kind == "DATE_TIME" for kind, _ in found)
-    assert ner_filter._is_calendar_date("2024-03-05") and ner_filter._is_calendar_date("1977") and ner_filter._is_calendar_date("March 5")
+    assert (
+        ner_filter._is_calendar_date("2024-03-05")
+        and ner_filter._is_calendar_date("1977")
+        and ner_filter._is_calendar_date("March 5")
+    )
     assert not ner_filter._is_calendar_date("0490 75 40 81") and not ner_filter._is_calendar_date("52096")
 
 
@@ -650,8 +707,12 @@ def test_record_ids_are_no_place_person_or_group():
     classification sample of the id column then failed as undeclared LOCATION. A span whose every word holds a digit is
     a code."""
     ids = [f"INC-{i:06d}" for i in range(1, 401)] + [f"SRV-{i:03d} 7B" for i in range(1, 101)]
-    found = [r.entity_type for results in an.scan_texts(ids, score_threshold=0.0) for r in results
-             if r.entity_type in {"PERSON", "LOCATION", "NRP"}]
+    found = [
+        r.entity_type
+        for results in an.scan_texts(ids, score_threshold=0.0)
+        for r in results
+        if r.entity_type in {"PERSON", "LOCATION", "NRP"}
+    ]
     assert found == []
     text = "Owner Jackson Chapman in Berlin, ticket INC-000003"
     kept = {(r.entity_type, text[r.start : r.end]) for r in an.scan_texts([text], score_threshold=0.4)[0]}

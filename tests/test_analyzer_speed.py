@@ -53,7 +53,9 @@ def test_reused_ner_docs_give_the_tokenizer_path_results():
     engine.clear_entity_cache()
     texts = [A.gazetteer.case_view(t) for t in TEXTS]
     engine.recognize_entities(texts, "en")  # cached first: every text is tokenized anew
-    fresh = [_key(analyzer.analyze(t, "en", score_threshold=0.0, nlp_artifacts=a))
-             for t, a in engine.process_batch(texts, "en", batch_size=256)]
+    fresh = [
+        _key(analyzer.analyze(t, "en", score_threshold=0.0, nlp_artifacts=a))
+        for t, a in engine.process_batch(texts, "en", batch_size=256)
+    ]
     assert reused == fresh
     assert any(e == "PERSON" for text in reused for e, *_ in text)

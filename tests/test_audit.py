@@ -72,13 +72,18 @@ def test_edited_record_is_detected(log):
     _fill(log)
     lines = _lines(log)
     _write(log, [lines[0], json.dumps(json.loads(lines[1]) | {"n": 99}), *lines[2:]])
-    assert audit.verify(log) == (False, "pipeline.jsonl line 2: content does not match its hash (edited, or re-hashed without the audit key)")
+    assert audit.verify(log) == (
+        False,
+        "pipeline.jsonl line 2: content does not match its hash (edited, or re-hashed without the audit key)",
+    )
 
 
 @pytest.mark.parametrize("keep_key_id", [True, False])
 def test_chain_rehashed_with_plain_sha256_is_detected(log, keep_key_id):
     _fill(log)
-    _rehash(log, lambda r: hashlib.sha256(audit._canonical(r)).hexdigest(), key_id=None if keep_key_id else "k-000000000000")
+    _rehash(
+        log, lambda r: hashlib.sha256(audit._canonical(r)).hexdigest(), key_id=None if keep_key_id else "k-000000000000"
+    )
     ok, message = audit.verify(log)
     assert not ok and message.startswith("pipeline.jsonl line 1: ")
     assert ("content does not match its hash" if keep_key_id else "keyed with k-000000000000") in message
@@ -100,7 +105,9 @@ def test_deleted_middle_record_is_detected(log):
     lines = _lines(log)
     _write(log, [lines[0], *lines[2:]])
     ok, message = audit.verify(log)
-    assert not ok and message.startswith("pipeline.jsonl line 2: sequence 3 where 2 was expected (a record was removed or reordered)")
+    assert not ok and message.startswith(
+        "pipeline.jsonl line 2: sequence 3 where 2 was expected (a record was removed or reordered)"
+    )
 
 
 def test_reordered_lines_are_detected(log):
@@ -117,7 +124,9 @@ def test_deleted_tail_is_detected_through_an_anchor(log):
     assert audit.verify(log) == (True, "2 records, chain intact")  # the chain alone cannot tell
     ok, message = audit.verify(log, anchors=anchors)
     assert not ok
-    assert message.startswith("pipeline.jsonl line 2: the log ends at seq 2, but seq 4 was anchored by a caller: records were deleted from its end")
+    assert message.startswith(
+        "pipeline.jsonl line 2: the log ends at seq 2, but seq 4 was anchored by a caller: records were deleted from its end"
+    )
 
 
 def test_emptied_file_is_detected_through_an_anchor(log):
@@ -127,7 +136,11 @@ def test_emptied_file_is_detected_through_an_anchor(log):
     log.write_text("")
     assert audit.verify(log) == (True, "0 records, chain intact")
     ok, message = audit.verify(log, anchors=anchors)
-    assert not ok and message == "pipeline.jsonl line 1: the log holds no records, but seq 4 was anchored by a caller: it was emptied"
+    assert (
+        not ok
+        and message
+        == "pipeline.jsonl line 1: the log holds no records, but seq 4 was anchored by a caller: it was emptied"
+    )
 
 
 def test_deleted_file_is_detected_through_anchors(log):
@@ -135,8 +148,13 @@ def test_deleted_file_is_detected_through_anchors(log):
     log.unlink()
     assert audit.verify(log) == (True, "no audit log yet")
     ok, message = audit.verify(log, anchors=anchors)
-    assert not ok and message == "pipeline.jsonl: the log is missing, but 4 anchor(s) recorded it up to seq 4: it was deleted"
-    assert audit.verify(log, anchors=[a | {"log": "other.jsonl"} for a in anchors])[0]  # anchors of other logs do not count
+    assert (
+        not ok
+        and message == "pipeline.jsonl: the log is missing, but 4 anchor(s) recorded it up to seq 4: it was deleted"
+    )
+    assert audit.verify(log, anchors=[a | {"log": "other.jsonl"} for a in anchors])[
+        0
+    ]  # anchors of other logs do not count
 
 
 def test_log_replaced_by_a_new_chain_is_detected_through_an_anchor(log):
@@ -146,7 +164,9 @@ def test_log_replaced_by_a_new_chain_is_detected_through_an_anchor(log):
         audit.append(log, {"action": "replacement", "n": i})
     assert audit.verify(log) == (True, "5 records, chain intact")
     ok, message = audit.verify(log, anchors=anchors)
-    assert not ok and message.startswith("pipeline.jsonl line 1: seq 1 has another hash than the one anchored by a caller: the log was rewritten")
+    assert not ok and message.startswith(
+        "pipeline.jsonl line 1: seq 1 has another hash than the one anchored by a caller: the log was rewritten"
+    )
 
 
 def test_anchors_of_an_intact_log_pass(log):
@@ -167,23 +187,31 @@ def test_torn_last_line_is_reported_and_never_blocks_an_append(log):
     _crash_mid_write(log)
     ok, message = audit.verify(log)
     assert not ok
-    assert message == ("pipeline.jsonl line 4 is torn (an incomplete write, likely a crash); "
-                       "it is the end of the log, and the next append starts a fresh line")
+    assert message == (
+        "pipeline.jsonl line 4 is torn (an incomplete write, likely a crash); "
+        "it is the end of the log, and the next append starts a fresh line"
+    )
     after = audit.append(log, {"action": "after the crash"})
     assert (after["seq"], after["prev_hash"]) == (4, records[-1]["hash"])
     assert json.loads(_lines(log)[4]) == after  # on a fresh line of its own
     audit.append(log, {"action": "and another"})
     ok, message = audit.verify(log)
     assert not ok  # still reported: a crash happened
-    assert message == "pipeline.jsonl line 4 is torn (an incomplete write, likely a crash); the records after it chain past it"
+    assert (
+        message
+        == "pipeline.jsonl line 4 is torn (an incomplete write, likely a crash); the records after it chain past it"
+    )
 
 
 def test_blank_last_line_is_reported_and_never_blocks_an_append(log):
     records = _fill(log, 2)
     with log.open("a") as f:
         f.write("\n")
-    assert audit.verify(log) == (False, "pipeline.jsonl line 3 is torn (an incomplete write, likely a crash) (a blank line); "
-                                        "it is the end of the log, and the next append starts a fresh line")
+    assert audit.verify(log) == (
+        False,
+        "pipeline.jsonl line 3 is torn (an incomplete write, likely a crash) (a blank line); "
+        "it is the end of the log, and the next append starts a fresh line",
+    )
     after = audit.append(log, {"action": "after"})
     assert (after["seq"], after["prev_hash"]) == (3, records[-1]["hash"])
     ok, message = audit.verify(log)
@@ -196,7 +224,9 @@ def test_a_middle_line_cut_short_is_not_mistaken_for_a_crash(log):
     _write(log, [lines[0], lines[1][:40], *lines[2:]])
     ok, message = audit.verify(log)
     assert not ok
-    assert message.startswith("pipeline.jsonl line 2 is not a complete record and the record after it does not chain past it (edited or damaged)")
+    assert message.startswith(
+        "pipeline.jsonl line 2 is not a complete record and the record after it does not chain past it (edited or damaged)"
+    )
 
 
 def test_a_new_log_is_owner_only_from_creation(log):
@@ -252,7 +282,9 @@ def test_the_key_comes_from_the_environment_when_set(log, monkeypatch):
     assert audit.verify(log)[0]
     monkeypatch.delenv(audit.AUDIT_KEY_ENV)
     ok, message = audit.verify(log)  # no key at all now: refuse, naming where a key is looked for
-    assert not ok and message.startswith("pipeline.jsonl: cannot verify without the audit key") and "e" * 40 not in message
+    assert (
+        not ok and message.startswith("pipeline.jsonl: cannot verify without the audit key") and "e" * 40 not in message
+    )
 
 
 def test_reserved_fields_cannot_be_set_by_an_event(log):
@@ -283,15 +315,25 @@ def test_break_glass_round_trip_is_audited_without_the_value(tmp_path, monkeypat
     monkeypatch.delenv("PIPELINES_REIDENTIFICATION_KEY", raising=False)
     key = load_key("PIPELINES_REIDENTIFICATION_KEY", tmp_path / "keys" / "reidentification.key")
     ctx = CTX.__class__(CTX.pseudonym_key, CTX.run_date, CTX.hierarchies_dir, key)
-    column = Column(name="full_name", type="string", role="direct_identifier", entity="PERSON", deidentify={"operator": "encrypt"})
+    column = Column(
+        name="full_name", type="string", role="direct_identifier", entity="PERSON", deidentify={"operator": "encrypt"}
+    )
     token = apply_column(pd.Series(["Ada Lovelace"]), column, ctx)[0][0]
     with pytest.raises(ValueError, match="reason"):
         reid.reidentify(token, dataset="hr_employees", column="full_name", reason="why", requested_by="me")
-    assert reid.reidentify(token, dataset="hr_employees", column="full_name", reason="court order 2026-117", requested_by="DPO") == "Ada Lovelace"
+    assert (
+        reid.reidentify(
+            token, dataset="hr_employees", column="full_name", reason="court order 2026-117", requested_by="DPO"
+        )
+        == "Ada Lovelace"
+    )
     log = (tmp_path / reid.AUDIT_FILE).read_text()
     assert "court order 2026-117" in log and key.key_id in log and "Ada" not in log
     record = json.loads(log.splitlines()[-1])
-    assert record["reidentification_key_id"] == key.key_id and record["key_id"] == audit.audit_key(tmp_path / reid.AUDIT_FILE).key_id
+    assert (
+        record["reidentification_key_id"] == key.key_id
+        and record["key_id"] == audit.audit_key(tmp_path / reid.AUDIT_FILE).key_id
+    )
     assert audit.verify(tmp_path / reid.AUDIT_FILE) == (True, "1 records, chain intact")
 
 
@@ -303,5 +345,12 @@ def test_pipeline_run_is_on_the_audit_log(pipeline_run):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert ok
     assert {r["dataset"] for r in records if r["action"] == "deidentify"} == {
-        "hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets"}
-    assert {m for r in records if r["action"] == "publish" for m in r["marts"]} == {"mart_org_unit_activity", "mart_support_satisfaction"}
+        "hr_employees",
+        "finance_expense_claims",
+        "it_security_incidents",
+        "support_tickets",
+    }
+    assert {m for r in records if r["action"] == "publish" for m in r["marts"]} == {
+        "mart_org_unit_activity",
+        "mart_support_satisfaction",
+    }

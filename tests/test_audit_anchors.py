@@ -42,7 +42,9 @@ def test_anchors_from_instance_reads_audit_head_back(tmp_path):
         assert audit.anchors_from_instance(instance, "reidentification.jsonl") == []
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert sorted(a["seq"] for a in anchors) == [1, 2, 3]
-    assert {(a["seq"], a["hash"], a["run_id"]) for a in anchors} == {(r["seq"], r["hash"], r["run_id"]) for r in records}
+    assert {(a["seq"], a["hash"], a["run_id"]) for a in anchors} == {
+        (r["seq"], r["hash"], r["run_id"]) for r in records
+    }
     assert {a["asset"] for a in anchors} == {"audited"}
     assert audit.verify(log, anchors=anchors) == (True, "3 records, chain intact, head anchored by 3 run(s)")
 
@@ -69,8 +71,10 @@ def test_main_passes_intact_logs(data_dir, capsys):
     assert audit.main(["verify", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"2 anchor(s) from the Dagster instance at {data_dir / 'dagster_home'}"
-    assert out[1:] == ["ok    pipeline.jsonl: 2 records, chain intact, head anchored by 2 run(s)",
-                       "ok    reidentification.jsonl: 1 records, chain intact"]
+    assert out[1:] == [
+        "ok    pipeline.jsonl: 2 records, chain intact, head anchored by 2 run(s)",
+        "ok    reidentification.jsonl: 1 records, chain intact",
+    ]
     assert audit.main(["verify"]) == 0  # the data dir from $PIPELINES_DATA_DIR
 
 
@@ -88,7 +92,10 @@ def test_main_fails_on_an_edited_record_naming_log_and_line(data_dir, capsys):
 def test_main_fails_on_a_deleted_log_found_through_the_instance(data_dir, capsys):
     (data_dir / "audit" / "pipeline.jsonl").unlink()
     assert audit.main(["verify", "--data-dir", str(data_dir)]) == 1
-    assert "FAIL  pipeline.jsonl: the log is missing, but 2 anchor(s) recorded it up to seq 2: it was deleted" in capsys.readouterr().out
+    assert (
+        "FAIL  pipeline.jsonl: the log is missing, but 2 anchor(s) recorded it up to seq 2: it was deleted"
+        in capsys.readouterr().out
+    )
 
 
 def test_main_without_an_instance_says_so_and_reports_a_torn_line(tmp_path, monkeypatch, capsys):
@@ -96,7 +103,9 @@ def test_main_without_an_instance_says_so_and_reports_a_torn_line(tmp_path, monk
     log = tmp_path / "audit" / "pipeline.jsonl"
     audit.append(log, {"action": "x"})
     assert audit.main(["verify", "--data-dir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.startswith(f"no Dagster instance at {tmp_path / 'dagster_home'}: verified without anchors")
+    assert capsys.readouterr().out.startswith(
+        f"no Dagster instance at {tmp_path / 'dagster_home'}: verified without anchors"
+    )
     with log.open("a") as f:
         f.write('{"seq": 2, "act')
     assert audit.main(["verify", "--data-dir", str(tmp_path)]) == 1

@@ -36,7 +36,10 @@ def deployment(good_state, tmp_path):
 
 def marts_snapshot(data_dir: Path) -> dict:
     with duckdb.connect(str(data_dir / "marts.duckdb"), read_only=True) as con:
-        return {t: con.execute(f"select * from {t} order by all").fetchall() for t in ("mart_org_unit_activity", "mart_support_satisfaction")}
+        return {
+            t: con.execute(f"select * from {t} order by all").fetchall()
+            for t in ("mart_org_unit_activity", "mart_support_satisfaction")
+        }
 
 
 def land(data_dir: Path, name: str, content: bytes) -> Path:
@@ -53,12 +56,19 @@ def good_lines(hr: Path, n: int = 2000) -> list[str]:
 
 
 def failure_text(result) -> str:
-    return "\n".join(
-        (e.event_specific_data.error.message if getattr(e.event_specific_data, "error", None) else "") + (e.message or "")
-        for e in result.all_events
-        if e.is_failure or e.event_type_value in ("ASSET_CHECK_EVALUATION",)
-    ) + "\n" + "\n".join(
-        str(e.event_specific_data.description or "") for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    return (
+        "\n".join(
+            (e.event_specific_data.error.message if getattr(e.event_specific_data, "error", None) else "")
+            + (e.message or "")
+            for e in result.all_events
+            if e.is_failure or e.event_type_value in ("ASSET_CHECK_EVALUATION",)
+        )
+        + "\n"
+        + "\n".join(
+            str(e.event_specific_data.description or "")
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        )
     )
 
 
@@ -66,7 +76,9 @@ def raw_snapshot(data_dir: Path) -> tuple:
     """The raw HR table's content and the tables beside it (a rejected batch leaves no staged table)."""
     with duckdb.connect(str(data_dir / "raw.duckdb")) as con:  # default config: the pipeline's own connections use it
         tables = sorted(r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall())
-        return tables, con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from hr_employees t").fetchone()[0]
+        return tables, con.execute(
+            "select md5(string_agg(t::varchar, '|' order by t::varchar)) from hr_employees t"
+        ).fetchone()[0]
 
 
 def reject(data_dir: Path, landed: Path) -> str:
@@ -110,7 +122,9 @@ def test_missing_column(deployment):
 def test_extra_column_with_sql_and_formula_looking_name(deployment):
     data_dir, hr = deployment
     lines = good_lines(hr)
-    lines = [lines[0] + ',"x; DROP TABLE hr_employees;--",=HYPERLINK(""http://evil"")'] + [l + ",a,b" for l in lines[1:]]
+    lines = [lines[0] + ',"x; DROP TABLE hr_employees;--",=HYPERLINK(""http://evil"")'] + [
+        line + ",a,b" for line in lines[1:]
+    ]
     message = reject(data_dir, land(data_dir, "employees_2026-02-28.csv", "\n".join(lines).encode()))
     assert "undeclared column(s)" in message and "DROP TABLE" in message  # named, safely quoted
 
@@ -126,7 +140,9 @@ def test_type_drift(deployment):
     assert "'salary' expects integer: 2 value(s) do not convert" in message
 
 
-@pytest.mark.parametrize("content, expected", [(b"", "is empty (0 bytes)"), ((HR_HEADER + "\n").encode(), "no data rows")])
+@pytest.mark.parametrize(
+    "content, expected", [(b"", "is empty (0 bytes)"), ((HR_HEADER + "\n").encode(), "no data rows")]
+)
 def test_empty_file(deployment, content, expected):
     data_dir, _ = deployment
     assert expected in reject(data_dir, land(data_dir, "employees_2026-02-28.csv", content))
@@ -218,7 +234,9 @@ def test_department_run_after_anothers_rejected_batch_uses_its_last_good_raw(dep
     data_dir, _ = deployment
     claims = next((data_dir / "landing" / "finance").glob("expense_claims_*.csv"))
     with duckdb.connect(str(data_dir / "raw.duckdb")) as con:
-        finance_before = con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from finance_expense_claims t").fetchone()[0]
+        finance_before = con.execute(
+            "select md5(string_agg(t::varchar, '|' order by t::varchar)) from finance_expense_claims t"
+        ).fetchone()[0]
     lines = claims.read_text(encoding="utf-8").splitlines()
     bad = data_dir / "landing" / "finance" / "expense_claims_2099-01-01.csv"
     bad.write_text("\n".join(lines + [lines[1]]) + "\n", encoding="utf-8")  # a duplicated claim id
@@ -229,6 +247,17 @@ def test_department_run_after_anothers_rejected_batch_uses_its_last_good_raw(dep
     hr, _ = run_job(data_dir, "hr_employees_job", instance=instance)
     assert hr.success, failure_text(hr)
     with duckdb.connect(str(data_dir / "raw.duckdb")) as con:
-        assert con.execute("select md5(string_agg(t::varchar, '|' order by t::varchar)) from finance_expense_claims t").fetchone()[0] == finance_before
-    index = next(e.materialization for e in hr.get_asset_materialization_events() if e.asset_key.to_user_string() == "known_identifiers")
-    assert index.metadata["built_from_runs"].value["raw_finance_expense_claims"] != finance.run_id  # not the rejected run
+        assert (
+            con.execute(
+                "select md5(string_agg(t::varchar, '|' order by t::varchar)) from finance_expense_claims t"
+            ).fetchone()[0]
+            == finance_before
+        )
+    index = next(
+        e.materialization
+        for e in hr.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "known_identifiers"
+    )
+    assert (
+        index.metadata["built_from_runs"].value["raw_finance_expense_claims"] != finance.run_id
+    )  # not the rejected run

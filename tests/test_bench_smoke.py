@@ -1,9 +1,8 @@
-"""`python -m pipelines.bench --quick` at tiny scale: every section is written, with numbers and its stamp."""
+"""`python -m bench --quick` at tiny scale: every section is written, with numbers and its stamp."""
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -29,9 +28,22 @@ def report(tmp_path_factory) -> str:
     parts = {"1,2,3,4,6": work / "BENCH_1-4.md", "5": work / "BENCH_5.md"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipelines.bench", "--quick", "--sections", sections, "--out", str(out),
-             "--workdir", str(work / f"data_{sections.replace(',', '')}")],
-            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "--quick",
+                "--sections",
+                sections,
+                "--out",
+                str(out),
+                "--workdir",
+                str(work / f"data_{sections.replace(',', '')}"),
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for sections, out in parts.items()
     ]
@@ -93,14 +105,28 @@ def test_small_pipeline_reports_its_outcome(report):
 
 
 def test_scaling_finding_judges_the_stage_that_grows_with_the_rows():
-    from pipelines.bench import findings
+    from bench import findings
 
     def run(rows, wall, deid):
-        return {"rows": rows, "status": "success", "wall_seconds": wall, "max_rss_mib": 100.0,
-                "stages": {"de-identify (deidentified_*)": deid, "dbt build (staging + marts + tests)": 15.0},
-                "steps": {"deidentified_x": deid}}
+        return {
+            "rows": rows,
+            "status": "success",
+            "wall_seconds": wall,
+            "max_rss_mib": 100.0,
+            "stages": {"de-identify (deidentified_*)": deid, "dbt build (staging + marts + tests)": 15.0},
+            "steps": {"deidentified_x": deid},
+        }
 
-    text = findings(None, {5: {"a": run(10_000, 60.0, 27.0), "b": run(100_000, 300.0, 265.0), "c": run(1_000_000, 3_400.0, 3_360.0)}})
-    assert "10,000 -> 100,000 rows: 10x the rows took 5.0x the wall time and 9.8x in the de-identification stage (linear or better" in text
+    text = findings(
+        None,
+        {5: {"a": run(10_000, 60.0, 27.0), "b": run(100_000, 300.0, 265.0), "c": run(1_000_000, 3_400.0, 3_360.0)}},
+    )
+    assert (
+        "10,000 -> 100,000 rows: 10x the rows took 5.0x the wall time and 9.8x in the de-identification stage (linear or better"
+        in text
+    )
     # the wall time grew 11.3x, but the stage that carries the rows decides: 12.7x is 27% more time per row
-    assert "100,000 -> 1,000,000 rows: 10x the rows took 11.3x the wall time and 12.7x in the de-identification stage (worse than linear: 27% more" in text
+    assert (
+        "100,000 -> 1,000,000 rows: 10x the rows took 11.3x the wall time and 12.7x in the de-identification stage (worse than linear: 27% more"
+        in text
+    )

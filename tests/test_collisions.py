@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from presidio_analyzer import RecognizerResult
 
-from pipelines.bench.common import BENCH_KEY
-from pipelines.bench.data import bench_context, prepare
+from bench.common import BENCH_KEY
+from bench.data import bench_context, prepare
 from pipelines.contracts import Column, load_contract
 from pipelines.ingest import SOURCE_FILE_COLUMN, ingest_file, quote_ident
 from pipelines.privacy import deidentify as deid
@@ -37,13 +37,19 @@ def world(tmp_path_factory):
     """The demo departments and the outreach fixture in one raw database, each de-identified into `target`."""
     prep = prepare(tmp_path_factory.mktemp("collisions"), 300, 5)
     ingest_file(LANDED, OUTREACH, prep.con, OUTREACH.dataset)
-    prep.con.execute("UPDATE finance_expense_claims SET memo = ? WHERE claim_id = (SELECT min(claim_id) FROM finance_expense_claims)", [MEMO])
+    prep.con.execute(
+        "UPDATE finance_expense_claims SET memo = ? WHERE claim_id = (SELECT min(claim_id) FROM finance_expense_claims)",
+        [MEMO],
+    )
     contracts = [*prep.contracts, OUTREACH]
     known = known_identifiers_from_raw(prep.con, contracts)
     target = duckdb.connect()
-    results = {c.dataset: deid.deidentify_table(prep.con, c.dataset, target, c.dataset, c, bench_context(), known=known,
-                                                exclude=(SOURCE_FILE_COLUMN,))
-               for c in contracts}
+    results = {
+        c.dataset: deid.deidentify_table(
+            prep.con, c.dataset, target, c.dataset, c, bench_context(), known=known, exclude=(SOURCE_FILE_COLUMN,)
+        )
+        for c in contracts
+    }
     tables = {c.dataset: target.execute(f"SELECT * FROM {quote_ident(c.dataset)}").df() for c in contracts}
     return known, results, tables
 
@@ -62,10 +68,17 @@ def test_surnames_that_are_words_are_indexed_apart_and_joined_with_first_names(w
 
 def test_every_department_passes_beside_the_colliding_one(world):
     _, results, _ = world
-    assert set(results) == {"hr_employees", "finance_expense_claims", "support_tickets", "it_security_incidents",
-                            "outreach_participants"}
+    assert set(results) == {
+        "hr_employees",
+        "finance_expense_claims",
+        "support_tickets",
+        "it_security_incidents",
+        "outreach_participants",
+    }
     hr_org_unit = results["hr_employees"].residual_scan["columns"]["org_unit"]
-    assert hr_org_unit["residual"] == {} and hr_org_unit["name_tokens_without_evidence"] >= 1  # `Sales` collided, passed
+    assert (
+        hr_org_unit["residual"] == {} and hr_org_unit["name_tokens_without_evidence"] >= 1
+    )  # `Sales` collided, passed
     race = results["outreach_participants"].residual_scan["columns"]["race"]
     assert race["residual"] == {} and race["name_tokens_without_evidence"] >= 2  # Black, White
 
@@ -74,8 +87,12 @@ def test_the_colliding_department_leaks_nothing_anywhere(world):
     _, _, tables = world
     published = "\n".join(text for frame in tables.values() for text in cells(frame))
     for person in participants():
-        for value in (f"{person['first_name']} {person['last_name']}", person["email"], person["phone"],
-                      f"Ms {person['last_name']}"):
+        for value in (
+            f"{person['first_name']} {person['last_name']}",
+            person["email"],
+            person["phone"],
+            f"Ms {person['last_name']}",
+        ):
             assert value not in published
 
 
@@ -96,8 +113,12 @@ def test_demo_hr_keeps_sales_as_an_org_unit(world):
 def test_label_text_keeps_its_words_and_masks_identifiers(world):
     _, results, tables = world
     labels = set(tables["outreach_participants"]["charge_description"])
-    assert {"Felony Battery (Dom Strang)", "Possess Cannabis/20 Grams Or Less", "Disorderly Conduct",
-            "Deliver 3,4 Methylenediox"} <= labels
+    assert {
+        "Felony Battery (Dom Strang)",
+        "Possess Cannabis/20 Grams Or Less",
+        "Disorderly Conduct",
+        "Deliver 3,4 Methylenediox",
+    } <= labels
     person = pseudonym(BENCH_KEY.encode(), "PERSON", "Marcus Black")
     assert f"Battery on {person}" in labels  # a known full name inside a label
     assert not any("555-" in v or "@" in v for v in labels)  # the phone and the email inside labels
@@ -115,10 +136,19 @@ def test_a_title_is_evidence_for_a_one_word_name_in_free_text():
 
 # --- tolerate_entities: the same rule in every gate, recorded --------------------------------------------
 
+
 def _contract(columns: list[dict]):
     base = OUTREACH.model_dump(exclude={"columns", "path", "version_hash"})
-    base["columns"] = [{"name": "participant_id", "type": "string", "role": "direct_identifier", "entity": "PARTICIPANT_ID",
-                        "deidentify": {"operator": "suppress"}}, *columns]
+    base["columns"] = [
+        {
+            "name": "participant_id",
+            "type": "string",
+            "role": "direct_identifier",
+            "entity": "PARTICIPANT_ID",
+            "deidentify": {"operator": "suppress"},
+        },
+        *columns,
+    ]
     base["privacy"] = {"k_anonymity": 2, "max_suppression": 0.0}
     return type(OUTREACH).model_validate(base)
 
@@ -144,8 +174,9 @@ def test_structured_gate_needs_evidence_for_a_name_token_and_honours_tolerance()
     known = KnownIdentifiers()
     known.add("PERSON", ["Black", "Tanya White"])
     values = pd.Series(["Black", "Grey"])
-    column = Column.model_validate({"name": "coach_name", "type": "string", "role": "plain_attribute",
-                                    "deidentify": {"operator": "keep"}})
+    column = Column.model_validate(
+        {"name": "coach_name", "type": "string", "role": "plain_attribute", "deidentify": {"operator": "keep"}}
+    )
     colour = column.model_copy(update={"name": "colour"})
     assert deid.structured_residual(values, known, colour) == {"residual": {}, "name_tokens_without_evidence": 1}
     assert deid.structured_residual(values, known, column) == {"residual": {"PERSON": 1}}
@@ -157,8 +188,13 @@ def test_structured_gate_needs_evidence_for_a_name_token_and_honours_tolerance()
 def test_name_token_in_a_name_column_is_undeclared_pii_unless_tolerated():
     known = KnownIdentifiers()
     known.add("PERSON", ["Black", "White", "Brown", "Green"])
-    frame = pd.DataFrame({"participant_id": ["P1", "P2", "P3", "P4"], "coach_name": ["Black", "White", "Brown", "Green"],
-                          "colour": ["Black", "White", "Brown", "Green"]})
+    frame = pd.DataFrame(
+        {
+            "participant_id": ["P1", "P2", "P3", "P4"],
+            "coach_name": ["Black", "White", "Brown", "Green"],
+            "colour": ["Black", "White", "Brown", "Green"],
+        }
+    )
     kept = {"type": "string", "role": "plain_attribute", "deidentify": {"operator": "keep"}}
     results = classify_frame(frame, _contract([{"name": "colour", **kept}]), known=known, model_name=None)
     assert results[0].undeclared == [] and results[0].name_tokens_without_evidence == 4
@@ -169,7 +205,9 @@ def test_name_token_in_a_name_column_is_undeclared_pii_unless_tolerated():
 
 
 def _detector(entity: str, start: int, end: int, recognizer: str = "FilteredSpacyRecognizer") -> RecognizerResult:
-    return RecognizerResult(entity, start, end, 0.85, recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: recognizer})
+    return RecognizerResult(
+        entity, start, end, 0.85, recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: recognizer}
+    )
 
 
 def test_text_residual_gate_honours_tolerance_and_records_it(monkeypatch):
@@ -184,6 +222,8 @@ def test_text_residual_gate_honours_tolerance_and_records_it(monkeypatch):
     scan = out.residual_scan["columns"]["notes"]
     assert scan["residual"] == {} and scan["tolerated"] == {"LOCATION": 1}
     assert out.columns[1].params["tolerate_entities"] == ["LOCATION"]
-    monkeypatch.setattr(deid, "_findings", lambda texts, *a, **k: [[_detector("LOCATION", 0, 4, RECOGNIZER_NAME)] for _ in texts])
+    monkeypatch.setattr(
+        deid, "_findings", lambda texts, *a, **k: [[_detector("LOCATION", 0, 4, RECOGNIZER_NAME)] for _ in texts]
+    )
     with pytest.raises(deid.ResidualPIIError, match="LOCATION"):  # a known identifier is never tolerated
         deid.deidentify_frame(frame, tolerant, bench_context(), known=KnownIdentifiers())

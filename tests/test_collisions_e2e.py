@@ -18,7 +18,13 @@ from tests.conftest import PipelineRun, ground_truth, run_job
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "collisions"
 LANDED = FIXTURES / "landing" / "outreach" / "participants_2025-01.csv"
-DEPARTMENTS = ("hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets", "outreach_participants")
+DEPARTMENTS = (
+    "hr_employees",
+    "finance_expense_claims",
+    "it_security_incidents",
+    "support_tickets",
+    "outreach_participants",
+)
 
 
 def participants() -> list[dict]:
@@ -29,8 +35,14 @@ def participants() -> list[dict]:
 def personal_values(person: dict) -> list[str]:
     """What must never be published of a participant: full names (both orders), email, phone, id."""
     first, last = person["first_name"], person["last_name"]
-    return [f"{first} {last}", f"{last} {first}", f"{last}, {first}", person["email"], person["phone"],
-            person["participant_id"]]
+    return [
+        f"{first} {last}",
+        f"{last} {first}",
+        f"{last}, {first}",
+        person["email"],
+        person["phone"],
+        person["participant_id"],
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +85,12 @@ def test_category_values_equal_to_a_surname_are_kept(outreach_run):
         org_units = {r[0] for r in con.execute("select distinct org_unit from hr_employees").fetchall()}
         races = {r[0] for r in con.execute("select distinct race from outreach_participants").fetchall()}
         rows = con.execute("select count(*) from outreach_participants").fetchone()[0]
-        columns = {r[0] for r in con.execute("select column_name from duckdb_columns() where table_name = 'outreach_participants'").fetchall()}
+        columns = {
+            r[0]
+            for r in con.execute(
+                "select column_name from duckdb_columns() where table_name = 'outreach_participants'"
+            ).fetchall()
+        }
     surnames = {p["last_name"] for p in participants()}
     assert "Sales" in surnames and "Sales" in org_units  # HR's org unit, not a residual name
     assert {"Black", "White"} <= surnames and {"Black", "White"} <= races
@@ -82,20 +99,27 @@ def test_category_values_equal_to_a_surname_are_kept(outreach_run):
 
 
 def test_no_participant_value_in_any_table_mart_metadata_or_log(outreach_run):
-    published = "\n".join([
-        all_cells(outreach_run.data_dir / "deidentified.duckdb"),
-        all_cells(outreach_run.data_dir / "marts.duckdb"),
-        outreach_run.metadata_text(),
-        outreach_run.log_text(),
-    ])
+    published = "\n".join(
+        [
+            all_cells(outreach_run.data_dir / "deidentified.duckdb"),
+            all_cells(outreach_run.data_dir / "marts.duckdb"),
+            outreach_run.metadata_text(),
+            outreach_run.log_text(),
+        ]
+    )
     leaked = [p["participant_id"] for p in participants() if any(v in published for v in personal_values(p))]
     assert not leaked, f"{len(leaked)} participants' identifiers were published, e.g. ids {leaked[:3]}"
     demo_leaked = [g for g in ground_truth(outreach_run.landing) if g["value"] in published]
-    assert not demo_leaked, f"{len(demo_leaked)} demo values published, e.g. types {[g['entity_type'] for g in demo_leaked[:5]]}"
+    assert not demo_leaked, (
+        f"{len(demo_leaked)} demo values published, e.g. types {[g['entity_type'] for g in demo_leaked[:5]]}"
+    )
 
 
 def test_the_name_tokens_that_collided_are_recorded_as_counts(outreach_run):
-    mats = {m.materialization.asset_key.to_user_string(): m.materialization for m in outreach_run.result.get_asset_materialization_events()}
+    mats = {
+        m.materialization.asset_key.to_user_string(): m.materialization
+        for m in outreach_run.result.get_asset_materialization_events()
+    }
     scan = mats["deidentified_hr_employees"].metadata["residual_scan"].value
     assert scan["passed"] and scan["known_identifiers"] > 0
     org_unit = scan["columns"]["org_unit"]

@@ -11,7 +11,10 @@ from pipelines.contracts import CONTRACTS_DIR, ContractError, load_contract, loa
 def test_shipped_contracts_load():
     contracts = load_contracts()
     assert {c.dataset for c in contracts} == {
-        "hr_employees", "finance_expense_claims", "it_security_incidents", "support_tickets",
+        "hr_employees",
+        "finance_expense_claims",
+        "it_security_incidents",
+        "support_tickets",
     }
     for c in contracts:
         assert len(c.version_hash) == 16
@@ -39,7 +42,10 @@ def _write(tmp_path: Path, data: dict) -> Path:
         (lambda d: d["columns"][1].update(deidentify={"operator": "shred"}), "columns.1.deidentify"),
         (lambda d: d["columns"][1].update(deidentify={"operator": "keep"}), "columns.1"),
         (lambda d: d["columns"][3].update(deidentify={"operator": "mask"}), "columns.3.deidentify.mask"),
-        (lambda d: d["columns"][5].update(deidentify={"operator": "generalize", "method": "age_band"}), "columns.5.deidentify.generalize"),
+        (
+            lambda d: d["columns"][5].update(deidentify={"operator": "generalize", "method": "age_band"}),
+            "columns.5.deidentify.generalize",
+        ),
         (lambda d: d["columns"].append(dict(d["columns"][0])), "columns"),
         (lambda d: d["source"].update(encodng="utf-8"), "source.encodng"),
         (lambda d: d["privacy"].update(k_anonymity=0), "privacy.k_anonymity"),
@@ -116,11 +122,23 @@ def _source(**changes):
         (_source(path_pattern="hr/employees_{a,b}.csv"), "source.path_pattern", "brace expansion"),
         (_source(path_pattern="hr\\employees_*.csv"), "source.path_pattern", "separator"),
         (_source(rename={"Employee ID": "employe_id"}), "source.rename", "not a column of this contract"),
-        (_source(rename={"Employee ID": "employee_id", "EmpNo": "employee_id"}), "source.rename", "both map to column 'employee_id'"),
+        (
+            _source(rename={"Employee ID": "employee_id", "EmpNo": "employee_id"}),
+            "source.rename",
+            "both map to column 'employee_id'",
+        ),
         (_source(rename={"Employee ID": "Employee ID"}), "source.rename", "not a column name"),
         (_source(rename={"salary#0": "salary"}), "source.rename", "counted from 1"),
-        (_source(rename={"decile#2": "salary"}, ignore_columns=["decile"]), "source.ignore_columns", "both renamed and ignored"),
-        (_source(rename={"Pay": "salary"}, ignore_columns=["Pay"]), "source.ignore_columns", "both renamed and ignored"),
+        (
+            _source(rename={"decile#2": "salary"}, ignore_columns=["decile"]),
+            "source.ignore_columns",
+            "both renamed and ignored",
+        ),
+        (
+            _source(rename={"Pay": "salary"}, ignore_columns=["Pay"]),
+            "source.ignore_columns",
+            "both renamed and ignored",
+        ),
         (_source(ignore_columns=["notes", "notes"]), "source.ignore_columns", "listed twice"),
         (_source(ignore_columns=["salary"]), "source.ignore_columns", "column 'salary' has no source"),
         (_source(rename={"full_name": "employee_id"}), "source.rename", "column 'full_name' has no source"),

@@ -14,10 +14,13 @@ from pipelines.quality import data_docs
 from pipelines.quality.docs_server import make_server
 from pipelines.quality.runner import run_suite
 
-SUITE = {"name": "demo.quality", "expectations": [
-    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "salary"}},
-    {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10}},
-]}
+SUITE = {
+    "name": "demo.quality",
+    "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "salary"}},
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10}},
+    ],
+}
 SALARIES = [123457, 98765, None]
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//""", re.I)
 
@@ -34,7 +37,9 @@ def test_each_outcome_links_its_own_validation_page_over_http(built):
     gx_dir, first, second = built
     site = data_docs.served_site(gx_dir)
     for outcome in (first, second):
-        assert outcome.data_docs.startswith("http://docs.test:9999/validations/") and outcome.data_docs.endswith(".html")
+        assert outcome.data_docs.startswith("http://docs.test:9999/validations/") and outcome.data_docs.endswith(
+            ".html"
+        )
         assert (site / outcome.data_docs.removeprefix("http://docs.test:9999/")).is_file()
     assert first.data_docs != second.data_docs  # the exact validation, not the index
 

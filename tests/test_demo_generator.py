@@ -1,4 +1,4 @@
-"""Tests for the seeded demo-data generator (pipelines.demo)."""
+"""Tests for the seeded demo-data generator (demo)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.demo import generate, generate_files
-from pipelines.demo.__main__ import main
-from pipelines.demo.generator import (
+from demo import generate, generate_files
+from demo.__main__ import main
+from demo.generator import (
     SPECS,
     build_employees,
     build_vocabulary,
@@ -29,14 +29,24 @@ SEED = 11
 AS_OF = date(2026, 1, 31)
 DATASET_DIRS = {spec.name: spec for spec in SPECS.values()}
 ENTITY_TYPES = {
-    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "DATE_TIME", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
-    "LOCATION", "EMPLOYEE_ID", "HOSTNAME",
+    "PERSON",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "US_SSN",
+    "DATE_TIME",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "LOCATION",
+    "EMPLOYEE_ID",
+    "HOSTNAME",
 }
 PHONE_RE = re.compile(r"^(\(\d{3}\) \d{3}-\d{4}|\+1-\d{3}-\d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}\.\d{3}\.\d{4})$")
 IBAN_LENGTHS = {"DE": 22, "GB": 22, "FR": 27, "NL": 18}
 
 
 # ---------------------------------------------------------------------------- helpers
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a generated CSV as dicts."""
@@ -79,6 +89,7 @@ def age_on(born: date, day: date) -> int:
 
 # ---------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One generated data set shared by the read-only tests."""
@@ -108,6 +119,7 @@ def spans(out: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------- determinism
 
+
 def test_same_seed_same_bytes(out: Path, tmp_path: Path) -> None:
     build_vocabulary.cache_clear()  # rebuild the Faker pools too, not just the numpy parts
     generate(tmp_path, ROWS, SEED)
@@ -131,17 +143,24 @@ def test_department_subset_matches_full_run(out: Path, tmp_path: Path) -> None:
 
 
 def test_output_independent_of_chunk_size(out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipelines.demo.generator.CHUNK_ROWS", 37)
+    monkeypatch.setattr("demo.generator.CHUNK_ROWS", 37)
     generate(tmp_path, ROWS, SEED)
     assert all_bytes(tmp_path) == all_bytes(out)
 
 
 # ---------------------------------------------------------------------------- shape
 
+
 def test_generate_files_lists_everything(tmp_path: Path) -> None:
     files = generate_files(tmp_path, 5, SEED)
-    assert [f.name for f in files] == ["hr_employees", "finance_expense_claims", "it_security_incidents",
-                                       "support_tickets", "pii_values", "text_spans"]
+    assert [f.name for f in files] == [
+        "hr_employees",
+        "finance_expense_claims",
+        "it_security_incidents",
+        "support_tickets",
+        "pii_values",
+        "text_spans",
+    ]
     assert all(f.path.is_file() for f in files)
     assert generate(tmp_path, 5, SEED) == {f.name: f.path for f in files[:4]}
 
@@ -152,16 +171,51 @@ def test_paths_and_headers(out: Path) -> None:
     assert SPECS["it"].path(out) == out / "it" / "security_incidents_2026-01-31.csv"
     assert SPECS["support"].path(out) == out / "support" / "tickets_2026-01-31.csv"
     assert header(SPECS["hr"].path(out)) == [
-        "employee_id", "full_name", "email", "phone", "ssn", "date_of_birth", "gender", "postcode", "job_title",
-        "org_unit", "salary", "hire_date"]
+        "employee_id",
+        "full_name",
+        "email",
+        "phone",
+        "ssn",
+        "date_of_birth",
+        "gender",
+        "postcode",
+        "job_title",
+        "org_unit",
+        "salary",
+        "hire_date",
+    ]
     assert header(SPECS["finance"].path(out)) == [
-        "claim_id", "employee_id", "card_number", "iban", "amount", "currency", "merchant", "claim_date", "memo"]
+        "claim_id",
+        "employee_id",
+        "card_number",
+        "iban",
+        "amount",
+        "currency",
+        "merchant",
+        "claim_date",
+        "memo",
+    ]
     assert header(SPECS["it"].path(out)) == [
-        "incident_id", "reported_at", "reporter_email", "host", "ip_address", "category", "severity",
-        "description"]
+        "incident_id",
+        "reported_at",
+        "reporter_email",
+        "host",
+        "ip_address",
+        "category",
+        "severity",
+        "description",
+    ]
     assert header(SPECS["support"].path(out)) == [
-        "ticket_id", "customer_name", "customer_email", "customer_phone", "postcode", "opened_at", "product",
-        "satisfaction", "body"]
+        "ticket_id",
+        "customer_name",
+        "customer_email",
+        "customer_phone",
+        "postcode",
+        "opened_at",
+        "product",
+        "satisfaction",
+        "body",
+    ]
     assert header(out / "_ground_truth" / "pii_values.csv") == ["dataset", "column", "entity_type", "value"]
 
 
@@ -187,6 +241,7 @@ def test_tiny_run(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- keys and formats
 
+
 def test_unique_keys_and_formats(data: dict[str, list[dict[str, str]]]) -> None:
     hr = data["hr_employees"]
     for column in ("employee_id", "email", "ssn"):
@@ -198,9 +253,11 @@ def test_unique_keys_and_formats(data: dict[str, list[dict[str, str]]]) -> None:
     assert all(re.fullmatch(r"\d{5}", r["postcode"]) for r in hr)
     assert {r["gender"] for r in hr} <= {"F", "M", "X"}
     assert all(r["salary"].isdigit() for r in hr)
-    for name, column, pattern in (("finance_expense_claims", "claim_id", r"CLM-\d{7}"),
-                                  ("it_security_incidents", "incident_id", r"INC-\d{6}"),
-                                  ("support_tickets", "ticket_id", r"TCK-\d{7}")):
+    for name, column, pattern in (
+        ("finance_expense_claims", "claim_id", r"CLM-\d{7}"),
+        ("it_security_incidents", "incident_id", r"INC-\d{6}"),
+        ("support_tickets", "ticket_id", r"TCK-\d{7}"),
+    ):
         keys = [r[column] for r in data[name]]
         assert len(set(keys)) == len(keys)
         assert all(re.fullmatch(pattern, k) for k in keys)
@@ -275,6 +332,7 @@ def test_support_values(data: dict[str, list[dict[str, str]]]) -> None:
 
 # ---------------------------------------------------------------------------- cross-department links
 
+
 def test_referential_integrity(data: dict[str, list[dict[str, str]]]) -> None:
     hr_ids = {r["employee_id"] for r in data["hr_employees"]}
     hr_emails = {r["email"] for r in data["hr_employees"]}
@@ -305,6 +363,7 @@ def test_rank_within_groups() -> None:
 
 # ---------------------------------------------------------------------------- ground truth
 
+
 def test_span_offsets_match_text(data: dict[str, list[dict[str, str]]], spans: list[dict]) -> None:
     assert spans
     seen = set()
@@ -316,7 +375,7 @@ def test_span_offsets_match_text(data: dict[str, list[dict[str, str]]], spans: l
         previous_end = 0
         for span in record["spans"]:
             assert span["entity_type"] in ENTITY_TYPES
-            assert text[span["start"]:span["end"]] == span["value"]
+            assert text[span["start"] : span["end"]] == span["value"]
             assert span["start"] >= previous_end
             previous_end = span["end"]
         seen.add((record["dataset"], record["row"]))
@@ -340,13 +399,17 @@ def test_cells_without_spans_hold_no_generated_pii(data: dict[str, list[dict[str
 def test_text_ground_truth_matches_spans(truth: list[dict[str, str]], spans: list[dict]) -> None:
     from_spans = {(r["dataset"], r["column"], s["entity_type"], s["value"]) for r in spans for s in r["spans"]}
     text_columns = {(s.name, s.text_column) for s in SPECS.values()}
-    listed = {(r["dataset"], r["column"], r["entity_type"], r["value"]) for r in truth
-              if (r["dataset"], r["column"]) in text_columns}
+    listed = {
+        (r["dataset"], r["column"], r["entity_type"], r["value"])
+        for r in truth
+        if (r["dataset"], r["column"]) in text_columns
+    }
     assert listed == from_spans
 
 
-def test_identifier_ground_truth_matches_csv(data: dict[str, list[dict[str, str]]],
-                                             truth: list[dict[str, str]]) -> None:
+def test_identifier_ground_truth_matches_csv(
+    data: dict[str, list[dict[str, str]]], truth: list[dict[str, str]]
+) -> None:
     for spec in SPECS.values():
         for column, entity in spec.identifiers.items():
             in_csv = {r[column] for r in data[spec.name]}
@@ -365,6 +428,7 @@ def test_ground_truth_rows_are_distinct(truth: list[dict[str, str]]) -> None:
 
 # ---------------------------------------------------------------------------- CSV writing and CLI
 
+
 def test_csv_records_match_stdlib_quoting() -> None:
     columns = [["plain", 'say "hi"', "a,b", "", "ümlaut, é"], ["1", "2", "3", "4", "line"]]
     expected = io.StringIO()
@@ -381,8 +445,17 @@ def test_cli_prints_one_line_per_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert lines[1].startswith("it_security_incidents") and " 5 rows" in lines[1]
 
 
-@pytest.mark.parametrize("argv", [["--rows", "0"], ["--rows", "-3"], ["--rows", "ten"],
-                                  ["--rows", "2000000"], ["--rows", "5", "--departments", "legal"], ["--rows", "5", "--seed", "-1"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--rows", "0"],
+        ["--rows", "-3"],
+        ["--rows", "ten"],
+        ["--rows", "2000000"],
+        ["--rows", "5", "--departments", "legal"],
+        ["--rows", "5", "--seed", "-1"],
+    ],
+)
 def test_cli_rejects_bad_arguments(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = argv + (["--seed", "1"] if "--seed" not in argv else []) + ["--out", str(tmp_path)]
     with pytest.raises(SystemExit) as excinfo:

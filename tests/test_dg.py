@@ -14,8 +14,13 @@ def dg(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINES_DATA_DIR": str(tmp_path / "data"), "NO_COLOR": "1",
-           "COLUMNS": "300"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PIPELINES_DATA_DIR": str(tmp_path / "data"),
+        "NO_COLOR": "1",
+        "COLUMNS": "300",
+    }
     return subprocess.run([str(DG), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -28,6 +33,11 @@ def test_dg_check_defs_passes(tmp_path):
 def test_dg_lists_the_departments_jobs_and_sensors(tmp_path):
     done = dg("list", "defs", "--json", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("deidentified_hr_employees", "published_mart_org_unit_activity", "integrate_all",
-                 "hr_employees_landing_sensor", "integrate_all_daily"):
+    for name in (
+        "deidentified_hr_employees",
+        "published_mart_org_unit_activity",
+        "integrate_all",
+        "hr_employees_landing_sensor",
+        "integrate_all_daily",
+    ):
         assert name in done.stdout

@@ -26,19 +26,32 @@ MART = "mart_test"
 
 
 def _approval(budget_eps: float = 1.0) -> Approval:
-    return Approval.model_validate({
-        "approved_by": "DPO", "approved_on": "2026-01-15", "expires_on": "2035-12-31", "purpose": "Testing DP.",
-        "departments": ["hr", "it"], "publishes": ["org_unit", "headcount"], "quasi_identifiers": ["org_unit"],
-        "min_group_size": 5, "group_size_column": "headcount",
-        "person_join": {"model": "people", "privacy_unit": "person_key"},
-        "dp_release": {
-            "table": "mart_test_dp", "epsilon": 1.0, "delta": 1e-7, "group_by": ["org_unit"],
-            "measures": [{"name": "headcount", "kind": "count"},
-                         {"name": "spend", "kind": "sum", "column": "spend", "bounds": [0, 100]}],
-            "query_group_by": ["gender"],
-            "budgets": [{"consumer": "analyst-a", "epsilon": budget_eps, "delta": 1e-6}],
-        },
-    })
+    return Approval.model_validate(
+        {
+            "approved_by": "DPO",
+            "approved_on": "2026-01-15",
+            "expires_on": "2035-12-31",
+            "purpose": "Testing DP.",
+            "departments": ["hr", "it"],
+            "publishes": ["org_unit", "headcount"],
+            "quasi_identifiers": ["org_unit"],
+            "min_group_size": 5,
+            "group_size_column": "headcount",
+            "person_join": {"model": "people", "privacy_unit": "person_key"},
+            "dp_release": {
+                "table": "mart_test_dp",
+                "epsilon": 1.0,
+                "delta": 1e-7,
+                "group_by": ["org_unit"],
+                "measures": [
+                    {"name": "headcount", "kind": "count"},
+                    {"name": "spend", "kind": "sum", "column": "spend", "bounds": [0, 100]},
+                ],
+                "query_group_by": ["gender"],
+                "budgets": [{"consumer": "analyst-a", "epsilon": budget_eps, "delta": 1e-6}],
+            },
+        }
+    )
 
 
 def _people(groups: dict[str, int], solo: bool = False) -> pl.DataFrame:
@@ -60,7 +73,9 @@ def count_query() -> Request:
 
 
 def _ask(ledger, request, frame, consumer="analyst-a", approval=None):
-    return answer(ledger, MART, approval or _approval(), request, frame, consumer=consumer, purpose="unit test", today=TODAY)
+    return answer(
+        ledger, MART, approval or _approval(), request, frame, consumer=consumer, purpose="unit test", today=TODAY
+    )
 
 
 def test_budget_exhaustion_refuses_and_releases_nothing(tmp_path, people, count_query):
@@ -69,7 +84,9 @@ def test_budget_exhaustion_refuses_and_releases_nothing(tmp_path, people, count_
     second = _ask(ledger, check(parse("count by gender"), MART, _approval(), 0.5), people)
     assert not first.cached and not second.cached and second.spent[0] == pytest.approx(1.0)
     cache_before = sorted(p.name for p in ledger.cache_dir.iterdir())
-    with pytest.raises(budgets.BudgetExceeded, match=r"refused: consumer analyst-a asked for epsilon 0.5.*nothing was released"):
+    with pytest.raises(
+        budgets.BudgetExceeded, match=r"refused: consumer analyst-a asked for epsilon 0.5.*nothing was released"
+    ):
         _ask(ledger, check(parse("count, sum(spend) by org_unit"), MART, _approval(), 0.5), people)
     assert sorted(p.name for p in ledger.cache_dir.iterdir()) == cache_before  # nothing computed or stored
     assert budgets.spent(ledger, "analyst-a", MART, budgets.period_key("month", TODAY)) == pytest.approx((1.0, 2e-7))
@@ -85,7 +102,13 @@ def test_spending_is_recorded_and_verifiable_without_answers(tmp_path, people, c
     ok, message = audit.verify(ledger.path)
     assert ok, message
     record = json.loads(ledger.path.read_text().splitlines()[-1])
-    assert {record[k] for k in ("action", "consumer", "approval", "kind", "purpose")} == {"dp_spend", "analyst-a", MART, "query", "unit test"}
+    assert {record[k] for k in ("action", "consumer", "approval", "kind", "purpose")} == {
+        "dp_spend",
+        "analyst-a",
+        MART,
+        "query",
+        "unit test",
+    }
     assert record["epsilon"] == 0.5 and record["delta"] == 1e-7 and "Laplace" in record["mechanism"] and record["at"]
     values = {str(v) for row in outcome.table.to_dicts() for k, v in row.items() if k != "org_unit"}
     assert not values & {str(v) for v in record.values()}, "a released value is in the ledger"
@@ -106,7 +129,11 @@ def test_same_release_twice_costs_once_until_the_data_changes(tmp_path, people, 
     assert again.table.equals(first.table)  # the same noisy answer, not fresh noise
     changed = _ask(ledger, count_query, people.with_columns(pl.col("spend") + 1))
     assert not changed.cached and changed.spent[0] == pytest.approx(1.0)
-    assert [json.loads(x)["action"] for x in ledger.path.read_text().splitlines()] == ["dp_spend", "dp_reuse", "dp_spend"]
+    assert [json.loads(x)["action"] for x in ledger.path.read_text().splitlines()] == [
+        "dp_spend",
+        "dp_reuse",
+        "dp_spend",
+    ]
 
 
 def _laplace_sd(scale: float) -> float:
@@ -118,7 +145,9 @@ def _laplace_sd(scale: float) -> float:
 @pytest.mark.parametrize("epsilon", [0.5, 2.0])
 def test_noise_scale_matches_the_declared_epsilon(epsilon):
     frame = _people({"Sales": 400})
-    request = Request("person_key", ("org_unit",), (Statistic("n", "count"), Statistic("s", "sum", "spend", (0, 100))), epsilon, 1e-7)
+    request = Request(
+        "person_key", ("org_unit",), (Statistic("n", "count"), Statistic("s", "sum", "spend", (0, 100))), epsilon, 1e-7
+    )
     prepared = plan(request, frame)
     # two statistics share epsilon: each is epsilon/2 with sensitivity 1 (count) and 100 (sum of clipped values)
     assert prepared.accuracy["n"]["scale"] == pytest.approx(2 / epsilon)
@@ -146,24 +175,37 @@ def test_a_group_of_one_person_is_never_released(people):
 
 
 def test_max_contributions_bounds_a_person_with_many_rows():
-    frame = pl.concat([_people({"Sales": 400}), pl.DataFrame(
-        {"person_key": ["p-heavy"] * 500, "org_unit": ["Sales"] * 500, "gender": ["F"] * 500, "spend": [100.0] * 500}
-    )])
+    frame = pl.concat(
+        [
+            _people({"Sales": 400}),
+            pl.DataFrame(
+                {
+                    "person_key": ["p-heavy"] * 500,
+                    "org_unit": ["Sales"] * 500,
+                    "gender": ["F"] * 500,
+                    "spend": [100.0] * 500,
+                }
+            ),
+        ]
+    )
     request = Request("person_key", ("org_unit",), (Statistic("n", "count"),), 2.0, 1e-7, max_contributions=1)
     counts = pl.concat([plan(request, frame).noisy(frame) for _ in range(1)])["n"]
     assert abs(int(counts[0]) - 401) < 40  # 500 rows of one person count once
 
 
-@pytest.mark.parametrize("question, reason", [
-    ("select person_key, count(*) from mart_test group by person_key", "grouping by person_key is not approved"),
-    ("count by salary_band", "grouping by salary_band is not approved"),
-    ("select org_unit, sum(salary) from mart_test group by org_unit", "column salary is not an approved measure"),
-    ("select org_unit, count(*) from mart_test where gender = 'F' group by org_unit", "WHERE is not allowed"),
-    ("select org_unit, count(*) from other_table group by org_unit", "must read mart_test"),
-    ("select org_unit, max(spend) from mart_test group by org_unit", "unsupported expression"),
-    ("select * from mart_test", "unsupported expression"),
-    ("select org_unit, gender, count(*) from mart_test group by org_unit", "selected columns must be exactly"),
-])
+@pytest.mark.parametrize(
+    "question, reason",
+    [
+        ("select person_key, count(*) from mart_test group by person_key", "grouping by person_key is not approved"),
+        ("count by salary_band", "grouping by salary_band is not approved"),
+        ("select org_unit, sum(salary) from mart_test group by org_unit", "column salary is not an approved measure"),
+        ("select org_unit, count(*) from mart_test where gender = 'F' group by org_unit", "WHERE is not allowed"),
+        ("select org_unit, count(*) from other_table group by org_unit", "must read mart_test"),
+        ("select org_unit, max(spend) from mart_test group by org_unit", "unsupported expression"),
+        ("select * from mart_test", "unsupported expression"),
+        ("select org_unit, gender, count(*) from mart_test group by org_unit", "selected columns must be exactly"),
+    ],
+)
 def test_a_question_outside_the_approval_is_refused(tmp_path, question, reason):
     with pytest.raises(QueryRefused, match=reason):
         check(parse(question), MART, _approval(), 0.5)
@@ -171,8 +213,17 @@ def test_a_question_outside_the_approval_is_refused(tmp_path, question, reason):
 
 
 def test_questions_in_sql_spec_and_json_agree():
-    sql = check(parse("select gender, count(*) as n, avg(spend) as m from mart_test group by gender"), MART, _approval(), 0.3)
-    spec = check(parse('{"group_by": ["gender"], "statistics": [{"kind": "count", "name": "n"}, {"kind": "mean", "column": "spend", "name": "m"}]}'), MART, _approval(), 0.3)
+    sql = check(
+        parse("select gender, count(*) as n, avg(spend) as m from mart_test group by gender"), MART, _approval(), 0.3
+    )
+    spec = check(
+        parse(
+            '{"group_by": ["gender"], "statistics": [{"kind": "count", "name": "n"}, {"kind": "mean", "column": "spend", "name": "m"}]}'
+        ),
+        MART,
+        _approval(),
+        0.3,
+    )
     assert sql.fingerprint() == spec.fingerprint()
     assert sql.statistics[1].bounds == (0.0, 100.0)  # bounds come from the approval, not the analyst
 

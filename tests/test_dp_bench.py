@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.bench import splice
-from pipelines.bench.__main__ import named_sections, parse_args
+from bench import splice
+from bench.__main__ import named_sections, parse_args
 
 REPORT = """# Benchmarks
 
@@ -49,16 +49,29 @@ def test_splice_inserts_then_replaces_only_its_own_section():
 
 
 def test_lifecycle_section_renders_the_ratio_and_where_time_goes():
-    from pipelines.bench.lifecycle import render
+    from bench.lifecycle import render
 
     figures = {
-        "status": "success", "rows_per_department": 100_000, "full_run_s": 300.0, "request_to_proven_absence_s": 120.0,
-        "cost_vs_full_run": 0.4, "peak_rss_mib": 900, "state": "applied", "person_rows": {"hr_employees": 1},
-        "person_mentioned_in": [], "proven_absent_in": ["deidentified_hr_employees", "mart_org_unit_activity"],
+        "status": "success",
+        "rows_per_department": 100_000,
+        "full_run_s": 300.0,
+        "request_to_proven_absence_s": 120.0,
+        "cost_vs_full_run": 0.4,
+        "peak_rss_mib": 900,
+        "state": "applied",
+        "person_rows": {"hr_employees": 1},
+        "person_mentioned_in": [],
+        "proven_absent_in": ["deidentified_hr_employees", "mart_org_unit_activity"],
         "full_run_steps": {"raw_hr_employees": 20.0, "deidentified_hr_employees": 60.0, "approved_models": 30.0},
-        "runs": [{"run": "resolve", "assets": ["subject_requests"], "seconds": 2.0, "steps": {"subject_requests": 1.5}},
-                 {"run": "apply", "assets": ["deidentified_hr_employees", "mart_org_unit_activity"], "seconds": 110.0,
-                  "steps": {"deidentified_hr_employees": 66.0, "approved_models": 33.0}}],
+        "runs": [
+            {"run": "resolve", "assets": ["subject_requests"], "seconds": 2.0, "steps": {"subject_requests": 1.5}},
+            {
+                "run": "apply",
+                "assets": ["deidentified_hr_employees", "mart_org_unit_activity"],
+                "seconds": 110.0,
+                "steps": {"deidentified_hr_employees": 66.0, "approved_models": 33.0},
+            },
+        ],
     }
     text = render([figures], seed=7)
     assert text.startswith("## 7. ") and "| 100,000 | 300 | 120 | 0.40x |" in text
@@ -67,7 +80,7 @@ def test_lifecycle_section_renders_the_ratio_and_where_time_goes():
 
 
 def test_dp_section_measures_time_and_error_beside_the_k_mart(tmp_path):
-    from pipelines.bench.dp import section_dp
+    from bench.dp import section_dp
 
     cfg = SimpleNamespace(workdir=tmp_path, lifecycle_rows=(2000,), dp_rows=(3000,), dp_repeats=4, seed=7)
     text, data = section_dp(cfg, lambda message: None)  # no section-7 run here: the synthetic input alone

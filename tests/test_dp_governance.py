@@ -11,7 +11,6 @@ from pipelines.contracts import load_contracts
 from pipelines.defs.marts import person_join_quasi_identifiers, person_join_risk
 from pipelines.governance.approvals import DBT_PROJECT_DIR, Rule, check_project, compile_project, load_manifest
 from pipelines.lineage.dbt import ColumnOrigin
-
 from tests.test_governance import TODAY
 
 PEOPLE = "model.privacy_integration.dp_org_unit_activity_people"
@@ -22,7 +21,9 @@ MART = "model.privacy_integration.mart_org_unit_activity"
 def compiled(tmp_path_factory) -> dict:
     """The shipped project compiled now (an empty data directory: compiling opens no database)."""
     root = tmp_path_factory.mktemp("dp_governance")
-    return load_manifest(compile_project(DBT_PROJECT_DIR, DBT_PROJECT_DIR, root / "target", {"PIPELINES_DATA_DIR": str(root / "data")}))
+    return load_manifest(
+        compile_project(DBT_PROJECT_DIR, DBT_PROJECT_DIR, root / "target", {"PIPELINES_DATA_DIR": str(root / "data")})
+    )
 
 
 def _messages(manifest: dict, model: str, rule: str) -> list[str]:
@@ -34,7 +35,9 @@ def test_person_level_model_needs_no_group_filter_but_an_aggregate_does(compiled
     assert check_project(compiled, today=TODAY) == []
     as_mart = copy.deepcopy(compiled)
     as_mart["nodes"][PEOPLE]["config"]["meta"]["approval"]["person_level"] = False
-    assert _messages(as_mart, "dp_org_unit_activity_people", Rule.min_group_size)  # the same SQL as an aggregate is refused
+    assert _messages(
+        as_mart, "dp_org_unit_activity_people", Rule.min_group_size
+    )  # the same SQL as an aggregate is refused
 
 
 def test_person_level_model_is_never_public(compiled):
@@ -52,22 +55,42 @@ def test_no_model_may_read_a_person_level_model(compiled):
 
 
 def _lineage(**columns: list[tuple[str, str]]) -> dict[str, dict[str, ColumnOrigin]]:
-    return {"people": {c: ColumnOrigin(deps=deps) for c, deps in columns.items()},
-            "stg_hr": {"org_unit": ColumnOrigin([("deidentified_hr_employees", "org_unit")]),
-                       "employee_key": ColumnOrigin([("deidentified_hr_employees", "employee_id")])},
-            "stg_finance": {"claim_month": ColumnOrigin([("deidentified_finance_expense_claims", "claim_date")]),
-                            "amount": ColumnOrigin([("deidentified_finance_expense_claims", "amount")])}}
+    return {
+        "people": {c: ColumnOrigin(deps=deps) for c, deps in columns.items()},
+        "stg_hr": {
+            "org_unit": ColumnOrigin([("deidentified_hr_employees", "org_unit")]),
+            "employee_key": ColumnOrigin([("deidentified_hr_employees", "employee_id")]),
+        },
+        "stg_finance": {
+            "claim_month": ColumnOrigin([("deidentified_finance_expense_claims", "claim_date")]),
+            "amount": ColumnOrigin([("deidentified_finance_expense_claims", "amount")]),
+        },
+    }
 
 
 def test_the_gate_counts_every_department_quasi_identifier_the_join_carries_even_undeclared():
     contracts = [c for c in load_contracts() if c.department in ("hr", "finance")]
-    lineage = _lineage(person_key=[("stg_hr", "employee_key")], org_unit=[("stg_hr", "org_unit")],
-                       first_claim_month=[("stg_finance", "claim_month")], spend=[("stg_finance", "amount")])
-    columns, carried, not_carried = person_join_quasi_identifiers("people", ["org_unit"], "person_key", lineage, contracts)
-    assert columns == ["org_unit", "first_claim_month"]  # Finance's claim month reaches the join: counted, though undeclared
+    lineage = _lineage(
+        person_key=[("stg_hr", "employee_key")],
+        org_unit=[("stg_hr", "org_unit")],
+        first_claim_month=[("stg_finance", "claim_month")],
+        spend=[("stg_finance", "amount")],
+    )
+    columns, carried, not_carried = person_join_quasi_identifiers(
+        "people", ["org_unit"], "person_key", lineage, contracts
+    )
+    assert columns == [
+        "org_unit",
+        "first_claim_month",
+    ]  # Finance's claim month reaches the join: counted, though undeclared
     assert carried["first_claim_month"] == ["finance_expense_claims.claim_date"] and "spend" not in carried
-    assert "claim_date" not in not_carried.get("finance_expense_claims", []) and "date_of_birth" in not_carried["hr_employees"]
-    people = pd.DataFrame({"org_unit": ["Sales"] * 10 + ["Ops"] * 10, "first_claim_month": [f"2025-{m:02d}" for m in range(1, 11)] * 2})
+    assert (
+        "claim_date" not in not_carried.get("finance_expense_claims", [])
+        and "date_of_birth" in not_carried["hr_employees"]
+    )
+    people = pd.DataFrame(
+        {"org_unit": ["Sales"] * 10 + ["Ops"] * 10, "first_claim_month": [f"2025-{m:02d}" for m in range(1, 11)] * 2}
+    )
     assert person_join_risk(people, ["org_unit"], 5)["passed"]
     blocked = person_join_risk(people, columns, 5)
     assert not blocked["passed"] and blocked["k"] == 1 and blocked["people_in_classes_below_min_k"] == 20

@@ -32,7 +32,13 @@ def test_dp_table_is_published_beside_its_mart_and_people_never_are(pipeline_run
         dp = pl.from_arrow(con.sql(f"select * from {DP_TABLE}").to_arrow_table())
         k_mart = pl.from_arrow(con.sql(f"select org_unit, job_family from {MART}").to_arrow_table())
     assert DP_TABLE in tables and PEOPLE not in tables
-    assert {"headcount", "headcount_lower", "headcount_upper", "expense_total_eur_lower", "security_incidents_upper"} <= set(dp.columns)
+    assert {
+        "headcount",
+        "headcount_lower",
+        "headcount_upper",
+        "expense_total_eur_lower",
+        "security_incidents_upper",
+    } <= set(dp.columns)
     assert "employee_key" not in dp.columns
     assert (dp["headcount_lower"] <= dp["headcount"]).all() and (dp["headcount"] <= dp["headcount_upper"]).all()
     assert set(dp.select("org_unit", "job_family").rows()) <= set(k_mart.rows())  # no group the k-mart lacks
@@ -57,13 +63,18 @@ def test_dp_metadata_shows_mechanism_budget_and_both_anchors(pipeline_run):
 
 def test_person_join_risk_is_measured_by_the_mart_gate(pipeline_run):
     evaluations = [
-        e.event_specific_data for e in pipeline_run.result.all_events
-        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and e.event_specific_data.asset_key == dg.AssetKey(MART)
+        e.event_specific_data
+        for e in pipeline_run.result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.event_specific_data.asset_key == dg.AssetKey(MART)
         and e.event_specific_data.check_name == "privacy_suite"
     ]
     assert evaluations and evaluations[0].passed
     risk = evaluations[0].metadata["person_join_risk"].value
-    assert risk["quasi_identifiers"] == ["org_unit", "job_family", "age_band", "gender"] and risk["k"] >= risk["min_k"] == 5
+    assert (
+        risk["quasi_identifiers"] == ["org_unit", "job_family", "age_band", "gender"]
+        and risk["k"] >= risk["min_k"] == 5
+    )
 
 
 @pytest.fixture()
@@ -93,7 +104,10 @@ def test_cli_query_answers_charges_and_refuses(data_copy, capsys):
     out = json.loads(capsys.readouterr().out)
     assert {"gender", "count", "count_lower", "mean_expense_total_eur_upper"} <= set(out["answer"][0])
     assert out["cost"]["remaining_epsilon"] == pytest.approx(0.4)
-    assert cli.main(ask + ["--epsilon", "0.6", "select org_unit, count(*) from mart_org_unit_activity group by org_unit"]) == 3
+    assert (
+        cli.main(ask + ["--epsilon", "0.6", "select org_unit, count(*) from mart_org_unit_activity group by org_unit"])
+        == 3
+    )
     assert "nothing was released" in capsys.readouterr().err
     assert cli.main(ask + ["--epsilon", "0.1", "count by employee_key"]) == 4
     assert "not approved" in capsys.readouterr().err
@@ -109,19 +123,31 @@ def test_person_join_risk_blocks_a_mart_whose_departments_single_someone_out(pip
     data = tmp_path / "data"
     shutil.copytree(pipeline_run.data_dir, data, ignore=shutil.ignore_patterns("dagster_home", "landing", "dbt_runs"))
     with duckdb.connect(str(data / "deidentified.duckdb")) as con:  # the mart groups by org unit and job family only
-        con.execute("UPDATE hr_employees SET gender = 'unique' WHERE employee_id = (SELECT min(employee_id) FROM hr_employees)")
+        con.execute(
+            "UPDATE hr_employees SET gender = 'unique' WHERE employee_id = (SELECT min(employee_id) FROM hr_employees)"
+        )
     with duckdb.connect(str(data / "marts.duckdb"), read_only=True) as con:
         before = con.execute(f"SELECT * FROM {MART} ORDER BY ALL").fetchall()
     defs = build_definitions(data)
     graph = defs.get_repository_def().asset_graph
-    selection = dg.AssetSelection.assets(PEOPLE, MART, f"published_{MART}").required_multi_asset_neighbors().resolve(graph)
+    selection = (
+        dg.AssetSelection.assets(PEOPLE, MART, f"published_{MART}").required_multi_asset_neighbors().resolve(graph)
+    )
     result = defs.resolve_job_def("integrate_all").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, asset_selection=sorted(selection))
-    gate = next(e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(MART) and e.check_name == "privacy_suite")
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, asset_selection=sorted(selection)
+    )
+    gate = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey(MART) and e.check_name == "privacy_suite"
+    )
     risk = gate.metadata["person_join_risk"].value
     assert not gate.passed and risk["k"] == 1 and risk["people_in_classes_below_min_k"] >= 1
     assert "person-level join risk: k 1" in gate.description
-    assert risk["carried_from"]["gender"] == ["hr_employees.gender"] and "claim_date" in risk["department_quasi_identifiers_not_in_join"]["finance_expense_claims"]
+    assert (
+        risk["carried_from"]["gender"] == ["hr_employees.gender"]
+        and "claim_date" in risk["department_quasi_identifiers_not_in_join"]["finance_expense_claims"]
+    )
     published = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert f"published_{MART}" not in published and f"published_{DP_TABLE}" not in published
     with duckdb.connect(str(data / "marts.duckdb"), read_only=True) as con:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipelines.privacy import eval_pii as ev
+from bench import eval_pii as ev
 
 
 def test_split_is_a_stable_hash_of_the_template_id():
@@ -12,7 +12,16 @@ def test_split_is_a_stable_hash_of_the_template_id():
     halves = {ev.split_half(t) for t in range(200)}
     assert halves == {"held_out", "tuning"}
     # pinned: the split must never move silently (it decides what detection may be tuned on)
-    assert [ev.split_half(t) for t in range(8)] == ['held_out', 'held_out', 'tuning', 'tuning', 'held_out', 'held_out', 'held_out', 'held_out']
+    assert [ev.split_half(t) for t in range(8)] == [
+        "held_out",
+        "held_out",
+        "tuning",
+        "tuning",
+        "held_out",
+        "held_out",
+        "held_out",
+        "held_out",
+    ]
 
 
 def test_lowercased_keeps_offsets():
@@ -25,8 +34,15 @@ def test_lowercased_keeps_offsets():
 def test_subsets_of_a_half(tmp_path):
     rows = []
     for template in range(12):
-        rows.append({"full_text": f"My name is John Smith {template}", "template_id": template,
-                     "spans": [{"entity_type": "PERSON", "entity_value": "John Smith", "start_position": 11, "end_position": 21}]})
+        rows.append(
+            {
+                "full_text": f"My name is John Smith {template}",
+                "template_id": template,
+                "spans": [
+                    {"entity_type": "PERSON", "entity_value": "John Smith", "start_position": 11, "end_position": 21}
+                ],
+            }
+        )
         rows.append({"full_text": "call me later", "template_id": template, "spans": []})
     sets = ev.subsets(rows, "held_out")
     held = [r for r in rows if ev.split_half(r["template_id"]) == "held_out"]

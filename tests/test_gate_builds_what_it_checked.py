@@ -18,8 +18,12 @@ def project_copy(tmp_path) -> Path:
     """A parsed copy of the shipped dbt project (its manifest is what the asset graph is drawn from)."""
     dest = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
-    subprocess.run([dbt_executable(), "parse", "--quiet", "--project-dir", str(dest), "--profiles-dir", str(dest)],
-                   cwd=dest, check=True, capture_output=True)
+    subprocess.run(
+        [dbt_executable(), "parse", "--quiet", "--project-dir", str(dest), "--profiles-dir", str(dest)],
+        cwd=dest,
+        check=True,
+        capture_output=True,
+    )
     return dest
 
 
@@ -46,7 +50,11 @@ def test_mart_edited_after_parse_is_refused_and_nothing_built(pipeline_run, proj
     failure = next(e for e in result.all_events if e.is_step_failure and e.step_key == "approved_models")
     message = failure.event_specific_data.error.message
     assert "violate the approval policy" in message and "mart_org_unit_activity" in message
-    built = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events() for e in [e.materialization]]
-    assert not [k for k in built if k.startswith(("mart_", "stg_", "published_"))]  # nothing from dbt, nothing published
+    built = [
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events() for e in [e.materialization]
+    ]
+    assert not [
+        k for k in built if k.startswith(("mart_", "stg_", "published_"))
+    ]  # nothing from dbt, nothing published
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("select count(*), sum(headcount) from mart_org_unit_activity").fetchone() == before

@@ -40,7 +40,9 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
-def _approval(departments: list[str], join_keys: list[str], publishes: list[str], *, expires: str = "2027-01-15") -> str:
+def _approval(
+    departments: list[str], join_keys: list[str], publishes: list[str], *, expires: str = "2027-01-15"
+) -> str:
     return dedent(f"""\
         approval:
           approved_by: "Data Protection Officer"
@@ -151,16 +153,18 @@ def _write_bad_project(project: Path) -> None:
     (project / "macros" / "raw_employees.sql").write_text(RAW_MACRO)
     # same group as staging, as an integration engineer's new model would be (staging is group-private)
     settings = project / "dbt_project.yml"
-    settings.write_text(settings.read_text().replace(
-        "    marts:\n", "    sandbox:\n      +group: integration\n    marts:\n"
-    ))
+    settings.write_text(
+        settings.read_text().replace("    marts:\n", "    sandbox:\n      +group: integration\n    marts:\n")
+    )
     mart = project / "models" / "marts" / "mart_org_unit_activity.sql"
     assert MART_EDIT[0] in mart.read_text()
     mart.write_text(mart.read_text().replace(*MART_EDIT))
     staging = project / "models" / "staging" / "_staging__models.yml"
-    staging.write_text(staging.read_text().replace(
-        "  - name: stg_support__tickets\n", "  - name: stg_support__tickets\n    config: {access: public}\n"
-    ))
+    staging.write_text(
+        staging.read_text().replace(
+            "  - name: stg_support__tickets\n", "  - name: stg_support__tickets\n    config: {access: public}\n"
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +183,10 @@ def manifests(tmp_path_factory, compile_data_dir) -> dict[str, dict]:
     jobs = {"shipped": (DBT_PROJECT_DIR, root / "shipped_target"), "bad": (bad_project, root / "bad_target")}
     env = {"PIPELINES_DATA_DIR": str(compile_data_dir)}
     with ThreadPoolExecutor(max_workers=2) as pool:  # each compile is a subprocess
-        started = {name: pool.submit(compile_project, project, project, target, env) for name, (project, target) in jobs.items()}
+        started = {
+            name: pool.submit(compile_project, project, project, target, env)
+            for name, (project, target) in jobs.items()
+        }
         return {name: load_manifest(future.result()) for name, future in started.items()}
 
 
@@ -257,8 +264,17 @@ def test_hooks_are_refused(bad_violations):
 
 def test_each_bad_model_reports_exactly_its_problem(bad_violations):
     assert {(v.model, v.rule) for v in bad_violations} == {
-        *((name, Rule.reads_non_deidentified) for name in (
-            "bad_raw_table", "bad_read_csv", "bad_bypass_source", "bad_raw_source", "bad_macro_raw", "bad_hook")),
+        *(
+            (name, Rule.reads_non_deidentified)
+            for name in (
+                "bad_raw_table",
+                "bad_read_csv",
+                "bad_bypass_source",
+                "bad_raw_source",
+                "bad_macro_raw",
+                "bad_hook",
+            )
+        ),
         ("bad_unapproved_join", Rule.unapproved_join),
         *((name, Rule.join_key) for name in ("bad_join_key", "bad_implicit_join", "bad_semi_join")),
         ("mart_org_unit_activity", Rule.join_key),
@@ -326,8 +342,13 @@ def test_expired_approval_is_caught(shipped):
 
 
 def test_expired_approval_says_which_since_when_and_who_renews_it(shipped):
-    m = _with_approval(shipped, "mart_support_satisfaction", approved_by="Head of Customer Care",
-                       approved_on="2025-01-10", expires_on="2026-01-31")
+    m = _with_approval(
+        shipped,
+        "mart_support_satisfaction",
+        approved_by="Head of Customer Care",
+        approved_on="2025-01-10",
+        expires_on="2026-01-31",
+    )
     assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.approval_expired) == [
         "model mart_support_satisfaction: its approval was valid through 2026-01-31, expired since 2026-02-01 "
         "(120 day(s) ago) (approved by Head of Customer Care on 2025-01-10); nothing is built until "
@@ -359,8 +380,12 @@ def test_unlisted_published_column_is_caught_through_select_star(bad_violations)
 
 
 def test_publishes_checked_on_shipped_mart(shipped):
-    m = _with_approval(shipped, "mart_support_satisfaction",
-                       publishes=["product", "opened_month", "tickets", "customers"], quasi_identifiers=[])
+    m = _with_approval(
+        shipped,
+        "mart_support_satisfaction",
+        publishes=["product", "opened_month", "tickets", "customers"],
+        quasi_identifiers=[],
+    )
     messages = _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.unpublished_column)
     assert {m.split("column ")[1].split(",")[0] for m in messages} == {"avg_satisfaction", "rated_tickets"}
 
@@ -420,8 +445,13 @@ def _with_compiled(manifest: dict, model: str, edit) -> dict:
 
 def test_final_query_must_withhold_small_groups(shipped):
     # the macro compiled the approval's minimum into the SQL: `customers >= 5`
-    assert "where customers >= 5" in shipped["nodes"]["model.privacy_integration.mart_support_satisfaction"]["compiled_code"]
-    m = _with_compiled(shipped, "mart_support_satisfaction", lambda sql: sql.replace("customers >= 5", "customers >= 2"))
+    assert (
+        "where customers >= 5"
+        in shipped["nodes"]["model.privacy_integration.mart_support_satisfaction"]["compiled_code"]
+    )
+    m = _with_compiled(
+        shipped, "mart_support_satisfaction", lambda sql: sql.replace("customers >= 5", "customers >= 2")
+    )
     assert _of(check_project(m, today=TODAY), "mart_support_satisfaction", Rule.min_group_size)
     # an approval raised after compiling is checked against the SQL dbt compiled, not a re-rendering
     m = _with_approval(shipped, "mart_support_satisfaction", min_group_size=10)

@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from demo.generator import generate
 from pipelines.contracts import Contract, load_contracts
-from pipelines.demo.generator import generate
 from pipelines.ingest import IngestError, drop_staged, ingest_file, publish_staged, quote_ident
 
 CONTRACTS = {c.dataset: c for c in load_contracts()}
@@ -76,7 +76,9 @@ def rejected(path: Path, values: set[str], problem: str, contract: Contract = HR
     with duckdb.connect() as con:
         with pytest.raises(IngestError) as err:
             ingest_file(path, contract, con, "hr_employees")
-        assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0  # nothing half-done, temp included
+        assert (
+            con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0
+        )  # nothing half-done, temp included
     message = str(err.value)
     assert err.value.problem == problem, message
     assert path.name in message
@@ -116,7 +118,9 @@ def test_renamed_ignored_and_repeated_headers_through_the_contract(tmp_path, row
     """A real export: 'Employee ID', an extra column, salary twice (the 2nd is last year's)."""
     header = ["Employee ID"] + rows[0][1:] + ["internal_note", "salary"]
     export = [header] + [row + ["note", str(int(row[10]) - 1000)] for row in rows[1:]]
-    contract = with_source(HR, rename={"Employee ID": "employee_id", "salary#1": "salary"}, ignore_columns=["internal_note", "salary#2"])
+    contract = with_source(
+        HR, rename={"Employee ID": "employee_id", "salary#1": "salary"}, ignore_columns=["internal_note", "salary#2"]
+    )
     assert table_of(write(tmp_path, to_csv(export)), contract) == clean_table
 
 
@@ -198,7 +202,11 @@ def _parquet(tmp_path: Path) -> bytes:
         (lambda b: b"\x28\xb5\x2f\xfd" + b[:200], "compressed", "is a zstd-compressed file"),
         (lambda b: b"7z\xbc\xaf\x27\x1c" + b[:200], "compressed", "is a 7z archive"),
         (lambda b: _zip({NAME: b}), "compressed", "is a zip archive, not a CSV"),
-        (lambda b: _zip({"[Content_Types].xml": b"<x/>", "xl/workbook.xml": b"<x/>"}), "compressed", "is an Excel workbook (xlsx)"),
+        (
+            lambda b: _zip({"[Content_Types].xml": b"<x/>", "xl/workbook.xml": b"<x/>"}),
+            "compressed",
+            "is an Excel workbook (xlsx)",
+        ),
         (lambda b: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b[:200], "binary", "OLE2 document"),
         (lambda b: b.decode().encode("utf-16"), "encoding", "UTF-16 text"),
         (lambda b: random.Random(0).randbytes(5000), "binary", "has binary content"),
@@ -279,7 +287,9 @@ def test_cell_beyond_duckdb_line_size_is_still_a_cell_limit(tmp_path, rows, valu
 def test_type_drift_still_counted(tmp_path, rows, values):
     bad = [list(r) for r in rows]
     bad[3][10] = bad[9][10] = "eighty thousand"
-    assert "'salary' expects integer: 2 value(s) do not convert" in rejected(write(tmp_path, to_csv(bad)), values, "type_drift")
+    assert "'salary' expects integer: 2 value(s) do not convert" in rejected(
+        write(tmp_path, to_csv(bad)), values, "type_drift"
+    )
 
 
 # --- staging -------------------------------------------------------------------------------------------

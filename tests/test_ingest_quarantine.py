@@ -4,7 +4,7 @@ import json
 import os
 import stat
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,9 @@ def landed(tmp_path) -> Path:
 
 
 def reject(path: Path, qdir: Path, run_id: str = "run-1", problem: str = "nul_byte") -> Path:
-    return quarantine(path, qdir, IngestError(problem, f"{path.name} contains NUL bytes"), dataset="hr_employees", run_id=run_id)
+    return quarantine(
+        path, qdir, IngestError(problem, f"{path.name} contains NUL bytes"), dataset="hr_employees", run_id=run_id
+    )
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o022])
@@ -112,7 +114,7 @@ def _age(folder: Path, days: float, now: datetime) -> None:
 
 def test_purge_removes_exactly_the_old_entries(tmp_path, landed):
     qdir = tmp_path / "quarantine"
-    now = datetime(2026, 3, 31, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 31, 12, tzinfo=UTC)
     entries = {}
     for days in (45, 31, 29, 1):
         landed.write_bytes(CONTENT + f"E{days:07d},Someone Else\n".encode())
@@ -135,7 +137,7 @@ def test_purge_removes_exactly_the_old_entries(tmp_path, landed):
 def test_purge_reports_the_content_hash(tmp_path, landed):
     qdir = tmp_path / "quarantine"
     folder = reject(landed, qdir)
-    (removed,) = purge_quarantine(qdir, 0, now=datetime.now(timezone.utc) + timedelta(days=2))
+    (removed,) = purge_quarantine(qdir, 0, now=datetime.now(UTC) + timedelta(days=2))
     assert removed["sha256"] == ingest.file_sha256(landed) and removed["dataset"] == "hr_employees"
     assert not folder.exists()
 
@@ -143,7 +145,7 @@ def test_purge_reports_the_content_hash(tmp_path, landed):
 def test_purge_by_first_quarantine_not_last(tmp_path, landed):
     """A file rejected again every day still goes once its first copy is older than the retention."""
     qdir = tmp_path / "quarantine"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     folder = reject(landed, qdir)
     _age(folder, 40, now)
     reject(landed, qdir, "run-2")  # rejected again today

@@ -9,17 +9,21 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipelines.bench.common import BENCH_KEY, over_masking
-from pipelines.bench.data import bench_context
-from pipelines.bench.utility import LABEL_MODES, corpus_known, label_column, label_corpus_over_masking, mask_labels
+from bench.common import BENCH_KEY, over_masking
+from bench.data import bench_context
+from bench.utility import LABEL_MODES, corpus_known, label_column, label_corpus_over_masking, mask_labels
 from pipelines.contracts import ScanText, load_contract
 from pipelines.ingest import SOURCE_FILE_COLUMN, ingest_file, quote_ident
 from pipelines.privacy import deidentify as deid
 from pipelines.privacy.known import known_identifiers_from_raw
 from pipelines.privacy.operators import pseudonym
 
-ISSUE_EXAMPLES = ["Felony Battery (Dom Strang)", "Possess Cannabis/20 Grams Or Less", "Disorderly Conduct",
-                  "Deliver 3,4 Methylenediox"]
+ISSUE_EXAMPLES = [
+    "Felony Battery (Dom Strang)",
+    "Possess Cannabis/20 Grams Or Less",
+    "Disorderly Conduct",
+    "Deliver 3,4 Methylenediox",
+]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "collisions"
 
 
@@ -35,8 +39,12 @@ def test_free_text_changed_them_before():
 
 
 def test_identifiers_and_full_names_inside_labels_are_masked():
-    labels = ["Stalking (contact rmalloy@mailbox.example.org)", "Harassing Phone Calls to 305-555-0187",
-              "Violation of Injunction (Jane Doe)", "Battery on Quentin Zabrowski"]
+    labels = [
+        "Stalking (contact rmalloy@mailbox.example.org)",
+        "Harassing Phone Calls to 305-555-0187",
+        "Violation of Injunction (Jane Doe)",
+        "Battery on Quentin Zabrowski",
+    ]
     out = mask_labels(labels, LABEL_MODES[1], bench_context(), corpus_known())
     assert "rmalloy" not in out[0] and "555-0187" not in out[1]
     secret = BENCH_KEY.encode()
@@ -44,9 +52,19 @@ def test_identifiers_and_full_names_inside_labels_are_masked():
     assert out[3] == f"Battery on {pseudonym(secret, 'PERSON', 'Quentin Zabrowski')}"  # unknown: a full name NER saw
 
 
-@pytest.mark.parametrize(("span", "expected"), [("Quentin Zabrowski", True), ("John Smith", True), ("Felony Battery", False),
-                                                ("Dom Strang", False), ("Cannabis/20 Grams", False), ("Arson II", False),
-                                                ("Compulsory Sch Attnd", False), ("Zabrowski", False)])
+@pytest.mark.parametrize(
+    ("span", "expected"),
+    [
+        ("Quentin Zabrowski", True),
+        ("John Smith", True),
+        ("Felony Battery", False),
+        ("Dom Strang", False),
+        ("Cannabis/20 Grams", False),
+        ("Arson II", False),
+        ("Compulsory Sch Attnd", False),
+        ("Zabrowski", False),
+    ],
+)
 def test_what_counts_as_a_full_name(span, expected):
     assert deid.is_full_name(span) is expected
 
@@ -65,8 +83,11 @@ def test_over_masking_on_the_hand_written_corpus():
 
 
 def test_over_masking_counts_clean_cells_changed_and_values_left():
-    o = over_masking(["Petit Theft", "Battery on Jane Doe", None, "Arson"], ["person_1", "Battery on Jane Doe", None, "Arson"],
-                     ["Jane Doe"])
+    o = over_masking(
+        ["Petit Theft", "Battery on Jane Doe", None, "Arson"],
+        ["person_1", "Battery on Jane Doe", None, "Arson"],
+        ["Jane Doe"],
+    )
     assert (o.cells, o.clean, o.clean_changed, o.personal, o.values_left) == (3, 2, 1, 1, 1)
     assert o.share == 0.5
 
@@ -86,11 +107,21 @@ def test_streamed_label_vocabulary_equals_in_memory():
     frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(contract.dataset)}").df()
     expected = deid.deidentify_frame(frame, contract, bench_context(), known=known)
     target = duckdb.connect()
-    streamed = deid.deidentify_table(con, contract.dataset, target, "out", contract, bench_context(), known=known,
-                                     chunk_rows=7, exclude=(SOURCE_FILE_COLUMN,))
+    streamed = deid.deidentify_table(
+        con,
+        contract.dataset,
+        target,
+        "out",
+        contract,
+        bench_context(),
+        known=known,
+        chunk_rows=7,
+        exclude=(SOURCE_FILE_COLUMN,),
+    )
     table = target.execute("SELECT * FROM out").df()
-    pd.testing.assert_series_equal(table["charge_description"].astype(str), expected.frame["charge_description"].astype(str),
-                                   check_names=False)
+    pd.testing.assert_series_equal(
+        table["charge_description"].astype(str), expected.frame["charge_description"].astype(str), check_names=False
+    )
     assert [r.to_dict() for r in streamed.columns] == [r.to_dict() for r in expected.columns]
 
 

@@ -7,6 +7,7 @@ One small demo (500 base rows) goes through integrate_all once; requests are the
 import csv
 import json
 import shutil
+from datetime import UTC
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +22,6 @@ from pipelines.lifecycle.cli import main as lifecycle_cli
 from pipelines.lifecycle.retention import NOW_TAG
 from pipelines.privacy.keys import SecretKey, fingerprint
 from pipelines.privacy.operators import pseudonym
-
 from tests.conftest import TEST_KEY
 
 ROWS, SEED = 500, 5
@@ -42,7 +42,8 @@ class World:
 
     def run(self, job: str, asset_selection=None, tags=None) -> dg.ExecuteInProcessResult:
         result = self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, raise_on_error=False, asset_selection=asset_selection, tags=tags or {})
+            instance=self.instance, raise_on_error=False, asset_selection=asset_selection, tags=tags or {}
+        )
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         return result
 
@@ -81,7 +82,7 @@ def key() -> SecretKey:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, pipeline_env) -> World:
-    from pipelines.demo.generator import generate
+    from demo.generator import generate
 
     data_dir = tmp_path_factory.mktemp("lifecycle") / "data"
     generate(data_dir / "landing", rows=ROWS, seed=SEED)
@@ -96,17 +97,22 @@ def committed_dbt_project(where: Path) -> Path:
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(["git", "-C", str(root), "archive", "HEAD", "dbt_project"], check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "HEAD", "dbt_project"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     return where / "dbt_project"
 
 
 def pick_employee(w: World, exclude=()) -> dict:
     """An employee with claims and incidents who is in the de-identified HR table (not withheld for k)."""
-    rows = w.query("raw.duckdb", """
+    rows = w.query(
+        "raw.duckdb",
+        """
         SELECT e.employee_id, e.email, e.full_name FROM hr_employees e
         WHERE e.employee_id IN (SELECT employee_id FROM finance_expense_claims)
-          AND e.email IN (SELECT reporter_email FROM it_security_incidents) ORDER BY e.employee_id""")
+          AND e.email IN (SELECT reporter_email FROM it_security_incidents) ORDER BY e.employee_id""",
+    )
     published = {r[0] for r in w.query("deidentified.duckdb", "SELECT employee_id FROM hr_employees")}
     for employee_id, email, name in rows:
         if employee_id not in exclude and pseudonym(key().secret, "EMPLOYEE_ID", employee_id) in published:
@@ -116,7 +122,11 @@ def pick_employee(w: World, exclude=()) -> dict:
 
 def pseudonyms_of(person: dict) -> list[str]:
     s = key().secret
-    return [pseudonym(s, "EMPLOYEE_ID", person["employee_id"]), pseudonym(s, "EMAIL_ADDRESS", person["email"]), pseudonym(s, "PERSON", person["name"])]
+    return [
+        pseudonym(s, "EMPLOYEE_ID", person["employee_id"]),
+        pseudonym(s, "EMAIL_ADDRESS", person["email"]),
+        pseudonym(s, "PERSON", person["name"]),
+    ]
 
 
 def expected_hr_rows(w: World, excluded_ids: list[str]) -> int:
@@ -126,22 +136,32 @@ def expected_hr_rows(w: World, excluded_ids: list[str]) -> int:
     from pipelines.resources import CONTRACTS_DIR
 
     contract = next(c for c in load_contracts() if c.dataset == "hr_employees")
-    ctx = OperatorContext(pseudonym_key=key(), run_date=__import__("datetime").date.today(), hierarchies_dir=CONTRACTS_DIR / "hierarchies")
+    ctx = OperatorContext(
+        pseudonym_key=key(), run_date=__import__("datetime").date.today(), hierarchies_dir=CONTRACTS_DIR / "hierarchies"
+    )
     with duckdb.connect() as con, duckdb.connect() as target:
         con.execute(f"ATTACH '{w.data_dir / 'raw.duckdb'}' AS r (READ_ONLY)")
-        con.execute("CREATE TABLE src AS SELECT * EXCLUDE (_source_file, _subject_request) FROM r.hr_employees WHERE NOT list_contains(?, employee_id)",
-                    [excluded_ids])
+        con.execute(
+            "CREATE TABLE src AS SELECT * EXCLUDE (_source_file, _subject_request) FROM r.hr_employees WHERE NOT list_contains(?, employee_id)",
+            [excluded_ids],
+        )
         con.execute("DETACH r")
         return deidentify_table(con, "src", target, "out", contract, ctx).rows_out
 
 
 def mart_group(w: World, person: dict) -> tuple[str, str]:
     eid = pseudonym(key().secret, "EMPLOYEE_ID", person["employee_id"])
-    return w.query("deidentified.duckdb", "SELECT org_unit, job_title FROM hr_employees WHERE employee_id = ?", [eid])[0]
+    return w.query("deidentified.duckdb", "SELECT org_unit, job_title FROM hr_employees WHERE employee_id = ?", [eid])[
+        0
+    ]
 
 
 def headcount(w: World, group: tuple[str, str]) -> int | None:
-    rows = w.query("marts.duckdb", "SELECT headcount FROM mart_org_unit_activity WHERE org_unit = ? AND job_family = ?", list(group))
+    rows = w.query(
+        "marts.duckdb",
+        "SELECT headcount FROM mart_org_unit_activity WHERE org_unit = ? AND job_family = ?",
+        list(group),
+    )
     return rows[0][0] if rows else None
 
 
@@ -157,8 +177,27 @@ def add_request(w: World, kind: str, value: str, capsys) -> str:
     old = sys.stdin
     sys.stdin = io.StringIO(value + "\n")
     try:
-        assert lifecycle_cli(["requests", "add", "--kind", kind, "--identifier-type", "EMAIL_ADDRESS", "--value", "-", "--reason", "test",
-                              "--requested-by", "dpo@example-corp.com", "--data-dir", str(w.data_dir)]) == 0
+        assert (
+            lifecycle_cli(
+                [
+                    "requests",
+                    "add",
+                    "--kind",
+                    kind,
+                    "--identifier-type",
+                    "EMAIL_ADDRESS",
+                    "--value",
+                    "-",
+                    "--reason",
+                    "test",
+                    "--requested-by",
+                    "dpo@example-corp.com",
+                    "--data-dir",
+                    str(w.data_dir),
+                ]
+            )
+            == 0
+        )
     finally:
         sys.stdin = old
     out = capsys.readouterr().out
@@ -178,7 +217,10 @@ def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(worl
     expected = expected_hr_rows(world, [person["employee_id"]])
 
     rid = add_request(world, "opt-out", person["email"], capsys)
-    assert person["email"] not in world.paths.store.read_text() and oct(world.paths.store.stat().st_mode & 0o777) == "0o600"
+    assert (
+        person["email"] not in world.paths.store.read_text()
+        and oct(world.paths.store.stat().st_mode & 0o777) == "0o600"
+    )
     assert store.status(store.load(world.paths)[rid])["state"].startswith("pending")
     results = world.apply_requests()
     assert len(results) == 2  # the sensor's two runs: resolve, then rebuild only what holds the person
@@ -191,18 +233,27 @@ def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(worl
         assert after_hr == before_hr - 1
     # no mart row counts them: their group's headcount is that of the de-identified table without them (k-anonymity
     # may withhold others too), or the group is withheld below its minimum size
-    remaining = world.query("deidentified.duckdb", "SELECT count(DISTINCT employee_id) FROM hr_employees WHERE org_unit = ? AND job_title = ?",
-                            list(group))[0][0]
+    remaining = world.query(
+        "deidentified.duckdb",
+        "SELECT count(DISTINCT employee_id) FROM hr_employees WHERE org_unit = ? AND job_title = ?",
+        list(group),
+    )[0][0]
     after_headcount = headcount(world, group)
     assert after_headcount == remaining if remaining >= 5 else after_headcount is None
     assert before_headcount is not None
     # their pseudonyms appear nowhere downstream; raw keeps their row, flagged
     text = world.all_text("deidentified.duckdb", DATASETS) + world.all_text("marts.duckdb", MARTS)
     assert not [p for p in pseudonyms_of(person) if p in text]
-    assert world.query("raw.duckdb", "SELECT _subject_request FROM hr_employees WHERE email = ?", [person["email"]]) == [(rid,)]
+    assert world.query(
+        "raw.duckdb", "SELECT _subject_request FROM hr_employees WHERE email = ?", [person["email"]]
+    ) == [(rid,)]
     absence = check_evaluations(results, "subject_absence")
     assert absence and all(e.passed for e in absence)
-    assert {e.asset_key.to_user_string() for e in absence} >= {"deidentified_hr_employees", "mart_org_unit_activity", "published_mart_org_unit_activity"}
+    assert {e.asset_key.to_user_string() for e in absence} >= {
+        "deidentified_hr_employees",
+        "mart_org_unit_activity",
+        "published_mart_org_unit_activity",
+    }
     ok, message = audit.verify(world.data_dir / "audit" / "pipeline.jsonl", anchors=audit.all_anchors(world.instance))
     assert ok, message
     log = (world.data_dir / "audit" / "pipeline.jsonl").read_text()
@@ -220,8 +271,11 @@ def test_erasure_also_removes_raw_rows_and_landed_copies(world, capsys):
     rid = add_request(world, "erasure", person["email"], capsys)
     results = world.apply_requests()
     assert results
-    for table, column, value in (("hr_employees", "email", person["email"]), ("finance_expense_claims", "employee_id", person["employee_id"]),
-                                 ("it_security_incidents", "reporter_email", person["email"])):
+    for table, column, value in (
+        ("hr_employees", "email", person["email"]),
+        ("finance_expense_claims", "employee_id", person["employee_id"]),
+        ("it_security_incidents", "reporter_email", person["email"]),
+    ):
         assert world.query("raw.duckdb", f"SELECT count(*) FROM {table} WHERE {column} = ?", [value]) == [(0,)], table
     assert person["email"] not in landed.read_text() and landed.stat().st_mtime_ns == mtime
     claims = next((world.data_dir / "landing" / "finance").glob("*.csv")).read_text()
@@ -254,27 +308,45 @@ def test_a_rerun_keeps_them_out(world):
     assert all(e.passed for e in result.get_asset_check_evaluations())
     text = world.all_text("deidentified.duckdb", ("hr_employees",)) + world.all_text("marts.duckdb", MARTS)
     assert not [p for p in pseudonyms_of(person) if p in text]
-    assert world.query("raw.duckdb", "SELECT count(*) FROM hr_employees WHERE email = ? AND _subject_request IS NOT NULL", [person["email"]]) == [(1,)]
+    assert world.query(
+        "raw.duckdb",
+        "SELECT count(*) FROM hr_employees WHERE email = ? AND _subject_request IS NOT NULL",
+        [person["email"]],
+    ) == [(1,)]
 
 
 def test_retention_removes_exactly_the_rows_past_the_horizon(world):
     now, horizon = "2026-03-01T00:00:00+00:00", "2025-03-01"  # IT and Support keep 365 days, Finance 2555
     before = {t: world.query("raw.duckdb", f"SELECT count(*) FROM {t}")[0][0] for t in DATASETS}
-    old_it = world.query("raw.duckdb", "SELECT count(*) FROM it_security_incidents WHERE CAST(reported_at AS DATE) < ?", [horizon])[0][0]
-    old_support = world.query("raw.duckdb", "SELECT count(*) FROM support_tickets WHERE CAST(opened_at AS DATE) < ?", [horizon])[0][0]
+    old_it = world.query(
+        "raw.duckdb", "SELECT count(*) FROM it_security_incidents WHERE CAST(reported_at AS DATE) < ?", [horizon]
+    )[0][0]
+    old_support = world.query(
+        "raw.duckdb", "SELECT count(*) FROM support_tickets WHERE CAST(opened_at AS DATE) < ?", [horizon]
+    )[0][0]
     assert old_it and old_support
     result = world.run(RETENTION_JOB, tags={NOW_TAG: now})
     after = {t: world.query("raw.duckdb", f"SELECT count(*) FROM {t}")[0][0] for t in DATASETS}
-    assert after == {**before, "it_security_incidents": before["it_security_incidents"] - old_it,
-                     "support_tickets": before["support_tickets"] - old_support}
+    assert after == {
+        **before,
+        "it_security_incidents": before["it_security_incidents"] - old_it,
+        "support_tickets": before["support_tickets"] - old_support,
+    }
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
     assert all(checks.values()) and ("retention_purge", "retention_it_security_incidents") in checks
     landed = next((world.data_dir / "landing" / "it").glob("*.csv"))
     with landed.open() as f:
         assert all(row["reported_at"][:10] >= horizon for row in csv.DictReader(f))
-    assert world.query("deidentified.duckdb", "SELECT count(*) FROM it_security_incidents WHERE reported_at < '2025-03'") == [(0,)]
-    md = world.instance.get_latest_materialization_event(dg.AssetKey("deidentified_hr_employees")).asset_materialization.metadata
-    assert "landing time" in md["retention"].value["basis"] and md["retention"].value["last_purge"]["raw_rows_removed"] == 0
+    assert world.query(
+        "deidentified.duckdb", "SELECT count(*) FROM it_security_incidents WHERE reported_at < '2025-03'"
+    ) == [(0,)]
+    md = world.instance.get_latest_materialization_event(
+        dg.AssetKey("deidentified_hr_employees")
+    ).asset_materialization.metadata
+    assert (
+        "landing time" in md["retention"].value["basis"]
+        and md["retention"].value["last_purge"]["raw_rows_removed"] == 0
+    )
 
 
 # --- the absence proof reads every column kind an identifier can sit in ----------------------------------------
@@ -294,9 +366,11 @@ def typed_table():
     con.execute("""CREATE TABLE t (note VARCHAR, member_code VARCHAR, customer_no BIGINT, account DECIMAL(12, 0), tags VARCHAR[],
                    opened DATE, score DOUBLE, active BOOLEAN, other_no INTEGER)""")
     person_key = pseudonym(SECRET, "EMAIL_ADDRESS", "ana@example.org")
-    con.execute("INSERT INTO t VALUES (?, 'MC-77-QX', 4821337, 99001, ['vip', ?], DATE '2025-03-01', 4821337, true, 5), "
-                "('nothing here', 'MC-10-AB', 1, 2, ['x'], DATE '2025-03-02', 1.5, false, 6)",
-                [f"escalated for {person_key}", person_key])
+    con.execute(
+        "INSERT INTO t VALUES (?, 'MC-77-QX', 4821337, 99001, ['vip', ?], DATE '2025-03-01', 4821337, true, 5), "
+        "('nothing here', 'MC-10-AB', 1, 2, ['x'], DATE '2025-03-02', 1.5, false, 6)",
+        [f"escalated for {person_key}", person_key],
+    )
     yield con
     con.close()
 
@@ -304,7 +378,12 @@ def typed_table():
 def test_absence_finds_a_person_in_text_typed_ids_and_nested_values(typed_table):
     from pipelines.lifecycle.matching import absence
 
-    keys = _keys(("EMAIL_ADDRESS", "ana@example.org"), ("CUSTOMER_ID", "4821337"), ("ACCOUNT_ID", "99001"), ("MEMBER_ID", "MC-77-QX"))
+    keys = _keys(
+        ("EMAIL_ADDRESS", "ana@example.org"),
+        ("CUSTOMER_ID", "4821337"),
+        ("ACCOUNT_ID", "99001"),
+        ("MEMBER_ID", "MC-77-QX"),
+    )
     found = absence(typed_table, "t", SECRET, keys)
     assert set(found) == {"note", "member_code", "customer_no", "account", "tags"}  # not the double, boolean or date
     assert found["customer_no"] == {"kind": "typed_id", "distinct_values_equal_to_identifier": 1}
@@ -356,28 +435,32 @@ def _count(con) -> int:
 
 
 def test_a_purge_of_most_of_a_dataset_is_held_until_confirmed(incidents):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pipelines.lifecycle import retention
 
     contract, con, root = incidents
-    now, state = datetime(2026, 6, 1, tzinfo=timezone.utc), {}  # horizon 2025-06-01: 8 of 10 rows are older
+    now, state = datetime(2026, 6, 1, tzinfo=UTC), {}  # horizon 2025-06-01: 8 of 10 rows are older
     held = retention.purge(con, contract, root / "landing", root / "quarantine", now, state, "run-1")
     assert held["held"]["raw_rows"] == 8 and held["held"]["share"] == 0.8 and _count(con) == 10
-    assert state == {} and retention.enforced_horizon(state, contract.dataset) is None  # nothing enforced from a held purge
+    assert (
+        state == {} and retention.enforced_horizon(state, contract.dataset) is None
+    )  # nothing enforced from a held purge
     done = retention.purge(con, contract, root / "landing", root / "quarantine", now, state, "run-2", confirmed=True)
     assert "held" not in done and done["last_purge"]["raw_rows_removed"] == 8 and _count(con) == 2
     assert retention.enforced_horizon(state, contract.dataset).isoformat() == "2025-06-01"
 
 
 def test_a_daily_sized_purge_needs_no_confirmation(incidents):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pipelines.lifecycle import retention
 
     contract, con, root = incidents
     con.execute("INSERT INTO it_security_incidents SELECT TIMESTAMP '2025-12-20 09:00:00', 'a.csv' FROM range(10)")
-    report = retention.purge(con, contract, root / "landing", root / "quarantine", datetime(2026, 6, 1, tzinfo=timezone.utc), {}, "run-1")
+    report = retention.purge(
+        con, contract, root / "landing", root / "quarantine", datetime(2026, 6, 1, tzinfo=UTC), {}, "run-1"
+    )
     assert "held" not in report and report["last_purge"]["raw_rows_removed"] == 8 and _count(con) == 12  # 8 of 20: 40%
 
 
@@ -385,15 +468,29 @@ def test_retention_schedule_runs_by_default():
     from pipelines.definitions import build_definitions
 
     schedule = build_definitions().get_schedule_def("retention_purge_daily")
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and "held until a steward confirms" in schedule.description
+    assert (
+        schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        and "held until a steward confirms" in schedule.description
+    )
 
 
-@pytest.mark.parametrize("value, entity, found", [
-    ("+1 (555) 010-2233 ext. 9", "PHONE_NUMBER", True),  # a format no span pattern reads: found whole, by its digits
-    ("M-48213", "MEMBER_ID", True),  # a type without a shape: every short value is hashed
-    ("ana@example.org", "EMAIL_ADDRESS", True),
-    ("no digits here", "PHONE_NUMBER", False),  # normalized to nothing, it would equal every digitless text: not an identifier
-])
+@pytest.mark.parametrize(
+    "value, entity, found",
+    [
+        (
+            "+1 (555) 010-2233 ext. 9",
+            "PHONE_NUMBER",
+            True,
+        ),  # a format no span pattern reads: found whole, by its digits
+        ("M-48213", "MEMBER_ID", True),  # a type without a shape: every short value is hashed
+        ("ana@example.org", "EMAIL_ADDRESS", True),
+        (
+            "no digits here",
+            "PHONE_NUMBER",
+            False,
+        ),  # normalized to nothing, it would equal every digitless text: not an identifier
+    ],
+)
 def test_whole_values_are_found_whatever_their_format(value, entity, found):
     from pipelines.lifecycle.matching import whole_value_hits
 

@@ -39,15 +39,30 @@ def test_every_event_validates_against_the_openlineage_schema(emitted):
     _, events = emitted
     errors = [error for event in events for error in validator.errors(event)]
     assert not errors, errors[:5]
-    facet_names = {name for e in events for o in e.get("outputs", []) for name in [*o.get("facets", {}), *o.get("outputFacets", {})]}
-    assert {"schema", "columnLineage", "tags", "pipelines_privacy", "pipelines_checks", "outputStatistics", "dataQualityAssertions"} <= facet_names
+    facet_names = {
+        name
+        for e in events
+        for o in e.get("outputs", [])
+        for name in [*o.get("facets", {}), *o.get("outputFacets", {})]
+    }
+    assert {
+        "schema",
+        "columnLineage",
+        "tags",
+        "pipelines_privacy",
+        "pipelines_checks",
+        "outputStatistics",
+        "dataQualityAssertions",
+    } <= facet_names
 
 
 def test_the_run_and_each_step_start_and_end(emitted, pipeline_run):
     _, events = emitted
     run_id = pipeline_run.result.run_id
     run_events = [e for e in events if e["run"]["runId"] == run_id]
-    assert [e["eventType"] for e in run_events] == ["START", "COMPLETE"] and run_events[0]["job"]["name"] == "integrate_all"
+    assert [e["eventType"] for e in run_events] == ["START", "COMPLETE"] and run_events[0]["job"][
+        "name"
+    ] == "integrate_all"
     steps = {}
     for e in events:
         if e["run"]["runId"] != run_id:
@@ -73,7 +88,10 @@ def test_deidentification_facet_names_operators_entities_key_id_and_thresholds(e
     privacy_suite = checks["privacy_suite"]
     assert privacy_suite["passed"] and privacy_suite["data_docs"].startswith("http")
     k = next(x for x in privacy_suite["expectations"] if x["expectation"] == "expect_column_min_to_be_between")
-    assert k["threshold"]["min_value"] == figures["k_anonymity"]["k"] and k["observed"]["observed_value"] >= k["threshold"]["min_value"]
+    assert (
+        k["threshold"]["min_value"] == figures["k_anonymity"]["k"]
+        and k["observed"]["observed_value"] >= k["threshold"]["min_value"]
+    )
     # column lineage back to the raw table, as on the asset
     assert hr["facets"]["columnLineage"]["fields"]["email"]["inputFields"][0]["name"] == "raw_hr_employees"
 
@@ -85,8 +103,12 @@ def test_published_mart_carries_risk_and_the_mart_check_is_an_assertion(emitted)
     assert risk["k_over_quasi_identifiers"] >= 2 and 0 < risk["prosecutor_risk_highest"] <= 1
     states = {c["column"]: c["state"] for c in published["facets"]["pipelines_privacy"]["columns"]}
     assert states["headcount"] == "aggregated" and "identifying" not in states.values()
-    checked = [i for e in events for i in e.get("inputs", []) if i["name"] == "mart_org_unit_activity" and i.get("inputFacets")]
-    assertions = {a["assertion"]: a["success"] for i in checked for a in i["inputFacets"]["dataQualityAssertions"]["assertions"]}
+    checked = [
+        i for e in events for i in e.get("inputs", []) if i["name"] == "mart_org_unit_activity" and i.get("inputFacets")
+    ]
+    assertions = {
+        a["assertion"]: a["success"] for i in checked for a in i["inputFacets"]["dataQualityAssertions"]["assertions"]
+    }
     assert assertions.get("privacy_suite") is True
 
 
@@ -94,7 +116,9 @@ def test_no_personal_value_or_key_in_any_event(emitted, pipeline_run, pipeline_e
     path, _ = emitted
     text = path.read_text(encoding="utf-8")
     leaked = [g for g in ground_truth(pipeline_run.landing) if g["value"] in text]
-    assert not leaked, f"{len(leaked)} personal values in OpenLineage events, e.g. {[(g['dataset'], g['column']) for g in leaked[:5]]}"
+    assert not leaked, (
+        f"{len(leaked)} personal values in OpenLineage events, e.g. {[(g['dataset'], g['column']) for g in leaked[:5]]}"
+    )
     assert pipeline_env not in text
 
 
@@ -102,7 +126,10 @@ def test_events_file_is_owner_only_and_written_once(emitted, pipeline_run, asset
     path, _ = emitted
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     before = path.read_bytes()
-    assert ol.emit_run(pipeline_run.instance, pipeline_run.result.run_id, path.parent.parent, asset_graph, endpoint=None) == path
+    assert (
+        ol.emit_run(pipeline_run.instance, pipeline_run.result.run_id, path.parent.parent, asset_graph, endpoint=None)
+        == path
+    )
     assert path.read_bytes() == before
 
 
@@ -124,14 +151,18 @@ def test_configured_endpoint_receives_the_same_events(pipeline_run, asset_graph,
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Collector.received = []
     try:
-        monkeypatch.setenv("OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_port}")  # openlineage-python's own setting
+        monkeypatch.setenv(
+            "OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_port}"
+        )  # openlineage-python's own setting
         path = ol.emit_run(pipeline_run.instance, pipeline_run.result.run_id, tmp_path, asset_graph)
     finally:
         server.shutdown()
         server.server_close()
     written = ol.read_events(path)
     assert [p for p, _ in _Collector.received] == ["/api/v1/lineage"] * len(written)
-    assert [(e["eventType"], e["run"]["runId"]) for _, e in _Collector.received] == [(e["eventType"], e["run"]["runId"]) for e in written]
+    assert [(e["eventType"], e["run"]["runId"]) for _, e in _Collector.received] == [
+        (e["eventType"], e["run"]["runId"]) for e in written
+    ]
 
 
 def test_unreachable_endpoint_leaves_the_file_written(pipeline_run, asset_graph, tmp_path, monkeypatch):
@@ -152,7 +183,9 @@ def test_sensor_emits_each_finished_run_once(pipeline_run, tmp_path):
     result = sensor(context)
     assert "1 run(s) emitted" in result.skip_message
     assert ol.events_path(tmp_path, pipeline_run.result.run_id).exists()
-    again = dg.build_sensor_context(instance=pipeline_run.instance, resources={"storage": storage}, definitions=defs, cursor=context.cursor)
+    again = dg.build_sensor_context(
+        instance=pipeline_run.instance, resources={"storage": storage}, definitions=defs, cursor=context.cursor
+    )
     assert "0 run(s) emitted" in sensor(again).skip_message
 
 
@@ -175,7 +208,10 @@ def test_a_failed_step_sends_fail_without_the_exceptions_text(tmp_path):
     assert "Jane" not in json.dumps(events[0]) and "078-05" not in json.dumps(events[0])
     assert leaky_fail["run"]["facets"]["errorMessage"]["message"].startswith("ValueError (message withheld")
     refused_fail = next(e for e in events[1] if e["eventType"] == "FAIL" and e["job"]["name"].endswith(".refused"))
-    assert refused_fail["run"]["facets"]["errorMessage"]["message"] == "hr_employees: k-anonymity 3 below 5; nothing was replaced."
+    assert (
+        refused_fail["run"]["facets"]["errorMessage"]["message"]
+        == "hr_employees: k-anonymity 3 below 5; nothing was replaced."
+    )
     assert [e["eventType"] for e in events[1] if "." not in e["job"]["name"]] == ["START", "FAIL"]
     assert not [err for e in events[0] + events[1] for err in EventValidator().errors(e)]
 
@@ -187,8 +223,14 @@ def test_disabled_writes_nothing(pipeline_run, tmp_path, monkeypatch):
 
 
 def test_the_validator_refuses_a_malformed_event(tmp_path):
-    bad = {"eventTime": "2026-01-01T00:00:00Z", "producer": "urn:x", "schemaURL": "urn:y", "run": {"runId": "no"}, "job": {"namespace": "n"},
-           "outputs": [{"namespace": "n", "name": "t", "facets": {"pipelines_privacy": {"columns": [], "figures": {}}}}]}
+    bad = {
+        "eventTime": "2026-01-01T00:00:00Z",
+        "producer": "urn:x",
+        "schemaURL": "urn:y",
+        "run": {"runId": "no"},
+        "job": {"namespace": "n"},
+        "outputs": [{"namespace": "n", "name": "t", "facets": {"pipelines_privacy": {"columns": [], "figures": {}}}}],
+    }
     assert EventValidator().errors(bad)  # the official schema too, when given (its oneOf reports one error)
     errors = "\n".join(EventValidator(tmp_path).errors(bad))  # a folder without the specification: the project's schema
     assert "'no' is not a 'uuid'" in errors

@@ -30,16 +30,28 @@ def col(role="quasi_identifier", entity=None, type_="string", **deid) -> Column:
         ({"operator": "generalize", "method": "truncate", "keep": 3}, ["94107", None], ["941**", None]),
         ({"operator": "generalize", "method": "date_month"}, ["2025-07-14", "2025-12-01"], ["2025-07", "2025-12"]),
         ({"operator": "generalize", "method": "date_year"}, ["2025-07-14"], ["2025"]),
-        ({"operator": "generalize", "method": "age_band", "width": 10, "reference_date": "2026-01-31"},
-         ["1990-02-01", "1990-01-31", None], ["30-39", "30-39", None]),
-        ({"operator": "generalize", "method": "age_band", "width": 10, "reference_date": "2026-01-30"},
-         ["1996-01-31"], ["20-29"]),
-        ({"operator": "generalize", "method": "numeric_bucket", "width": 20000}, [55000, 20000, None], ["40000-59999", "20000-39999", None]),
+        (
+            {"operator": "generalize", "method": "age_band", "width": 10, "reference_date": "2026-01-31"},
+            ["1990-02-01", "1990-01-31", None],
+            ["30-39", "30-39", None],
+        ),
+        (
+            {"operator": "generalize", "method": "age_band", "width": 10, "reference_date": "2026-01-30"},
+            ["1996-01-31"],
+            ["20-29"],
+        ),
+        (
+            {"operator": "generalize", "method": "numeric_bucket", "width": 20000},
+            [55000, 20000, None],
+            ["40000-59999", "20000-39999", None],
+        ),
     ],
 )
 def test_operator_table(deid, values, expected):
     masking = deid["operator"] in {"replace", "redact", "mask"}
-    column = col(role="direct_identifier" if masking else "quasi_identifier", entity="US_SSN" if masking else None, **deid)
+    column = col(
+        role="direct_identifier" if masking else "quasi_identifier", entity="US_SSN" if masking else None, **deid
+    )
     out, params = apply_column(pd.Series(values), column, CTX)
     assert [None if pd.isna(v) else v for v in out] == expected
     assert "secret" not in params
@@ -61,7 +73,11 @@ def test_pseudonym_consistent_across_formats_and_columns():
 
 @pytest.mark.parametrize(
     "domain, a, b",
-    [("PHONE_NUMBER", "+1 (415) 555-0100", "415.555.0100"), ("PERSON", "Jane  Doe", "jane doe"), ("EMPLOYEE_ID", "e0001234", "E0001234")],
+    [
+        ("PHONE_NUMBER", "+1 (415) 555-0100", "415.555.0100"),
+        ("PERSON", "Jane  Doe", "jane doe"),
+        ("EMPLOYEE_ID", "e0001234", "E0001234"),
+    ],
 )
 def test_pseudonym_normalizes(domain, a, b):
     assert pseudonym(SECRET, domain, a) == pseudonym(SECRET, domain, b)
@@ -82,20 +98,42 @@ def test_encrypt_round_trip_with_presidio_decrypt():
 
     reid = b"r" * 32
     ctx = OperatorContext(CTX.pseudonym_key, CTX.run_date, CTX.hierarchies_dir, SecretKey(fingerprint(reid), "t", reid))
-    out, params = apply_column(pd.Series(["Jane Doe"]), col(role="direct_identifier", entity="PERSON", operator="encrypt"), ctx)
+    out, params = apply_column(
+        pd.Series(["Jane Doe"]), col(role="direct_identifier", entity="PERSON", operator="encrypt"), ctx
+    )
     assert out[0] != "Jane Doe"
     assert Decrypt().operate(out[0], {"key": reid.decode()}) == "Jane Doe"
     assert params["key_id"] == fingerprint(reid)
 
 
 TRICKY = [
-    " Jane  Doe ", "JANE\tDOE", "Straße Müller", "ǅemal", "+1 (415) 555-0100", "1-415-555-0100", "415.555.0100",
-    "14155550100", "123-45-6789", "4111 1111 1111 1111", "de89 3704 0044 0532 0130 00", "e0012345", " Bo@Example.COM ",
-    "", "   ", "1", "ﬁ ligature", "İstanbul", "x\u00a0y", "line\nbreak",
+    " Jane  Doe ",
+    "JANE\tDOE",
+    "Straße Müller",
+    "ǅemal",
+    "+1 (415) 555-0100",
+    "1-415-555-0100",
+    "415.555.0100",
+    "14155550100",
+    "123-45-6789",
+    "4111 1111 1111 1111",
+    "de89 3704 0044 0532 0130 00",
+    "e0012345",
+    " Bo@Example.COM ",
+    "",
+    "   ",
+    "1",
+    "ﬁ ligature",
+    "İstanbul",
+    "x\u00a0y",
+    "line\nbreak",
 ]
 
 
-@pytest.mark.parametrize("domain", ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "EMPLOYEE_ID", "HOSTNAME"])
+@pytest.mark.parametrize(
+    "domain",
+    ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "EMPLOYEE_ID", "HOSTNAME"],
+)
 def test_column_wise_normalization_and_pseudonyms_equal_the_per_value_ones(domain):
     from pipelines.privacy.operators import normalize, normalize_series, pseudonym, pseudonyms
 
@@ -115,9 +153,24 @@ def test_known_identifier_matching_column_wise_equals_per_value():
     known.add("PHONE_NUMBER", ["(415) 555-0100"])
     known.add("EMAIL_ADDRESS", ["jane.doe@example-corp.com"])
     known.add("HOSTNAME", ["fin-laptop-042.corp.example"])
-    values = pd.Series(["jane  doe", "JANE.DOE@example-corp.com", "+1 415 555 0100", "fin-laptop-042", "Jane", None, "Doe Jane", "ana maría ruiz"])
+    values = pd.Series(
+        [
+            "jane  doe",
+            "JANE.DOE@example-corp.com",
+            "+1 415 555 0100",
+            "fin-laptop-042",
+            "Jane",
+            None,
+            "Doe Jane",
+            "ana maría ruiz",
+        ]
+    )
     per_value = Counter(e for v in values.dropna() if (e := known.matches_any(v)))
-    assert known.count_matches(values) == per_value == Counter({"PERSON": 2, "EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "HOSTNAME": 1})
+    assert (
+        known.count_matches(values)
+        == per_value
+        == Counter({"PERSON": 2, "EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "HOSTNAME": 1})
+    )
 
 
 def test_known_identifier_prefilters_never_drop_a_match():
@@ -136,10 +189,32 @@ def test_known_identifier_prefilters_never_drop_a_match():
     known.add("IBAN_CODE", ["DE89 3704 0044 0532 0130 00"])
     known.add("HOSTNAME", ["fin-laptop-042.corp.example"])
     rng = random.Random(7)
-    base = ["Jane Doe", "jane.doe@example-corp.com", "E1234567", "DE89370400440532013000", "fin-laptop-042", "Strauss Kay",
-            "ana maría ruiz", "TCK-0001234", "E7654321", "Jane Dole"]
-    variants = {"JANE  DOE", "  jane doe ", "jane\tdoe", "jane\x1cdoe", "STRAUß KAY", "Jane\u00a0Doe", " e1234567",
-                "e 1234 567", "de89 3704 0044 0532 0130 00", "JANE.DOE@EXAMPLE-CORP.COM ", "fin-laptop-042 ", "\x0bE1234567"}
+    base = [
+        "Jane Doe",
+        "jane.doe@example-corp.com",
+        "E1234567",
+        "DE89370400440532013000",
+        "fin-laptop-042",
+        "Strauss Kay",
+        "ana maría ruiz",
+        "TCK-0001234",
+        "E7654321",
+        "Jane Dole",
+    ]
+    variants = {
+        "JANE  DOE",
+        "  jane doe ",
+        "jane\tdoe",
+        "jane\x1cdoe",
+        "STRAUß KAY",
+        "Jane\u00a0Doe",
+        " e1234567",
+        "e 1234 567",
+        "de89 3704 0044 0532 0130 00",
+        "JANE.DOE@EXAMPLE-CORP.COM ",
+        "fin-laptop-042 ",
+        "\x0bE1234567",
+    }
     for _ in range(300):
         value = list(rng.choice(base))
         for _ in range(rng.randint(0, 3)):
@@ -150,7 +225,6 @@ def test_known_identifier_prefilters_never_drop_a_match():
     per_value = Counter(e for v in values if (e := known.matches_any(v)))
     assert per_value["PERSON"] >= 3 and per_value["EMPLOYEE_ID"] >= 2 and per_value["IBAN_CODE"] >= 1
     assert known.count_matches(values) == per_value
-
 
 
 def test_known_identifiers_added_after_a_check_are_found_by_the_next():
@@ -165,7 +239,10 @@ def test_known_identifiers_added_after_a_check_are_found_by_the_next():
     known.add("PERSON", ["Zoe Quinn"])  # a new first-characters pair ("zo"): the kept pre-filter must not hide it
     assert known.count_matches(values) == Counter({"PERSON": 2})
 
-@pytest.mark.parametrize("chars_to_mask,keep_last", [(None, 4), (None, 0), (None, 30), (3, None), (0, None), (50, None), (-2, None)])
+
+@pytest.mark.parametrize(
+    "chars_to_mask,keep_last", [(None, 4), (None, 0), (None, 30), (3, None), (0, None), (50, None), (-2, None)]
+)
 @pytest.mark.parametrize("from_end", [False, True])
 def test_column_wise_mask_and_truncate_equal_presidio_and_python(chars_to_mask, keep_last, from_end):
     """The Arrow mask gives Presidio's Mask operator's output value for value (code points, not bytes)."""
@@ -188,8 +265,13 @@ def test_column_wise_mask_and_truncate_equal_presidio_and_python(chars_to_mask, 
 def test_month_and_year_generalization_format_each_date_like_strftime():
     values = pd.Series(pd.to_datetime(["2025-03-02", None, "2024-12-31", "2025-03-02", "1999-01-01"]))
     for method, fmt in (("date_month", "%Y-%m"), ("date_year", "%Y")):
-        column = Column(name="d", type="date", role="quasi_identifier", entity="DATE_TIME",
-                        deidentify={"operator": "generalize", "method": method})
+        column = Column(
+            name="d",
+            type="date",
+            role="quasi_identifier",
+            entity="DATE_TIME",
+            deidentify={"operator": "generalize", "method": method},
+        )
         out, _ = apply_column(values, column, CTX)
         assert out.tolist() == [v.strftime(fmt) if pd.notna(v) else pd.NA for v in values]
         assert str(out.dtype) == "string"
@@ -213,7 +295,9 @@ def test_known_identifier_matching_on_numbers_and_dates_equals_their_text():
     assert known.count_matches(ints) == Counter({"PHONE_NUMBER": 1, "US_SSN": 1})
 
 
-@pytest.mark.parametrize("secret", [b"k" * 32, bytes(range(64)), bytes(range(200)) * 2])  # short, block-sized, longer than a block
+@pytest.mark.parametrize(
+    "secret", [b"k" * 32, bytes(range(64)), bytes(range(200)) * 2]
+)  # short, block-sized, longer than a block
 def test_column_wise_hmac_equals_python_hmac(monkeypatch, secret):
     import pipelines.privacy.operators as ops
 

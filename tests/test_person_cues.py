@@ -79,13 +79,19 @@ def test_a_list_item_is_a_name_only_beside_a_name(recognizer):
 def test_a_weak_cue_yields_to_an_address_and_a_strong_one_to_a_pattern_only(recognizer):
     text = "Halvorsen said hi"
     raw = recognizer.analyze(text, ["PERSON"], None)
-    place = an.RecognizerResult("LOCATION", 0, 9, 0.85, recognition_metadata={"recognizer_name": "FilteredSpacyRecognizer"})
+    place = an.RecognizerResult(
+        "LOCATION", 0, 9, 0.85, recognition_metadata={"recognizer_name": "FilteredSpacyRecognizer"}
+    )
     assert recognizer.enhance_using_context(text, raw, [place], None) == []
     text = "Dear Halvorsen, hi"
     raw = recognizer.analyze(text, ["PERSON"], None)
-    place = an.RecognizerResult("LOCATION", 5, 14, 0.85, recognition_metadata={"recognizer_name": "FilteredSpacyRecognizer"})
+    place = an.RecognizerResult(
+        "LOCATION", 5, 14, 0.85, recognition_metadata={"recognizer_name": "FilteredSpacyRecognizer"}
+    )
     assert [text[r.start : r.end] for r in recognizer.enhance_using_context(text, raw, [place], None)] == ["Halvorsen"]
-    address = an.RecognizerResult("STREET_ADDRESS", 5, 18, 0.95, recognition_metadata={"recognizer_name": "StreetAddressRecognizer"})
+    address = an.RecognizerResult(
+        "STREET_ADDRESS", 5, 18, 0.95, recognition_metadata={"recognizer_name": "StreetAddressRecognizer"}
+    )
     assert recognizer.enhance_using_context(text, raw, [address], None) == []
 
 
@@ -94,8 +100,16 @@ def test_the_detector_reports_cued_names(recognizer):
     assert [("PERSON", "Oksana")] == [(r.entity_type, "Thanks,\nOksana"[r.start : r.end]) for r in found]
 
 
-@pytest.mark.parametrize(("text", "runs"), [("Zoe Young spoke", ["Zoe Young"]), ("Ashford Monitor Arm", []),
-                                            ("Hudson Office Chair", []), ("Abt Associates", []), ("Round Stones Inc", [])])
+@pytest.mark.parametrize(
+    ("text", "runs"),
+    [
+        ("Zoe Young spoke", ["Zoe Young"]),
+        ("Ashford Monitor Arm", []),
+        ("Hudson Office Chair", []),
+        ("Abt Associates", []),
+        ("Round Stones Inc", []),
+    ],
+)
 def test_name_runs_with_census_names(text, runs):
     gz.load()  # a census given name may lead a census surname that is a word; not product or company words
     assert [text[a:b] for a, b in an.name_runs(text)] == runs
@@ -127,8 +141,11 @@ def test_truecase_census_names(line, cased):
 
 # --- free-text speed (issue 24): balanced chunks, cold benchmarks, the eval's speed tables ---------------------------
 
-@pytest.mark.parametrize(("items", "processes", "min_chunk"), [(755, 2, 256), (1510, 2, 256), (257, 2, 256), (100_000, 2, 256),
-                                                               (3_901, 3, 64)])
+
+@pytest.mark.parametrize(
+    ("items", "processes", "min_chunk"),
+    [(755, 2, 256), (1510, 2, 256), (257, 2, 256), (100_000, 2, 256), (3_901, 3, 64)],
+)
 def test_chunks_come_in_a_multiple_of_the_processes_and_of_equal_size(monkeypatch, items, processes, min_chunk):
     seen = []
 
@@ -163,7 +180,7 @@ def test_clear_memos_starts_a_scan_cold():
 
 
 def test_speed_tables_measure_every_method_side_by_side():
-    from pipelines.privacy import eval_pii as ev
+    from bench import eval_pii as ev
 
     texts = ["Dear Oksana, call me on 0688 843 79 56.", "my name is radomir and i live in koskikatu 25"] * 3
     speed = ev.measure_speed(texts, reps=2)
@@ -176,9 +193,14 @@ def test_speed_tables_measure_every_method_side_by_side():
     ("span", "kept"),
     [
         ("Producer Liviana Palerma", "Liviana Palerma"),  # the job title NER took in is left out
-        ("Salesperson", ""), ("Lunch", ""), ("Cloud Backup Pro", ""), ("My Analytics Dashboard", ""),  # everyday words
-        ("Will Young", "Will Young"), ("Grace Hill", "Grace Hill"),  # census names that are everyday words too
-        ("Dr. Anna Lindqvist", "Dr. Anna Lindqvist"), ("Szabina J Gelencsér", "Szabina J Gelencsér"),
+        ("Salesperson", ""),
+        ("Lunch", ""),
+        ("Cloud Backup Pro", ""),
+        ("My Analytics Dashboard", ""),  # everyday words
+        ("Will Young", "Will Young"),
+        ("Grace Hill", "Grace Hill"),  # census names that are everyday words too
+        ("Dr. Anna Lindqvist", "Dr. Anna Lindqvist"),
+        ("Szabina J Gelencsér", "Szabina J Gelencsér"),
     ],
 )
 def test_ner_people_lose_their_everyday_words(span, kept):
@@ -191,8 +213,17 @@ def test_ner_people_lose_their_everyday_words(span, kept):
 def test_cue_triggers_only_skip_texts_the_cues_cannot_match(recognizer, monkeypatch):
     from pipelines.privacy import person_cues
 
-    texts = [t for t, _ in FOUND] + NOT_FOUND + ["DEAR Kowalczyk,", "MS Okonkwo is here", "Mſ Okonkwo", "KIND REGARDS,\nOksana",
-                                                 "Okafor,\tLindqvist\tand\tBrannigan"]
+    texts = (
+        [t for t, _ in FOUND]
+        + NOT_FOUND
+        + [
+            "DEAR Kowalczyk,",
+            "MS Okonkwo is here",
+            "Mſ Okonkwo",
+            "KIND REGARDS,\nOksana",
+            "Okafor,\tLindqvist\tand\tBrannigan",
+        ]
+    )
 
     def found():
         return [sorted((r.start, r.end, r.score) for r in recognizer.analyze(t, ["PERSON"], None)) for t in texts]

@@ -10,8 +10,8 @@ import pipelines.privacy.deidentify as deid
 from pipelines.contracts import Contract, load_contracts
 from pipelines.privacy.analyzer import NLP_PROCESSES_ENV
 from pipelines.privacy.classify import UndeclaredPIIError, classify_frame
-from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.keys import SecretKey, fingerprint
+from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext, pseudonym
 from pipelines.resources import CONTRACTS_DIR
 
@@ -25,17 +25,19 @@ def contract(dataset: str) -> Contract:
 
 def claims(memos: list[str], merchant: str = "Acme Supplies") -> pd.DataFrame:
     n = len(memos)
-    return pd.DataFrame({
-        "claim_id": [f"CLM-{i:07d}" for i in range(n)],
-        "employee_id": ["E0000001"] * n,
-        "card_number": ["4111111111111111"] * n,
-        "iban": ["DE89370400440532013000"] * n,
-        "amount": [10.0] * n,
-        "currency": ["EUR"] * n,
-        "merchant": [merchant] * n,
-        "claim_date": pd.to_datetime(["2025-03-02"] * n),
-        "memo": memos,
-    })
+    return pd.DataFrame(
+        {
+            "claim_id": [f"CLM-{i:07d}" for i in range(n)],
+            "employee_id": ["E0000001"] * n,
+            "card_number": ["4111111111111111"] * n,
+            "iban": ["DE89370400440532013000"] * n,
+            "amount": [10.0] * n,
+            "currency": ["EUR"] * n,
+            "merchant": [merchant] * n,
+            "claim_date": pd.to_datetime(["2025-03-02"] * n),
+            "memo": memos,
+        }
+    )
 
 
 def finance_contract_k1() -> Contract:
@@ -48,7 +50,10 @@ def test_known_names_found_in_text_and_pseudonymized_like_columns():
     known.add("PERSON", ["Quentin Zabrowski"])  # a name NER alone may not know
     known.add("EMAIL_ADDRESS", ["q.zabrowski@example-corp.com"])
     out = deid.deidentify_frame(
-        claims(["Dinner with Quentin Zabrowski (q.zabrowski@example-corp.com) and team"]), finance_contract_k1(), CTX, known=known
+        claims(["Dinner with Quentin Zabrowski (q.zabrowski@example-corp.com) and team"]),
+        finance_contract_k1(),
+        CTX,
+        known=known,
     )
     memo = out.frame["memo"][0]
     assert "Zabrowski" not in memo and "q.zabrowski" not in memo
@@ -109,7 +114,9 @@ def test_known_identifier_of_another_department_is_undeclared_pii():
 
 
 def test_clean_columns_pass_classification():
-    results = classify_frame(claims(["ok"] * 5), contract("finance_expense_claims"), known=KnownIdentifiers(), model_name=None)
+    results = classify_frame(
+        claims(["ok"] * 5), contract("finance_expense_claims"), known=KnownIdentifiers(), model_name=None
+    )
     assert {r.column for r in results} >= {"merchant", "currency", "claim_id"}
     assert not any(r.undeclared for r in results)
 
@@ -165,7 +172,6 @@ def test_classification_in_a_second_process_gives_the_same_verdicts(monkeypatch)
     assert "@gmail.com" not in str(err.value)
 
 
-
 def test_shared_classification_adds_up_counts_split_across_units(monkeypatch):
     # 20 emails among 200 merchants, every tenth value in the (sorted) sample: each unit of 25 values holds 2 or 3 of
     # them, so only the sum over all units (20 of 200, the 10% bar) flags the column, whichever process classified each
@@ -176,7 +182,9 @@ def test_shared_classification_adds_up_counts_split_across_units(monkeypatch):
     monkeypatch.setenv(NLP_PROCESSES_ENV, "2")
     monkeypatch.setattr(classify, "BACKGROUND_MIN_VALUES", 1)
     monkeypatch.setattr(classify, "BACKGROUND_MIN_CELLS", 1)
-    shared = classify.SharedClassification(frame, contract("finance_expense_claims"), known=None, model_name=None, cells=frame.size)
+    shared = classify.SharedClassification(
+        frame, contract("finance_expense_claims"), known=None, model_name=None, cells=frame.size
+    )
     assert len(shared._units) > 8 and shared._next is not None  # a helper shares the units
     with pytest.raises(UndeclaredPIIError, match=r"EMAIL_ADDRESS in 20 of 200 sampled values"):
         shared.result()
@@ -189,22 +197,35 @@ def test_columns_that_cannot_be_flagged_are_not_sampled():
     assert not classify.can_be_flagged(support.column("postcode"))
     assert classify.can_be_flagged(contract("hr_employees").column("job_title"))  # a quasi-identifier without entity
 
+
 # --- Declared non-personal terms (product names) and the rescan pre-filter ---------------------------------
+
 
 def _body_spec(terms_from: list[str]):
     body = contract("support_tickets").column("body")
-    return body.model_copy(update={"deidentify": body.deidentify.model_copy(update={"non_personal_terms_from": terms_from})})
+    return body.model_copy(
+        update={"deidentify": body.deidentify.model_copy(update={"non_personal_terms_from": terms_from})}
+    )
 
 
 def _scan_bodies(texts: list[str], spec, products: list[str] | None):
     terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(products))
-    return deid.scan_text_column(pd.Series(texts, dtype=object), spec, CTX, score_threshold=0.4, model_name=None,
-                                 known=KnownIdentifiers(), terms=terms)
+    return deid.scan_text_column(
+        pd.Series(texts, dtype=object),
+        spec,
+        CTX,
+        score_threshold=0.4,
+        model_name=None,
+        known=KnownIdentifiers(),
+        terms=terms,
+    )
 
 
 # the pinned model reads the product as a person (ending on a given name, "Max", it is no span of everyday words)
-BODIES = ["How do I export my data from Cloud Backup Pro Max?",
-          "Hi, this is Allen Cole. My Cloud Backup Pro Max stopped syncing after the last update."]
+BODIES = [
+    "How do I export my data from Cloud Backup Pro Max?",
+    "Hi, this is Allen Cole. My Cloud Backup Pro Max stopped syncing after the last update.",
+]
 
 
 def test_declared_product_names_stay_readable_while_names_are_masked():
@@ -231,14 +252,19 @@ def test_declared_terms_must_be_passed():
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    from pipelines.bench.data import prepare
+    from bench.data import prepare
 
     return prepare(tmp_path_factory.mktemp("generated"), 300, 5)
 
 
-@pytest.mark.parametrize(("dataset", "column", "skips"), [("support_tickets", "body", True),
-                                                          ("finance_expense_claims", "memo", False),
-                                                          ("it_security_incidents", "description", False)])
+@pytest.mark.parametrize(
+    ("dataset", "column", "skips"),
+    [
+        ("support_tickets", "body", True),
+        ("finance_expense_claims", "memo", False),
+        ("it_security_incidents", "description", False),
+    ],
+)
 def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, dataset, column, skips):
     """A rescan sends a masked text to the analyzer only if a line is a NER candidate or a digit lies outside our
     tokens; scanning every changed text instead gives the same output."""
@@ -247,8 +273,9 @@ def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, d
     terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
 
     def scan():
-        return deid.scan_text_column(frame[column], spec, CTX, score_threshold=0.4, model_name=None,
-                                     known=generated.known, terms=terms)
+        return deid.scan_text_column(
+            frame[column], spec, CTX, score_threshold=0.4, model_name=None, known=generated.known, terms=terms
+        )
 
     monkeypatch.setenv(NLP_PROCESSES_ENV, "1")  # the skips are counted here, not in workers
     skipped = []
@@ -265,7 +292,9 @@ def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, d
 def test_a_name_keeps_its_pseudonym_when_ner_takes_punctuation_into_the_span():
     text = "Cannot log in to TeamChat; password reset emails never arrive at marissa.chan@gmail.com. - Marissa Chan"
     out, *_ = _scan_bodies([text], _body_spec(["product"]), ["TeamChat"])
-    assert out[0].endswith(". - " + pseudonym(SECRET, "PERSON", "Marissa Chan")), out[0]  # NER's span was ". - Marissa Chan"
+    assert out[0].endswith(". - " + pseudonym(SECRET, "PERSON", "Marissa Chan")), out[
+        0
+    ]  # NER's span was ". - Marissa Chan"
 
 
 def test_workers_mask_each_text_as_one_process_does(generated, monkeypatch):
@@ -281,13 +310,16 @@ def test_workers_mask_each_text_as_one_process_does(generated, monkeypatch):
     monkeypatch.setattr(deid, "MIN_TEXTS_PER_WORKER", 40)  # 300 bodies: several chunks per worker
     pooled = []
     real_map = analyzer._map_chunks_in_processes
-    monkeypatch.setattr(analyzer, "_map_chunks_in_processes", lambda fn, *a: pooled.append(fn.__name__) or real_map(fn, *a))
+    monkeypatch.setattr(
+        analyzer, "_map_chunks_in_processes", lambda fn, *a: pooled.append(fn.__name__) or real_map(fn, *a)
+    )
 
     def scan(processes: str):
         monkeypatch.setenv(NLP_PROCESSES_ENV, processes)
         get_analyzer().nlp_engine.clear_entity_cache()
-        out = deid.scan_text_column(frame["body"], spec, CTX, score_threshold=0.4, model_name=None,
-                                    known=generated.known, terms=terms)
+        out = deid.scan_text_column(
+            frame["body"], spec, CTX, score_threshold=0.4, model_name=None, known=generated.known, terms=terms
+        )
         return out, get_analyzer().nlp_engine.entity_mark()[1]
 
     (alone, cached_alone), (parallel, cached_parallel) = scan("1"), scan("2")

@@ -23,8 +23,14 @@ def hr_frame(groups: list[tuple[tuple, int, list[str]]]) -> pd.DataFrame:
     rows = []
     for qi, n, salaries in groups:
         for i in range(n):
-            rows.append({"employee_id": f"employee_id_{len(rows):016x}", "email": f"email_address_{len(rows):016x}",
-                         **dict(zip(QUASI, qi)), "salary": salaries[i % len(salaries)]})
+            rows.append(
+                {
+                    "employee_id": f"employee_id_{len(rows):016x}",
+                    "email": f"email_address_{len(rows):016x}",
+                    **dict(zip(QUASI, qi)),
+                    "salary": salaries[i % len(salaries)],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -33,8 +39,10 @@ def run(frame: pd.DataFrame, suite: dict) -> dict:
     return {(r.expectation, r.column): r for r in outcome.results}
 
 
-SAFE = [(("20-39", "F", "data", "Data Platform"), 6, ["60000-79999", "80000-99999"]),
-        (("40-59", "M", "finance", "Finance Operations"), 7, ["40000-59999", "60000-79999"])]
+SAFE = [
+    (("20-39", "F", "data", "Data Platform"), 6, ["60000-79999", "80000-99999"]),
+    (("40-59", "M", "finance", "Finance Operations"), 7, ["40000-59999", "60000-79999"]),
+]
 
 
 def test_shipped_suite_passes_safe_data():
@@ -43,7 +51,10 @@ def test_shipped_suite_passes_safe_data():
 
 
 def test_k_anonymity_violation():
-    results = run(hr_frame(SAFE + [(("60-79", "X", "legal", "Legal & Compliance"), 2, ["x"])]), load_suite(EXPECTATIONS_DIR, "hr_employees.privacy"))
+    results = run(
+        hr_frame(SAFE + [(("60-79", "X", "legal", "Legal & Compliance"), 2, ["x"])]),
+        load_suite(EXPECTATIONS_DIR, "hr_employees.privacy"),
+    )
     k = results[("expect_column_min_to_be_between", "_equivalence_class_size")]
     assert not k.success and k.observed["observed_value"] == 2 and k.threshold["min_value"] == 5
 
@@ -65,8 +76,15 @@ def test_l_diversity_violation():
 
 def test_pii_pattern_in_published_text_is_caught_without_the_value():
     suite = load_suite(EXPECTATIONS_DIR, "finance_expense_claims.privacy")
-    frame = pd.DataFrame({"claim_id": [f"CLM-{i}" for i in range(10)], "currency": ["EUR"] * 10, "claim_date": ["2025-01"] * 10,
-                          "merchant": ["Acme"] * 9 + ["Call 415-555-0142"], "memo": ["ok"] * 10})
+    frame = pd.DataFrame(
+        {
+            "claim_id": [f"CLM-{i}" for i in range(10)],
+            "currency": ["EUR"] * 10,
+            "claim_date": ["2025-01"] * 10,
+            "merchant": ["Acme"] * 9 + ["Call 415-555-0142"],
+            "memo": ["ok"] * 10,
+        }
+    )
     outcome = run_suite(suite, privacy_frame(frame, ["claim_date"], []))
     failed = [r for r in outcome.results if not r.success]
     assert [r.column for r in failed] == ["merchant"]
@@ -74,22 +92,41 @@ def test_pii_pattern_in_published_text_is_caught_without_the_value():
 
 
 def test_mart_minimum_group_size_and_k_violation():
-    approval = Approval(approved_by="DPO", approved_on="2026-01-01", expires_on="2027-01-01", purpose="test",
-                        departments=["hr"], publishes=["org_unit", "headcount"], quasi_identifiers=["org_unit"],
-                        min_group_size=5, group_size_column="headcount")
+    approval = Approval(
+        approved_by="DPO",
+        approved_on="2026-01-01",
+        expires_on="2027-01-01",
+        purpose="test",
+        departments=["hr"],
+        publishes=["org_unit", "headcount"],
+        quasi_identifiers=["org_unit"],
+        min_group_size=5,
+        group_size_column="headcount",
+    )
     suite = mart_privacy_suite("m", approval, {"org_unit": "varchar", "headcount": "bigint"})
     frame = pd.DataFrame({"org_unit": ["A", "B"], "headcount": [12, 3]})
     outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
     failed = {(r.expectation, r.column) for r in outcome.results if not r.success}
-    assert failed == {("expect_column_min_to_be_between", "headcount"), ("expect_column_min_to_be_between", "_equivalence_class_size")}
+    assert failed == {
+        ("expect_column_min_to_be_between", "headcount"),
+        ("expect_column_min_to_be_between", "_equivalence_class_size"),
+    }
     assert mart_risk(frame, approval)["smallest_group"] == 3
 
 
 @pytest.mark.parametrize("extra", ["salary_exact"])
 def test_mart_unapproved_column_is_caught(extra):
-    approval = Approval(approved_by="DPO", approved_on="2026-01-01", expires_on="2027-01-01", purpose="test",
-                        departments=["hr"], publishes=["org_unit", "headcount"], quasi_identifiers=["org_unit"],
-                        min_group_size=5, group_size_column="headcount")
+    approval = Approval(
+        approved_by="DPO",
+        approved_on="2026-01-01",
+        expires_on="2027-01-01",
+        purpose="test",
+        departments=["hr"],
+        publishes=["org_unit", "headcount"],
+        quasi_identifiers=["org_unit"],
+        min_group_size=5,
+        group_size_column="headcount",
+    )
     suite = mart_privacy_suite("m", approval, {"org_unit": "varchar", "headcount": "bigint"})
     frame = pd.DataFrame({"org_unit": ["A"], "headcount": [12], extra: [1]})
     outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
@@ -100,16 +137,26 @@ def test_join_risk_safe_alone_identifying_together():
     """HR's age band and Support's region are each 5-anonymous alone; the mart combining them is not."""
     from pipelines.privacy.risk import risk_report
 
-    people = pd.DataFrame({
-        "person": range(20),
-        "age_band": ["20-39"] * 10 + ["40-59"] * 10,          # from HR
-        "region": ["1"] * 9 + ["2"] + ["1"] + ["2"] * 9,       # from Support
-    })
+    people = pd.DataFrame(
+        {
+            "person": range(20),
+            "age_band": ["20-39"] * 10 + ["40-59"] * 10,  # from HR
+            "region": ["1"] * 9 + ["2"] + ["1"] + ["2"] * 9,  # from Support
+        }
+    )
     assert risk_report(people, ["age_band"]).k == 10 and risk_report(people, ["region"]).k == 10
     combined = people.groupby(["age_band", "region"], as_index=False).agg(people_count=("person", "nunique"))
-    approval = Approval(approved_by="DPO", approved_on="2026-01-01", expires_on="2027-01-01", purpose="test",
-                        departments=["hr", "support"], publishes=["age_band", "region", "people_count"],
-                        quasi_identifiers=["age_band", "region"], min_group_size=5, group_size_column="people_count")
+    approval = Approval(
+        approved_by="DPO",
+        approved_on="2026-01-01",
+        expires_on="2027-01-01",
+        purpose="test",
+        departments=["hr", "support"],
+        publishes=["age_band", "region", "people_count"],
+        quasi_identifiers=["age_band", "region"],
+        min_group_size=5,
+        group_size_column="people_count",
+    )
     suite = mart_privacy_suite("m", approval, {"age_band": "varchar", "region": "varchar", "people_count": "bigint"})
     outcome = run_suite(suite, with_group_risk_features(combined, approval.quasi_identifiers, "people_count"))
     k = next(r for r in outcome.results if r.column == "_equivalence_class_size")
@@ -134,8 +181,10 @@ def test_suites_read_tables_in_chunks_as_one_piece_would():
     from pipelines.defs.checks import read_table
 
     con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT i, CASE WHEN i >= 5000 THEN 'v' || i END AS s, CASE WHEN i % 7 = 0 THEN NULL ELSE i * 1.5 END AS x, "
-                "DATE '2024-01-01' + CAST(i % 300 AS INTEGER) AS d FROM range(12000) r(i)")
+    con.execute(
+        "CREATE TABLE t AS SELECT i, CASE WHEN i >= 5000 THEN 'v' || i END AS s, CASE WHEN i % 7 = 0 THEN NULL ELSE i * 1.5 END AS x, "
+        "DATE '2024-01-01' + CAST(i % 300 AS INTEGER) AS d FROM range(12000) r(i)"
+    )
     con.execute("CREATE TABLE empty AS SELECT * FROM t LIMIT 0")
     for table in ("t", "empty"):
         expected = con.execute(f"SELECT * FROM {table}").df()

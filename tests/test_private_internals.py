@@ -58,10 +58,18 @@ def private_uses(path: Path) -> list[str]:
                 continue
             bases = _library_bases(cls)
             names = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-            names |= {a.attr for a in ast.walk(node) if isinstance(a, ast.Attribute)
-                      and isinstance(a.value, (ast.Name, ast.Call)) and ast.unparse(a.value) in ("self", "super()", "cls")}
-            found += [f"class {node.name}: {name}" for name in sorted(names)
-                      if _private(name) and any(hasattr(base, name) for base in bases)]
+            names |= {
+                a.attr
+                for a in ast.walk(node)
+                if isinstance(a, ast.Attribute)
+                and isinstance(a.value, (ast.Name, ast.Call))
+                and ast.unparse(a.value) in ("self", "super()", "cls")
+            }
+            found += [
+                f"class {node.name}: {name}"
+                for name in sorted(names)
+                if _private(name) and any(hasattr(base, name) for base in bases)
+            ]
     return found
 
 

@@ -15,7 +15,13 @@ import yaml
 
 from pipelines.defs import marts as marts_module
 from pipelines.defs.integration import dbt_project
-from pipelines.defs.marts import PUBLISH_LOCK_TIMEOUT_ENV, approved_marts, contract_columns, publish_lock_timeout_from_env, publish_marts
+from pipelines.defs.marts import (
+    PUBLISH_LOCK_TIMEOUT_ENV,
+    approved_marts,
+    contract_columns,
+    publish_lock_timeout_from_env,
+    publish_marts,
+)
 from pipelines.governance.approvals import load_manifest
 from pipelines.resources import DBT_PROJECT_DIR, PipelineStorage
 
@@ -57,8 +63,12 @@ def snapshot(db: Path) -> dict[str, tuple]:
     with duckdb.connect(str(db), read_only=True) as con:
         tables = [r[0] for r in con.execute("select table_name from duckdb_tables() order by 1").fetchall()]
         return {
-            t: (con.execute(f"select column_name, data_type from information_schema.columns where table_name = '{t}' order by ordinal_position").fetchall(),
-                sorted(map(str, con.execute(f'select * from "{t}"').fetchall())))
+            t: (
+                con.execute(
+                    f"select column_name, data_type from information_schema.columns where table_name = '{t}' order by ordinal_position"
+                ).fetchall(),
+                sorted(map(str, con.execute(f'select * from "{t}"').fetchall())),
+            )
             for t in tables
         }
 
@@ -97,7 +107,9 @@ def hold_marts():
     started = []
 
     def start(db: Path, seconds: float) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         started.append(proc)
         return proc
@@ -127,10 +139,13 @@ def test_published_types_equal_the_dbt_contract(pipeline_run):
     with duckdb.connect(str(pipeline_run.data_dir / "marts.duckdb"), read_only=True) as con:
         for mart, columns in expected.items():
             published = con.execute(
-                "select column_name, data_type from information_schema.columns where table_name = ? order by ordinal_position", [mart]
+                "select column_name, data_type from information_schema.columns where table_name = ? order by ordinal_position",
+                [mart],
             ).fetchall()
             assert {c: _spaced(t) for c, t in published} == columns, mart
-    assert expected["mart_org_unit_activity"]["expense_total_eur"] == "DECIMAL(18,2)"  # the type pandas used to turn into DOUBLE
+    assert (
+        expected["mart_org_unit_activity"]["expense_total_eur"] == "DECIMAL(18,2)"
+    )  # the type pandas used to turn into DOUBLE
 
 
 def test_metadata_schema_is_duckdb_types_with_descriptions(pipeline_run):
@@ -142,12 +157,22 @@ def test_metadata_schema_is_duckdb_types_with_descriptions(pipeline_run):
         assert {n: _spaced(c.type) for n, c in schema.items()} == expected[mart]
         assert md["dagster/row_count"].value > 0 and md["privacy_card"].value.startswith(f"## Privacy card: {mart}")
     activity = pipeline_run.instance.get_latest_materialization_event(dg.AssetKey("published_mart_org_unit_activity"))
-    assert activity.asset_materialization.metadata["dagster/column_schema"].value.columns[2].description.startswith("Distinct employees in the group.")
+    assert (
+        activity.asset_materialization.metadata["dagster/column_schema"]
+        .value.columns[2]
+        .description.startswith("Distinct employees in the group.")
+    )
 
 
 def test_one_step_publishes_every_mart_with_one_audit_record(pipeline_run):
-    published = [e for e in pipeline_run.result.get_asset_materialization_events() if e.asset_key.to_user_string().startswith("published_")]
-    assert sorted(e.asset_key.to_user_string() for e in published) == sorted([f"published_{m}" for m in MARTS] + [f"published_{DP_TABLE}"])
+    published = [
+        e
+        for e in pipeline_run.result.get_asset_materialization_events()
+        if e.asset_key.to_user_string().startswith("published_")
+    ]
+    assert sorted(e.asset_key.to_user_string() for e in published) == sorted(
+        [f"published_{m}" for m in MARTS] + [f"published_{DP_TABLE}"]
+    )
     assert len({e.step_key for e in published}) == 1  # the DP release is published in the same step and transaction
     events = [e for e in published if e.asset_key.to_user_string() != f"published_{DP_TABLE}"]
     dp_heads = next(e for e in published if e not in events).materialization.metadata["audit_head"].value
@@ -163,7 +188,7 @@ def test_one_step_publishes_every_mart_with_one_audit_record(pipeline_run):
     assert (record["seq"], record["hash"]) == (head["seq"], head["hash"])
     assert sorted(record["marts"]) == MARTS
     for e in events:
-        mart = e.asset_key.to_user_string()[len("published_"):]
+        mart = e.asset_key.to_user_string()[len("published_") :]
         assert record["rows"][mart] == e.materialization.metadata["dagster/row_count"].value
         assert record["risk"][mart] == e.materialization.metadata["risk"].value
 
@@ -184,13 +209,19 @@ def test_publish_replaces_marts_and_drops_anything_else(storage, approvals, cont
         con.execute("create view main.peek as select 1 as x")
         con.execute("create schema side")
         con.execute("create table side.copy as select 2 as y")
-    _change_warehouse(storage, "delete from mart_support_satisfaction where tickets < (select max(tickets) from mart_support_satisfaction)")
+    _change_warehouse(
+        storage,
+        "delete from mart_support_satisfaction where tickets < (select max(tickets) from mart_support_satisfaction)",
+    )
     result = publish_marts(storage, approvals, 1, run_id="test", keep=[DP_TABLE], contracts=contracts)
     after = snapshot(storage.marts_db)
     assert set(after) == set(MARTS) | {DP_TABLE}
     with duckdb.connect(str(storage.marts_db), read_only=True) as con:
         assert con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0] == 0
-        assert con.execute("select count(*) from mart_support_satisfaction").fetchone()[0] == result["marts"]["mart_support_satisfaction"]["rows"]
+        assert (
+            con.execute("select count(*) from mart_support_satisfaction").fetchone()[0]
+            == result["marts"]["mart_support_satisfaction"]["rows"]
+        )
     assert sorted(result["dropped"]) == ["main.peek", "main.scratch", "side.copy"]
     assert oct(storage.marts_db.stat().st_mode & 0o777) == oct(0o644)
 
@@ -198,9 +229,14 @@ def test_publish_replaces_marts_and_drops_anything_else(storage, approvals, cont
 def test_failure_between_the_two_copies_leaves_marts_unchanged(storage, approvals, contracts):
     before, records_before = snapshot(storage.marts_db), len(_audit_records(storage))
     # the first mart's copy would change what analysts see; the second is missing from the warehouse
-    _change_warehouse(storage, "delete from mart_org_unit_activity where headcount < (select max(headcount) from mart_org_unit_activity)")
+    _change_warehouse(
+        storage,
+        "delete from mart_org_unit_activity where headcount < (select max(headcount) from mart_org_unit_activity)",
+    )
     _change_warehouse(storage, "drop table mart_support_satisfaction")
-    with pytest.raises(dg.Failure, match="copying mart_support_satisfaction from the warehouse failed .*nothing was published"):
+    with pytest.raises(
+        dg.Failure, match="copying mart_support_satisfaction from the warehouse failed .*nothing was published"
+    ):
         publish_marts(storage, approvals, 1, run_id="test", contracts=contracts)
     assert snapshot(storage.marts_db) == before
     assert len(_audit_records(storage)) == records_before  # nothing was about to be published
@@ -216,7 +252,10 @@ def test_a_type_that_drifted_from_the_contract_publishes_nothing(storage, approv
 
 def test_failed_commit_is_audited_and_rolled_back(storage, approvals, contracts, monkeypatch):
     before = snapshot(storage.marts_db)
-    _change_warehouse(storage, "delete from mart_org_unit_activity where headcount < (select max(headcount) from mart_org_unit_activity)")
+    _change_warehouse(
+        storage,
+        "delete from mart_org_unit_activity where headcount < (select max(headcount) from mart_org_unit_activity)",
+    )
 
     def failing_commit(con):
         raise duckdb.IOException("disk full")
@@ -235,7 +274,9 @@ def test_marts_not_rebuilt_are_kept_as_published(storage, approvals, contracts):
     before = snapshot(storage.marts_db)
     _change_warehouse(storage, "drop table mart_org_unit_activity")  # e.g. a Support-only run: HR's mart is not touched
     only = {"mart_support_satisfaction": approvals["mart_support_satisfaction"]}
-    result = publish_marts(storage, only, 1, run_id="test", keep=["mart_org_unit_activity", DP_TABLE], contracts=contracts)
+    result = publish_marts(
+        storage, only, 1, run_id="test", keep=["mart_org_unit_activity", DP_TABLE], contracts=contracts
+    )
     assert list(result["marts"]) == ["mart_support_satisfaction"]
     assert snapshot(storage.marts_db) == before
 
@@ -243,9 +284,15 @@ def test_marts_not_rebuilt_are_kept_as_published(storage, approvals, contracts):
 # --- analysts' connections -------------------------------------------------------------------------------
 
 
-def test_analyst_connection_makes_publish_wait_then_fail_clearly(storage, approvals, contracts, hold_marts, monkeypatch):
+def test_analyst_connection_makes_publish_wait_then_fail_clearly(
+    storage, approvals, contracts, hold_marts, monkeypatch
+):
     monkeypatch.setenv(PUBLISH_LOCK_TIMEOUT_ENV, "3")
-    before, digest, audit_before = snapshot(storage.marts_db), file_digest(storage.marts_db), storage.audit_log.read_bytes()
+    before, digest, audit_before = (
+        snapshot(storage.marts_db),
+        file_digest(storage.marts_db),
+        storage.audit_log.read_bytes(),
+    )
     holder = hold_marts(storage.marts_db, 60)
     started = time.monotonic()
     with pytest.raises(dg.Failure) as raised:

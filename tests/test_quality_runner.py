@@ -38,7 +38,9 @@ def _frame() -> pd.DataFrame:
 def test_interleaved_suite_pairs_each_result_with_its_own_expectation(tmp_path, with_docs):
     outcome = run_suite(INTERLEAVED, _frame(), tmp_path / "gx" if with_docs else None)
     specs = INTERLEAVED["expectations"]
-    assert [(r.expectation, r.column) for r in outcome.results] == [(s["type"], s["kwargs"].get("column")) for s in specs]
+    assert [(r.expectation, r.column) for r in outcome.results] == [
+        (s["type"], s["kwargs"].get("column")) for s in specs
+    ]
     assert [r.threshold for r in outcome.results] == [
         {k: v for k, v in s["kwargs"].items() if k != "column"} for s in specs
     ]
@@ -70,9 +72,12 @@ def test_risk_features_are_named_by_features_module_not_by_underscore():
 
 
 def test_underscore_data_column_is_not_published():
-    suite = {"name": "underscore", "expectations": [
-        {"type": "expect_column_max_to_be_between", "kwargs": {"column": "_salary", "max_value": 10**6}},
-    ]}
+    suite = {
+        "name": "underscore",
+        "expectations": [
+            {"type": "expect_column_max_to_be_between", "kwargs": {"column": "_salary", "max_value": 10**6}},
+        ],
+    }
     outcome = run_suite(suite, pd.DataFrame({"_salary": SALARIES}))
     assert outcome.results[0].observed == {} and str(max(SALARIES)) not in json.dumps(outcome.to_metadata())
 
@@ -80,7 +85,11 @@ def test_underscore_data_column_is_not_published():
 def test_counts_that_differ_are_refused():
     suite = {"name": "short", "expectations": INTERLEAVED["expectations"][:2]}
     with pytest.raises(SuitePairingError, match="2 expectations but 1 results"):
-        _pair(suite, [SimpleNamespace(id="a"), SimpleNamespace(id="b")], [SimpleNamespace(expectation_config=SimpleNamespace(id="a"))])
+        _pair(
+            suite,
+            [SimpleNamespace(id="a"), SimpleNamespace(id="b")],
+            [SimpleNamespace(expectation_config=SimpleNamespace(id="a"))],
+        )
 
 
 def test_a_result_for_an_unknown_or_repeated_expectation_is_refused():
@@ -97,9 +106,12 @@ def test_duplicate_expectations_each_get_their_own_result():
 
 
 def test_a_raised_exception_is_named_without_its_message():
-    suite = {"name": "broken", "expectations": [
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "name", "min_value": 0}},
-    ]}
+    suite = {
+        "name": "broken",
+        "expectations": [
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "name", "min_value": 0}},
+        ],
+    }
     outcome = run_suite(suite, pd.DataFrame({"name": ["Ada Lovelace", 3]}))
     result = outcome.results[0]
     assert not result.success and result.error == "MetricResolutionError"

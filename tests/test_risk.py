@@ -32,8 +32,15 @@ from pipelines.privacy.risk import (
 
 ARX_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "arx"
 ADULT_COLUMNS = [
-    "sex", "age", "race", "marital-status", "education",
-    "native-country", "workclass", "occupation", "salary-class",
+    "sex",
+    "age",
+    "race",
+    "marital-status",
+    "education",
+    "native-country",
+    "workclass",
+    "occupation",
+    "salary-class",
 ]
 
 
@@ -55,48 +62,98 @@ def adult_hierarchies(adult: pd.DataFrame) -> dict[str, Hierarchy]:
 # ---------------------------------------------------------------------------------------
 # risk_report on small hand-computed tables
 
-SKEWED = pd.DataFrame({
-    "zip": ["A", "A", "A", "B", "B", "C"],
-    "age": [1, 1, 1, 2, 2, 3],
-    "dx": ["flu", "flu", "cold", "flu", "flu", "x"],
-})
-WITH_NULLS = pd.DataFrame({
-    "zip": ["A", "A", "A", "B"],
-    "age": [None, None, 1.0, None],
-    "dx": ["a", "b", "c", "d"],
-})
-TWO_PAIRS = pd.DataFrame({
-    "zip": ["A", "A", "B", "B"],
-    "sex": ["f", "f", "m", "m"],
-    "dx": ["x", "y", "x", None],
-    "drug": ["p", "p", "q", "r"],
-})
+SKEWED = pd.DataFrame(
+    {
+        "zip": ["A", "A", "A", "B", "B", "C"],
+        "age": [1, 1, 1, 2, 2, 3],
+        "dx": ["flu", "flu", "cold", "flu", "flu", "x"],
+    }
+)
+WITH_NULLS = pd.DataFrame(
+    {
+        "zip": ["A", "A", "A", "B"],
+        "age": [None, None, 1.0, None],
+        "dx": ["a", "b", "c", "d"],
+    }
+)
+TWO_PAIRS = pd.DataFrame(
+    {
+        "zip": ["A", "A", "B", "B"],
+        "sex": ["f", "f", "m", "m"],
+        "dx": ["x", "y", "x", None],
+        "drug": ["p", "p", "q", "r"],
+    }
+)
 
 
 @pytest.mark.parametrize(
     ("frame", "qis", "sensitive", "threshold", "k", "expected"),
     [
         # classes 3, 2, 1 -> risks 1/3, 1/2, 1
-        (SKEWED, ["zip", "age"], ["dx"], 0.2, 2,
-         dict(equivalence_classes=3, k=1, prosecutor_risk_average=0.5,
-              prosecutor_risk_highest=1.0, records_at_risk_share=1.0,
-              sample_uniqueness=1 / 6, l_diversity={"dx": 1},
-              classes_below_k=1, records_below_k=1)),
-        (SKEWED, ["zip", "age"], [], 0.4, 3,
-         dict(equivalence_classes=3, k=1, records_at_risk_share=0.5,
-              classes_below_k=2, records_below_k=3)),
-        (SKEWED, ["zip"], ["dx"], 0.2, None,
-         dict(equivalence_classes=3, k=1, l_diversity={"dx": 1}, classes_below_k=None)),
+        (
+            SKEWED,
+            ["zip", "age"],
+            ["dx"],
+            0.2,
+            2,
+            dict(
+                equivalence_classes=3,
+                k=1,
+                prosecutor_risk_average=0.5,
+                prosecutor_risk_highest=1.0,
+                records_at_risk_share=1.0,
+                sample_uniqueness=1 / 6,
+                l_diversity={"dx": 1},
+                classes_below_k=1,
+                records_below_k=1,
+            ),
+        ),
+        (
+            SKEWED,
+            ["zip", "age"],
+            [],
+            0.4,
+            3,
+            dict(equivalence_classes=3, k=1, records_at_risk_share=0.5, classes_below_k=2, records_below_k=3),
+        ),
+        (
+            SKEWED,
+            ["zip"],
+            ["dx"],
+            0.2,
+            None,
+            dict(equivalence_classes=3, k=1, l_diversity={"dx": 1}, classes_below_k=None),
+        ),
         # nulls are their own category: (A,null)=2, (A,1)=1, (B,null)=1
-        (WITH_NULLS, ["zip", "age"], ["dx"], 0.2, None,
-         dict(equivalence_classes=3, k=1, prosecutor_risk_average=0.75,
-              sample_uniqueness=0.5, l_diversity={"dx": 1})),
+        (
+            WITH_NULLS,
+            ["zip", "age"],
+            ["dx"],
+            0.2,
+            None,
+            dict(
+                equivalence_classes=3, k=1, prosecutor_risk_average=0.75, sample_uniqueness=0.5, l_diversity={"dx": 1}
+            ),
+        ),
         # two classes of two; risk 0.5 is not above a 0.5 threshold; null counts as a value
-        (TWO_PAIRS, ["zip", "sex"], ["dx", "drug"], 0.5, 2,
-         dict(equivalence_classes=2, k=2, prosecutor_risk_average=0.5,
-              prosecutor_risk_highest=0.5, records_at_risk_share=0.0,
-              sample_uniqueness=0.0, l_diversity={"dx": 2, "drug": 1},
-              classes_below_k=0, records_below_k=0)),
+        (
+            TWO_PAIRS,
+            ["zip", "sex"],
+            ["dx", "drug"],
+            0.5,
+            2,
+            dict(
+                equivalence_classes=2,
+                k=2,
+                prosecutor_risk_average=0.5,
+                prosecutor_risk_highest=0.5,
+                records_at_risk_share=0.0,
+                sample_uniqueness=0.0,
+                l_diversity={"dx": 2, "drug": 1},
+                classes_below_k=0,
+                records_below_k=0,
+            ),
+        ),
     ],
 )
 def test_risk_report_small_tables(frame, qis, sensitive, threshold, k, expected):
@@ -142,8 +199,7 @@ def test_risk_report_reproduces_arx_raw_figures(adult):
         (100, 0.04, (1, 1, 1, 1, 3, 2, 2, 1, 1), None, None, 379417.3460570988),
     ],
 )
-def test_arx_optima(adult, adult_hierarchies, k, suppression, levels, classes, suppressed,
-                    arx_loss):
+def test_arx_optima(adult, adult_hierarchies, k, suppression, levels, classes, suppressed, arx_loss):
     result = find_minimal_generalization(adult, ADULT_COLUMNS, adult_hierarchies, k, suppression)
     assert result.level_vector == levels
     assert result.loss == pytest.approx(arx_loss, rel=1e-13)
@@ -188,11 +244,13 @@ def synthetic() -> tuple[pd.DataFrame, dict[str, Hierarchy]]:
     """A small random table with builder-made hierarchies (lattice of 60 nodes)."""
     rng = np.random.default_rng(7)
     n = 300
-    frame = pd.DataFrame({
-        "age": rng.integers(18, 90, n),
-        "zip": rng.choice(["10115", "10117", "10243", "20095", "20097", "80331"], n),
-        "sex": rng.choice(["f", "m"], n),
-    })
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, n),
+            "zip": rng.choice(["10115", "10117", "10243", "20095", "20097", "80331"], n),
+            "sex": rng.choice(["f", "m"], n),
+        }
+    )
     hierarchies = {
         "age": age_bands((5, 10, 20), minimum=0, maximum=99),
         "zip": postcode_hierarchy(frame["zip"], name="zip"),
@@ -278,8 +336,15 @@ def test_unknown_value_message_has_no_raw_value():
 def test_adult_hierarchy_levels(adult_hierarchies):
     levels = {name: h.num_levels for name, h in adult_hierarchies.items()}
     assert levels == {
-        "age": 5, "education": 4, "marital-status": 3, "native-country": 3,
-        "workclass": 3, "occupation": 3, "race": 2, "sex": 2, "salary-class": 2,
+        "age": 5,
+        "education": 4,
+        "marital-status": 3,
+        "native-country": 3,
+        "workclass": 3,
+        "occupation": 3,
+        "race": 2,
+        "sex": 2,
+        "salary-class": 2,
     }
     assert adult_hierarchies["age"].mapping(2)["39"] == "30-39"
 

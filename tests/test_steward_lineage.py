@@ -2,13 +2,13 @@
 mart, landed files observed."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from pipelines.contracts import load_contracts
-from pipelines.lineage import classification as cls, metadata as lineage_md
+from pipelines.lineage import classification as cls
+from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.dbt import lineage_for_manifest, model_lineage
 from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR
 
@@ -38,45 +38,70 @@ def test_dbt_column_lineage_reaches_the_deidentified_columns(lineage):
 
 
 def test_classification_propagates_and_aggregation_clears_it(lineage, contracts):
-    traced = lineage_md.published_columns("mart_org_unit_activity", list(lineage["mart_org_unit_activity"]), lineage, _tags(contracts))
+    traced = lineage_md.published_columns(
+        "mart_org_unit_activity", list(lineage["mart_org_unit_activity"]), lineage, _tags(contracts)
+    )
     assert traced["headcount"].tags[cls.STATE] == "aggregated" and traced["headcount"].tags[cls.ENTITY] == "EMPLOYEE_ID"
     assert traced["headcount"].sources == [("hr_employees", "employee_id")]
-    assert traced["job_family"].tags[cls.STATE] == "generalized" and traced["job_family"].tags[cls.OPERATOR] == "generalize"
+    assert (
+        traced["job_family"].tags[cls.STATE] == "generalized"
+        and traced["job_family"].tags[cls.OPERATOR] == "generalize"
+    )
     assert not lineage_md.gate_failures(traced)
 
 
 def test_a_published_column_inheriting_an_unmasked_direct_identifier_fails_the_gate(contracts):
     manifest = json.loads(MANIFEST.read_text())
     node = next(n for n in manifest["nodes"].values() if n.get("name") == "mart_support_satisfaction")
-    node["raw_code"] = "with x as (select customer_key, product from {{ ref('stg_support__tickets') }}) select customer_key, count(*) as n from x group by customer_key"
+    node["raw_code"] = (
+        "with x as (select customer_key, product from {{ ref('stg_support__tickets') }}) select customer_key, count(*) as n from x group by customer_key"
+    )
     lineage = model_lineage(manifest, list(contracts.values()), DBT_PROJECT_DIR)
     tags = _tags(contracts)
     # pseudonymized: the key may be published as a key (state pseudonymized), not as the raw email
     traced = lineage_md.published_columns("mart_support_satisfaction", ["customer_key", "n"], lineage, tags)
-    assert traced["customer_key"].tags[cls.STATE] == "pseudonymized" and traced["customer_key"].tags[cls.KEY_ID] == "k-test"
+    assert (
+        traced["customer_key"].tags[cls.STATE] == "pseudonymized"
+        and traced["customer_key"].tags[cls.KEY_ID] == "k-test"
+    )
     assert traced["n"].tags[cls.STATE] == "aggregated"
     assert not lineage_md.gate_failures(traced)
     # the same column kept unmasked by its contract: the gate names it
-    tags["support_tickets"]["customer_email"] = {cls.ROLE: "direct_identifier", cls.ENTITY: "EMAIL_ADDRESS", cls.OPERATOR: "keep", cls.STATE: "unmasked"}
+    tags["support_tickets"]["customer_email"] = {
+        cls.ROLE: "direct_identifier",
+        cls.ENTITY: "EMAIL_ADDRESS",
+        cls.OPERATOR: "keep",
+        cls.STATE: "unmasked",
+    }
     traced = lineage_md.published_columns("mart_support_satisfaction", ["customer_key", "n"], lineage, tags)
     failures = lineage_md.gate_failures(traced)
-    assert len(failures) == 1 and failures[0].startswith("customer_key inherits EMAIL_ADDRESS (unmasked) from support_tickets.customer_email")
+    assert len(failures) == 1 and failures[0].startswith(
+        "customer_key inherits EMAIL_ADDRESS (unmasked) from support_tickets.customer_email"
+    )
 
 
 def test_min_max_does_not_anonymize():
     assert cls.propagate([{cls.ROLE: "direct_identifier", cls.STATE: "unmasked"}], "min_max")[cls.STATE] == "unmasked"
-    assert cls.propagate([{cls.ROLE: "direct_identifier", cls.STATE: "unmasked"}], "aggregate")[cls.STATE] == "aggregated"
+    assert (
+        cls.propagate([{cls.ROLE: "direct_identifier", cls.STATE: "unmasked"}], "aggregate")[cls.STATE] == "aggregated"
+    )
     assert cls.propagate([{cls.ROLE: "join_key", cls.STATE: "pseudonymized"}], "dp")[cls.STATE] == "dp_noised"
 
 
 def test_fates_to_the_mart(lineage, contracts):
-    traced = lineage_md.published_columns("mart_org_unit_activity", list(lineage["mart_org_unit_activity"]), lineage, _tags(contracts))
-    finance = lineage_md.fates("mart_org_unit_activity", contracts["finance_expense_claims"], traced, lineage, ["employee_key", "email_key"])
+    traced = lineage_md.published_columns(
+        "mart_org_unit_activity", list(lineage["mart_org_unit_activity"]), lineage, _tags(contracts)
+    )
+    finance = lineage_md.fates(
+        "mart_org_unit_activity", contracts["finance_expense_claims"], traced, lineage, ["employee_key", "email_key"]
+    )
     assert finance["card_number"] == "de-identified, never reached this mart"
     assert finance["iban"] == "suppressed: never left the raw database"
     assert finance["amount"] == "aggregated into expense_total_eur"
     assert finance["employee_id"].startswith("used only as a join key")
-    hr = lineage_md.fates("mart_org_unit_activity", contracts["hr_employees"], traced, lineage, ["employee_key", "email_key"])
+    hr = lineage_md.fates(
+        "mart_org_unit_activity", contracts["hr_employees"], traced, lineage, ["employee_key", "email_key"]
+    )
     assert hr["job_title"] == "published as job_family"
 
 
@@ -88,18 +113,30 @@ def test_sensor_records_each_new_file_on_the_landed_asset(tmp_path):
     landing = tmp_path / "landing" / "hr"
     landing.mkdir(parents=True)
     (landing / "employees_2026-01-31.csv").write_text("employee_id\nE1\nE2\n")
-    result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"storage": PipelineStorage(data_dir=str(tmp_path))}))
+    result = sensor(
+        dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(), resources={"storage": PipelineStorage(data_dir=str(tmp_path))}
+        )
+    )
     (observation,) = result.asset_events
     assert observation.asset_key == dg.AssetKey("landed_hr_employees")
     md = observation.metadata
-    assert md["file"].value == "hr/employees_2026-01-31.csv" and md["rows"].value == 2 and md["size_bytes"].value == (landing / "employees_2026-01-31.csv").stat().st_size
+    assert (
+        md["file"].value == "hr/employees_2026-01-31.csv"
+        and md["rows"].value == 2
+        and md["size_bytes"].value == (landing / "employees_2026-01-31.csv").stat().st_size
+    )
     assert len(md["sha256"].value) == 64 and md["modified_utc"].value.endswith("+00:00")
 
 
 # --- on the pipeline's one run -------------------------------------------------------------------------------
 
+
 def _materializations(pipeline_run):
-    return {e.asset_key.to_user_string(): e.materialization.metadata for e in pipeline_run.result.get_asset_materialization_events()}
+    return {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in pipeline_run.result.get_asset_materialization_events()
+    }
 
 
 def test_every_stage_carries_column_lineage_and_classification_tags(pipeline_run):
@@ -111,14 +148,22 @@ def test_every_stage_carries_column_lineage_and_classification_tags(pipeline_run
     deid = mats["deidentified_hr_employees"]
     columns = {c.name: c for c in deid["dagster/column_schema"].value.columns}
     assert "ssn" not in columns  # suppressed
-    assert columns["email"].tags[cls.STATE] == "pseudonymized" and columns["email"].tags[cls.KEY_ID] == deid["pseudonym_key_id"].value
+    assert (
+        columns["email"].tags[cls.STATE] == "pseudonymized"
+        and columns["email"].tags[cls.KEY_ID] == deid["pseudonym_key_id"].value
+    )
     assert "PII:" in columns["email"].description
     assert deid["dagster/column_lineage"].value.deps_by_column["email"][0].asset_key == dg.AssetKey("raw_hr_employees")
     published = mats["published_mart_org_unit_activity"]
     schema = {c.name: c for c in published["dagster/column_schema"].value.columns}
-    assert schema["headcount"].tags[cls.STATE] == "aggregated" and schema["headcount"].tags[cls.FROM] == "hr_employees.employee_id"
+    assert (
+        schema["headcount"].tags[cls.STATE] == "aggregated"
+        and schema["headcount"].tags[cls.FROM] == "hr_employees.employee_id"
+    )
     assert schema["headcount"].description.startswith("Distinct employees in the group.")  # dbt's description kept
-    assert published["dagster/column_lineage"].value.deps_by_column["headcount"][0].asset_key == dg.AssetKey("mart_org_unit_activity")
+    assert published["dagster/column_lineage"].value.deps_by_column["headcount"][0].asset_key == dg.AssetKey(
+        "mart_org_unit_activity"
+    )
     from pipelines.definitions import defs
 
     landed = defs().resolve_asset_graph().get(dg.AssetKey("landed_hr_employees")).metadata["dagster/column_schema"]

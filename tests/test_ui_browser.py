@@ -22,13 +22,18 @@ from pipelines.paths import PROJECT_ROOT
 from tests.conftest import ground_truth, run_job
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(os.environ.get("PIPELINES_SCREENSHOTS_DIR") or PROJECT_ROOT / "data" / "screenshots")  # a test run leaves the repo as it was
+SCREENSHOTS = Path(
+    os.environ.get("PIPELINES_SCREENSHOTS_DIR") or PROJECT_ROOT / "data" / "screenshots"
+)  # a test run leaves the repo as it was
 LOCATION = "privacy_integration"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (/usr/bin/chromium): "
-                       "apt-get install -y chromium chromium-driver (.ci/run installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (/usr/bin/chromium): "
+        "apt-get install -y chromium chromium-driver (.ci/run installs it)",
+    ),
 ]
 
 
@@ -52,8 +57,12 @@ def _wait(url: str, timeout_s: float, process: subprocess.Popen, log: Path) -> N
 
 
 def _wait_for_location(base: str, timeout_s: float = 180) -> None:
-    query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                                 "locationOrLoadError { __typename ... on PythonError { message } } } } } }"}).encode()
+    query = json.dumps(
+        {
+            "query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        }
+    ).encode()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         request = urllib.request.Request(f"{base}/graphql", data=query, headers={"Content-Type": "application/json"})
@@ -92,7 +101,11 @@ def ui(tmp_path_factory, demo_landing, pipeline_env):
         with dg.DagsterInstance.from_config(str(home)) as instance:
             result, _ = run_job(data, instance=instance)
             assert result.success, "the pipeline run behind the UI failed"
-            hr = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("deidentified_hr_employees"))
+            hr = next(
+                e
+                for e in result.get_asset_materialization_events()
+                if e.asset_key == dg.AssetKey("deidentified_hr_employees")
+            )
             key_id = hr.materialization.metadata["pseudonym_key_id"].value
     finally:
         if saved is None:
@@ -103,10 +116,29 @@ def ui(tmp_path_factory, demo_landing, pipeline_env):
     bin_dir = Path(sys.executable).parent
     logs = {name: root / f"{name}.log" for name in ("webserver", "docs")}
     processes = {
-        "docs": subprocess.Popen([sys.executable, "-m", "pipelines.quality.docs_server", "--data-dir", str(data), "--port", str(docs_port)],
-                                 cwd=PROJECT_ROOT, env=env, stdout=logs["docs"].open("w"), stderr=subprocess.STDOUT),
-        "webserver": subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port), "-w", "workspace.yaml", "--read-only"],
-                                      cwd=PROJECT_ROOT, env=env, stdout=logs["webserver"].open("w"), stderr=subprocess.STDOUT),
+        "docs": subprocess.Popen(
+            [sys.executable, "-m", "pipelines.quality.docs_server", "--data-dir", str(data), "--port", str(docs_port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=logs["docs"].open("w"),
+            stderr=subprocess.STDOUT,
+        ),
+        "webserver": subprocess.Popen(
+            [
+                str(bin_dir / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(web_port),
+                "-w",
+                "workspace.yaml",
+                "--read-only",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=logs["webserver"].open("w"),
+            stderr=subprocess.STDOUT,
+        ),
     }
     try:
         base = f"http://127.0.0.1:{web_port}"
@@ -203,11 +235,20 @@ def test_privacy_card_traces_every_source_column_to_the_mart(page, ui):
     _open(page, ui, "/assets/published_mart_org_unit_activity")
     dialog = _markdown(page, "privacy_card")
     text = dialog.inner_text()
-    for expected in ("Privacy card: mart_org_unit_activity", "never reached this mart", "suppressed: never left the raw database",
-                     "aggregated into", "used only as a join key", "privacy_suite", "passed"):
+    for expected in (
+        "Privacy card: mart_org_unit_activity",
+        "never reached this mart",
+        "suppressed: never left the raw database",
+        "aggregated into",
+        "used only as a join key",
+        "privacy_suite",
+        "passed",
+    ):
         assert expected in text, f"{expected!r} not on the privacy card"
     assert dialog.locator(f'a[href$="/runs/{ui.run_id}"]').count() >= 1  # the publishing run, as a link
-    dialog.get_by_text("Privacy card: mart_org_unit_activity").scroll_into_view_if_needed()  # the dialog opens at its Close button
+    dialog.get_by_text(
+        "Privacy card: mart_org_unit_activity"
+    ).scroll_into_view_if_needed()  # the dialog opens at its Close button
     _shot(page, "privacy-card.png")
     _no_personal_value(page.inner_text("body"), ui, "the privacy card")
 

@@ -19,13 +19,14 @@ class SuiteFailed(ValueError):
     problem = "expectations_failed"
 
 
-def check_result(outcome: SuiteOutcome, extra: dict | None = None, check_name: str | None = None) -> dg.AssetCheckResult:
+def check_result(
+    outcome: SuiteOutcome, extra: dict | None = None, check_name: str | None = None
+) -> dg.AssetCheckResult:
     failed = outcome.failed
     description = (
         f"{outcome.suite}: all {len(outcome.results)} expectations passed"
         if outcome.success
-        else f"{outcome.suite}: {len(failed)} of {len(outcome.results)} expectations failed: "
-        + failed_lines(outcome)
+        else f"{outcome.suite}: {len(failed)} of {len(outcome.results)} expectations failed: " + failed_lines(outcome)
     )
     return dg.AssetCheckResult(
         check_name=check_name,
@@ -64,21 +65,34 @@ def privacy_frame(frame: pd.DataFrame, quasi: list[str], sensitive: list[str]) -
 
 
 def quality_spec(contract: Contract, raw_key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec("quality_suite", asset=raw_key, blocking=True, description=(
-        f"GE suite {contract.dataset}.quality on the staged batch: schema, nulls, uniqueness, ranges. "
-        "Only a passing batch replaces the raw table."))
+    return dg.AssetCheckSpec(
+        "quality_suite",
+        asset=raw_key,
+        blocking=True,
+        description=(
+            f"GE suite {contract.dataset}.quality on the staged batch: schema, nulls, uniqueness, ranges. "
+            "Only a passing batch replaces the raw table."
+        ),
+    )
 
 
 def privacy_spec(contract: Contract, deidentified_key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec("privacy_suite", asset=deidentified_key, blocking=True, description=(
-        f"GE suite {contract.dataset}.privacy on the staged table: no PII patterns; k-anonymity, l-diversity, "
-        "uniqueness, risk thresholds. Only a passing table replaces the de-identified one."))
+    return dg.AssetCheckSpec(
+        "privacy_suite",
+        asset=deidentified_key,
+        blocking=True,
+        description=(
+            f"GE suite {contract.dataset}.privacy on the staged table: no PII patterns; k-anonymity, l-diversity, "
+            "uniqueness, risk thresholds. Only a passing table replaces the de-identified one."
+        ),
+    )
 
 
 def failed_lines(outcome: SuiteOutcome) -> str:
     """Each failed expectation with its column, observed counts and threshold (never a value)."""
     return "; ".join(
-        f"{r.expectation}({r.column or 'table'}) observed {_fmt(r.observed)} vs threshold {_fmt(r.threshold)}" for r in outcome.failed
+        f"{r.expectation}({r.column or 'table'}) observed {_fmt(r.observed)} vs threshold {_fmt(r.threshold)}"
+        for r in outcome.failed
     )
 
 
@@ -91,23 +105,41 @@ def _reviewed_suite(contract: Contract, name: str, suites_dir: Path) -> dict:
     suite = load_suite(suites_dir, name)
     drift = suite_drift(contract, suite)
     if drift:
-        raise dg.Failure(description=(
-            f"{name} disagrees with contract {contract.dataset} v{contract.version} in {len(drift)} place(s): " + "; ".join(drift[:5])
-            + ". Change thresholds in the contract and regenerate: python -m pipelines.quality.scaffold --overwrite; nothing was replaced."))
+        raise dg.Failure(
+            description=(
+                f"{name} disagrees with contract {contract.dataset} v{contract.version} in {len(drift)} place(s): "
+                + "; ".join(drift[:5])
+                + ". Change thresholds in the contract and regenerate: python -m pipelines.quality.scaffold --overwrite; nothing was replaced."
+            )
+        )
     return suite
 
 
-def quality_check(con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR) -> dg.AssetCheckResult:
+def quality_check(
+    con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR
+) -> dg.AssetCheckResult:
     """The contract's quality suite on a (staged) raw table."""
     frame = read_table(con, table)
-    outcome = run_suite(_reviewed_suite(contract, f"{contract.dataset}.quality", suites_dir), frame.drop(columns=[SOURCE_FILE_COLUMN]), storage.gx_dir)
+    outcome = run_suite(
+        _reviewed_suite(contract, f"{contract.dataset}.quality", suites_dir),
+        frame.drop(columns=[SOURCE_FILE_COLUMN]),
+        storage.gx_dir,
+    )
     return check_result(outcome, check_name="quality_suite")
 
 
-def privacy_check(con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR) -> dg.AssetCheckResult:
+def privacy_check(
+    con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR
+) -> dg.AssetCheckResult:
     """The contract's privacy suite on a (staged) de-identified table."""
     quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
     sensitive = [c.name for c in contract.published_columns if c.role == Role.sensitive_attribute]
     frame = read_table(con, table)
-    outcome = run_suite(_reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir), privacy_frame(frame, quasi, sensitive), storage.gx_dir)
-    return check_result(outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}, check_name="privacy_suite")
+    outcome = run_suite(
+        _reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir),
+        privacy_frame(frame, quasi, sensitive),
+        storage.gx_dir,
+    )
+    return check_result(
+        outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}, check_name="privacy_suite"
+    )

@@ -1,6 +1,5 @@
 """One factory builds every department's assets, sensor and job from its contract."""
 
-
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -11,19 +10,47 @@ from dagster_duckdb import DuckDBResource
 from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import SuiteFailed, privacy_check, privacy_spec, quality_check, quality_spec
-from pipelines.lifecycle import checks as lifecycle_checks, matching as lifecycle_matching, retention as lifecycle_retention
+from pipelines.ingest import (
+    SOURCE_FILE_COLUMN,
+    IngestError,
+    drop_staged,
+    ingest_file,
+    landed_files,
+    publish_staged,
+    quarantine,
+)
+from pipelines.lifecycle import (
+    checks as lifecycle_checks,
+)
+from pipelines.lifecycle import (
+    matching as lifecycle_matching,
+)
+from pipelines.lifecycle import (
+    retention as lifecycle_retention,
+)
 from pipelines.lifecycle.assets import SUBJECT_REQUESTS
 from pipelines.lifecycle.requests import Paths as RequestPaths
-from pipelines.ingest import SOURCE_FILE_COLUMN, IngestError, drop_staged, ingest_file, landed_files, publish_staged, quarantine
-from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentification_markdown, deidentify_table
-from pipelines.privacy.classify import UndeclaredPIIError
-from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.observe import landed_file_observation
+from pipelines.privacy.classify import UndeclaredPIIError
+from pipelines.privacy.deidentify import (
+    PrivacyThresholdError,
+    ResidualPIIError,
+    deidentification_markdown,
+    deidentify_table,
+)
+from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.provenance import provenance
 from pipelines.resources import EXPECTATIONS_DIR, PipelineStorage, PrivacySettings, connection
 
-INGEST_DTYPES = {"string": "string", "integer": "int", "decimal": "decimal", "boolean": "bool", "date": "date", "timestamp": "timestamp"}
+INGEST_DTYPES = {
+    "string": "string",
+    "integer": "int",
+    "decimal": "decimal",
+    "boolean": "bool",
+    "date": "date",
+    "timestamp": "timestamp",
+}
 
 
 def raw_key(contract: Contract) -> dg.AssetKey:
@@ -82,9 +109,12 @@ def landed_file_for_run(landing_dir: Path, contract: Contract, tagged: str | Non
     if tagged is not None:
         match = next((f for f in files if str(f.relative_to(landing_dir)) == tagged), None)
         if match is None:
-            raise dg.Failure(description=(
-                f"{contract.dataset}: the run was started for landing/{tagged}, which no longer exists or does not match "
-                f"landing/{contract.source.path_pattern}; nothing was ingested."))
+            raise dg.Failure(
+                description=(
+                    f"{contract.dataset}: the run was started for landing/{tagged}, which no longer exists or does not match "
+                    f"landing/{contract.source.path_pattern}; nothing was ingested."
+                )
+            )
         return match
     if not files:
         raise dg.Failure(
@@ -116,7 +146,8 @@ def build_known_identifiers(contracts: list[Contract]) -> dg.Definitions:
 
     @dg.asset(
         key=KNOWN_IDENTIFIERS,
-        deps=[raw_key(c) for c in contracts] + [SUBJECT_REQUESTS],  # built after erasures: the index holds no erased person
+        deps=[raw_key(c) for c in contracts]
+        + [SUBJECT_REQUESTS],  # built after erasures: the index holds no erased person
         group_name="privacy_index",
         kinds={"duckdb"},
         owners=["team:data-integration"],
@@ -126,19 +157,23 @@ def build_known_identifiers(contracts: list[Contract]) -> dg.Definitions:
             "built from the last good raw tables: free-text masking and the residual-PII gate search them everywhere."
         ),
     )
-    def known_identifiers(context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource) -> dg.MaterializeResult:
+    def known_identifiers(
+        context: dg.AssetExecutionContext, storage: PipelineStorage, raw_database: DuckDBResource
+    ) -> dg.MaterializeResult:
         with connection(raw_database) as con:
             known = cached_known_identifiers(con, storage.raw_db, contracts[0].path.parent)
         built_from = {}
         for c in contracts:
             event = context.instance.get_latest_materialization_event(raw_key(c))
             built_from[raw_key(c).to_user_string()] = event.run_id if event else "never materialized"
-        return dg.MaterializeResult(metadata={
-            "identifiers": known.size,
-            "identifiers_by_entity": dg.MetadataValue.json(known.counts()),
-            "built_from_runs": dg.MetadataValue.json(built_from),  # each raw table's last good (passing) batch
-            "storage": "memory only: keyed hashes with a per-process key, never written to disk",
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "identifiers": known.size,
+                "identifiers_by_entity": dg.MetadataValue.json(known.counts()),
+                "built_from_runs": dg.MetadataValue.json(built_from),  # each raw table's last good (passing) batch
+                "storage": "memory only: keyed hashes with a per-process key, never written to disk",
+            }
+        )
 
     return dg.Definitions(assets=[known_identifiers])
 
@@ -205,7 +240,9 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 drop_staged(con, staged)
                 raise reject(error, error.problem) from None
             try:
-                check = quality_check(con, staged, contract, storage, suites_dir)  # audit: the quality suite on the batch
+                check = quality_check(
+                    con, staged, contract, storage, suites_dir
+                )  # audit: the quality suite on the batch
             except dg.Failure:  # e.g. a reviewed suite that disagrees with its contract: no batch is left behind
                 drop_staged(con, staged)
                 raise
@@ -214,8 +251,16 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 yield check
                 raise reject(SuiteFailed(f"failed its quality suite: {check.description}"), SuiteFailed.problem)
             publish_staged(con, staged, ds)  # publish: only a passing batch replaces the raw table
-        context.log_event(landed_file_observation(landed.key, path, storage.landing_dir, rows=report.rows, sha256=report.sha256,
-                                                  observed_by=f"raw_{ds} (run {context.run_id[:8]})"))
+        context.log_event(
+            landed_file_observation(
+                landed.key,
+                path,
+                storage.landing_dir,
+                rows=report.rows,
+                sha256=report.sha256,
+                observed_by=f"raw_{ds} (run {context.run_id[:8]})",
+            )
+        )
         storage.raw_db.chmod(0o600)  # raw personal data: the pipeline's account only
         context.log.info(f"{ds}: ingested {report.rows} rows from {report.file}")
         yield check
@@ -241,8 +286,11 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         owners=owners,
         tags={**tags, "privacy_tier": "deidentified"},
         code_version=contract.version_hash,
-        check_specs=[privacy_spec(contract, deidentified_key(contract)), lifecycle_checks.absence_spec(deidentified_key(contract)),
-                     lifecycle_checks.retention_spec(deidentified_key(contract))],
+        check_specs=[
+            privacy_spec(contract, deidentified_key(contract)),
+            lifecycle_checks.absence_spec(deidentified_key(contract)),
+            lifecycle_checks.retention_spec(deidentified_key(contract)),
+        ],
         description=f"{contract.title}, de-identified as its contract says (the only form dbt may read).",
     )
     def deidentified(
@@ -255,18 +303,30 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         ctx = privacy.operator_context(storage, run_date=date.today())
         staged = f"_staged_{ds}"
         kept = "The de-identified table keeps its last good version."
-        in_force = lifecycle_checks.InForce.load(storage, ctx.pseudonym_key.key_id)  # every request ever recorded, keyed
+        in_force = lifecycle_checks.InForce.load(
+            storage, ctx.pseudonym_key.key_id
+        )  # every request ever recorded, keyed
         retention_state = lifecycle_retention.load_state(RequestPaths.under(storage.root).store_dir)
         horizon = lifecycle_retention.enforced_horizon(retention_state, ds)
         with connection(raw_database) as raw, connection(deidentified_database) as con:
-            excluded = lifecycle_checks.excluded_rows(raw, ds)  # opted-out rows stay in raw, flagged, and are never read here
+            excluded = lifecycle_checks.excluded_rows(
+                raw, ds
+            )  # opted-out rows stay in raw, flagged, and are never read here
             # every department's identifiers: a name HR knows is found in Finance's memos too
             known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
             try:
                 # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
                 result = deidentify_table(
-                    raw, lifecycle_matching.view_name(ds), con, staged, contract, ctx, model_name=privacy.model_name(), known=known,
-                    chunk_rows=privacy.chunk_rows, exclude=(SOURCE_FILE_COLUMN,),
+                    raw,
+                    lifecycle_matching.view_name(ds),
+                    con,
+                    staged,
+                    contract,
+                    ctx,
+                    model_name=privacy.model_name(),
+                    known=known,
+                    chunk_rows=privacy.chunk_rows,
+                    exclude=(SOURCE_FILE_COLUMN,),
                 )
             except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
                 drop_staged(con, staged)
@@ -274,7 +334,9 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
             # other departments' mentions of requested people: their pseudonyms and any identifier of theirs become tags
             masked = lifecycle_matching.scrub(con, staged, ctx.pseudonym_key.secret, in_force.keys)
             try:
-                check = privacy_check(con, staged, contract, storage, suites_dir)  # the privacy suite on the staged table
+                check = privacy_check(
+                    con, staged, contract, storage, suites_dir
+                )  # the privacy suite on the staged table
             except dg.Failure:
                 drop_staged(con, staged)
                 raise
@@ -284,27 +346,41 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 if not gate.passed:
                     drop_staged(con, staged)
                     yield from (check, absent, retained)
-                    raise dg.Failure(description=f"{ds}: the de-identified batch failed its {gate.check_name or 'privacy_suite'} check: {gate.description} {kept}")
+                    raise dg.Failure(
+                        description=f"{ds}: the de-identified batch failed its {gate.check_name or 'privacy_suite'} check: {gate.description} {kept}"
+                    )
             schema = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [staged],
             ).fetchall()
             # the audit record describes the table about to be swapped in, so it is written first
-            record = audit.append(storage.audit_log, {
-                "action": "deidentify", "dataset": ds, "run_id": context.run_id, "contract_version_hash": contract.version_hash,
-                "pseudonym_key_id": ctx.pseudonym_key.key_id, "rows_in": result.rows_in, "rows_out": result.rows_out,
-                # break-glass encryption is reversible: every column encrypted is on record with its key id
-                "encrypted_columns": [r.column for r in result.columns if r.operator == "encrypt"],
-                "reidentification_key_id": ctx.reidentification_key.key_id if ctx.reidentification_key else None,
-                # data subjects' requests: which were applied, rows left out per request, mentions masked (no identifier)
-                "subject_requests": in_force.ids, "rows_excluded": excluded, "mentions_masked": masked,
-                "retention_horizon": str(horizon) if horizon else None,
-            })
+            record = audit.append(
+                storage.audit_log,
+                {
+                    "action": "deidentify",
+                    "dataset": ds,
+                    "run_id": context.run_id,
+                    "contract_version_hash": contract.version_hash,
+                    "pseudonym_key_id": ctx.pseudonym_key.key_id,
+                    "rows_in": result.rows_in,
+                    "rows_out": result.rows_out,
+                    # break-glass encryption is reversible: every column encrypted is on record with its key id
+                    "encrypted_columns": [r.column for r in result.columns if r.operator == "encrypt"],
+                    "reidentification_key_id": ctx.reidentification_key.key_id if ctx.reidentification_key else None,
+                    # data subjects' requests: which were applied, rows left out per request, mentions masked (no identifier)
+                    "subject_requests": in_force.ids,
+                    "rows_excluded": excluded,
+                    "mentions_masked": masked,
+                    "retention_horizon": str(horizon) if horizon else None,
+                },
+            )
             publish_staged(con, staged, ds)
         storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
-        lifecycle_checks.record_proof(storage, in_force.ids, deidentified_key(contract).to_user_string(), context.run_id)
+        lifecycle_checks.record_proof(
+            storage, in_force.ids, deidentified_key(contract).to_user_string(), context.run_id
+        )
         yield from (check, absent, retained)
         yield dg.MaterializeResult(
             metadata={  # the steward's facts first (the UI lists entries in this order), raw JSON after
@@ -315,17 +391,25 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 "rows_out": result.rows_out,
                 "rows_suppressed": result.rows_suppressed,
                 "entities_masked": result.entities_masked,
-                "subject_requests": dg.MetadataValue.json({"in_force": len(in_force.ids), "rows_excluded": excluded, "mentions_masked": masked}),
+                "subject_requests": dg.MetadataValue.json(
+                    {"in_force": len(in_force.ids), "rows_excluded": excluded, "mentions_masked": masked}
+                ),
                 "retention": dg.MetadataValue.json(lifecycle_retention.metadata(contract, retention_state)),
                 # each column's type, description and PII classification tags (role, entity, operator, state, key id)
-                "dagster/column_schema": lineage_md.deidentified_schema(contract, dict(schema), ctx.pseudonym_key.key_id),
-                "dagster/column_lineage": lineage_md.deidentified_lineage(contract, raw_key(contract), [n for n, _ in schema]),
+                "dagster/column_schema": lineage_md.deidentified_schema(
+                    contract, dict(schema), ctx.pseudonym_key.key_id
+                ),
+                "dagster/column_lineage": lineage_md.deidentified_lineage(
+                    contract, raw_key(contract), [n for n, _ in schema]
+                ),
                 "k_anonymity": dg.MetadataValue.json(result.k_anonymity),
                 "residual_scan": dg.MetadataValue.json(result.residual_scan),
                 "column_classification": dg.MetadataValue.json({"columns": result.classification}),
                 "deidentification": dg.MetadataValue.json({"columns": columns}),
                 "detector": dg.MetadataValue.json(result.detector or {}),
-                audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(audit.anchor(record)),  # the log's head, outside the log
+                audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json(
+                    audit.anchor(record)
+                ),  # the log's head, outside the log
                 "upstream": [raw_key(contract).to_user_string()],
                 **_contract_metadata(contract),
                 "provenance": provenance(context),
@@ -337,14 +421,23 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         # its own assets, the index its new identifiers change, and what reads its de-identified table; other
         # departments' de-identified tables keep their version (the graph shows them stale until their next run)
         # subject_requests too: a new batch may bring back someone who asked to be left out or erased
-        selection=(dg.AssetSelection.assets(raw, KNOWN_IDENTIFIERS, SUBJECT_REQUESTS) | dg.AssetSelection.assets(deidentified).downstream())
-        .required_multi_asset_neighbors(),
+        selection=(
+            dg.AssetSelection.assets(raw, KNOWN_IDENTIFIERS, SUBJECT_REQUESTS)
+            | dg.AssetSelection.assets(deidentified).downstream()
+        ).required_multi_asset_neighbors(),
         description=f"Ingest and de-identify {contract.title}, then rebuild the approved models that use it.",
         tags=tags,
     )
 
-    @dg.sensor(name=f"{ds}_landing_sensor", job=job, minimum_interval_seconds=30, description=f"Starts {ds}_job when a new file lands.")
-    def landing_sensor(context: dg.SensorEvaluationContext, storage: PipelineStorage) -> dg.SensorResult | dg.SkipReason:
+    @dg.sensor(
+        name=f"{ds}_landing_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        description=f"Starts {ds}_job when a new file lands.",
+    )
+    def landing_sensor(
+        context: dg.SensorEvaluationContext, storage: PipelineStorage
+    ) -> dg.SensorResult | dg.SkipReason:
         # a sensor switched on after a run starts from the file that run ingested, not from the beginning
         since = context.cursor or ingested_cursor(context.instance, raw_key(contract), storage.landing_dir)
         new = [f for f in landed_files(storage.landing_dir, contract) if file_cursor(f) > (since or "")]
@@ -354,8 +447,15 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         cursor = file_cursor(newest)
         return dg.SensorResult(
             # every new file is on record on the landed asset (its history), superseded snapshots too
-            asset_events=[landed_file_observation(landed.key, f, storage.landing_dir, observed_by=f"{ds}_landing_sensor") for f in new],
-            run_requests=[dg.RunRequest(run_key=f"{ds}:{cursor}", tags={LANDED_FILE_TAG: str(newest.relative_to(storage.landing_dir))})],
+            asset_events=[
+                landed_file_observation(landed.key, f, storage.landing_dir, observed_by=f"{ds}_landing_sensor")
+                for f in new
+            ],
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{ds}:{cursor}", tags={LANDED_FILE_TAG: str(newest.relative_to(storage.landing_dir))}
+                )
+            ],
             cursor=cursor,
         )
 

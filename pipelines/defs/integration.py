@@ -1,13 +1,12 @@
 """Approved dbt models over the de-identified tables: one graph with the departments' assets."""
 
-
 import os
-from datetime import date
 import shutil
 import sys
-from pathlib import Path
 from collections.abc import Iterator, Mapping
+from datetime import date
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -63,11 +62,19 @@ def release_dbt_duckdb() -> None:
 
 
 def _nodes(manifest_path: Path) -> set[str]:
-    return {uid for uid, node in load_manifest(manifest_path)["nodes"].items() if node.get("resource_type") in {"model", "seed", "snapshot"}}
+    return {
+        uid
+        for uid, node in load_manifest(manifest_path)["nodes"].items()
+        if node.get("resource_type") in {"model", "seed", "snapshot"}
+    }
 
 
 def _check_and_build(
-    context: dg.AssetExecutionContext, run_dir: Path, storage: PipelineStorage, contracts_dir: Path, graph_manifest: Path
+    context: dg.AssetExecutionContext,
+    run_dir: Path,
+    storage: PipelineStorage,
+    contracts_dir: Path,
+    graph_manifest: Path,
 ) -> Iterator[Any]:
     env = {"PIPELINES_DATA_DIR": storage.data_dir}  # profiles.yml locates the databases through it
     try:
@@ -80,14 +87,21 @@ def _check_and_build(
         raise dg.Failure(
             description="dbt models violate the approval policy; nothing was built: "
             + "; ".join(f"{v.model}: {v.message}" for v in violations[:10]),
-            metadata={"violations": dg.MetadataValue.json([{"model": v.model, "rule": str(v.rule), "message": v.message} for v in violations])},
+            metadata={
+                "violations": dg.MetadataValue.json(
+                    [{"model": v.model, "rule": str(v.rule), "message": v.message} for v in violations]
+                )
+            },
         )
     context.log.info(f"approval policy: no violations in the compiled project ({manifest})")
     unknown = sorted(_nodes(manifest) - _nodes(graph_manifest))
     if unknown:  # a model added since the definitions loaded is no asset yet: building it would bypass the graph
-        raise dg.Failure(description=(
-            f"the dbt project has {len(unknown)} model(s) the loaded definitions do not know ({', '.join(u.split('.')[-1] for u in unknown[:5])}): "
-            "reload the code location (or restart the UI/daemon) so they become assets; nothing was built."))
+        raise dg.Failure(
+            description=(
+                f"the dbt project has {len(unknown)} model(s) the loaded definitions do not know ({', '.join(u.split('.')[-1] for u in unknown[:5])}): "
+                "reload the code location (or restart the UI/daemon) so they become assets; nothing was built."
+            )
+        )
     os.environ.update(env)  # dagster-dbt's own row-count and column queries read the same profile
     dbt = DbtCliResource(project_dir=str(run_dir), profiles_dir=str(run_dir), dbt_executable=dbt_executable())
     run_provenance = provenance(context)
@@ -102,7 +116,9 @@ def build_integration(project: DbtProject | None = None, contracts_dir: Path = C
     project = project or dbt_project()
     translator = IntegrationTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
-    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models")
+    @dbt_assets(
+        manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models"
+    )
     def approved_models(context: dg.AssetExecutionContext, storage: PipelineStorage) -> Iterator[Any]:
         # The gate checks exactly what is built: the project's current files are copied for this run, compiled
         # by dbt, checked, and built from that same copy and manifest; an edit made meanwhile waits for the next run.

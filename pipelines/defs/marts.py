@@ -3,8 +3,8 @@
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +13,17 @@ import duckdb
 import pandas as pd
 
 from pipelines import audit
+from pipelines.contracts import Contract, Role, load_contracts
+from pipelines.defs.checks import check_result
+from pipelines.defs.integration import release_dbt_duckdb
 from pipelines.dp import budget as dp_budget
 from pipelines.dp.publish import dp_card, publish_release
 from pipelines.dp.query import QueryRefused
 from pipelines.dp.release import ReleaseError
-from pipelines.contracts import Contract, Role, load_contracts
-from pipelines.defs.checks import check_result
-from pipelines.defs.integration import release_dbt_duckdb
 from pipelines.governance.approvals import Approval, approval_for, load_manifest, model_departments
 from pipelines.ingest import quote_ident
-from pipelines.lineage import classification as lineage_cls, metadata as lineage_md
+from pipelines.lineage import classification as lineage_cls
+from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.dbt import ColumnOrigin, lineage_for_manifest
 from pipelines.provenance import provenance
 from pipelines.quality.features import with_group_risk_features
@@ -74,7 +75,9 @@ def mart_risk(frame: pd.DataFrame, approval: Approval) -> dict[str, Any]:
     }
 
 
-UI_BASE_URL_ENV = "PIPELINES_DAGSTER_URL"  # e.g. http://localhost:3000; empty: links relative to the UI serving the card
+UI_BASE_URL_ENV = (
+    "PIPELINES_DAGSTER_URL"  # e.g. http://localhost:3000; empty: links relative to the UI serving the card
+)
 
 
 def run_link(run_id: str | None) -> str:
@@ -93,12 +96,14 @@ def _n(value: Any, unit: str) -> str:
 
 def _params(params: Mapping[str, Any] | None) -> str:
     """Parameters as words, not Python dicts: 'operators PERSON pseudonymize, DEFAULT replace; score_threshold 0.4'."""
+
     def show(v: Any) -> str:
         if isinstance(v, Mapping):
             return ", ".join(f"{k} {x}" for k, x in v.items())
         if isinstance(v, (list, tuple)):
             return ", ".join(map(str, v))
         return str(v)
+
     return "; ".join(f"{k} {show(v)}" for k, v in (params or {}).items() if k != "key_id") or "-"
 
 
@@ -113,13 +118,15 @@ def source_tags(instance: dg.DagsterInstance, contracts: list[Contract]) -> dict
     return out
 
 
-def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract], fates: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[str], list[str]]:
+def _source_rows(
+    instance: dg.DagsterInstance, contracts: list[Contract], fates: Mapping[str, Mapping[str, str]] | None = None
+) -> tuple[list[str], list[str]]:
     """Markdown rows describing each contributing dataset and every one of its columns, with its fate in the mart."""
     sources, columns = [], []
     for contract in contracts:
         event = instance.get_latest_materialization_event(dg.AssetKey(f"deidentified_{contract.dataset}"))
         md = event.asset_materialization.metadata if event and event.asset_materialization else {}
-        value = lambda k, default="-": getattr(md.get(k), "value", default)  # noqa: E731
+        value = lambda k, default="-", md=md: getattr(md.get(k), "value", default)  # noqa: E731
         residual = value("residual_scan", {})
         sources.append(
             f"| deidentified_{contract.dataset} | {run_link(event.run_id if event else None)} | {_n(value('rows_in'), 'rows')} / "
@@ -130,11 +137,16 @@ def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract], fates:
         fate_of = (fates or {}).get(contract.dataset, {})
         for column in contract.columns:
             r = recorded.get(column.name, {})
-            default = "in the de-identified table" if column.deidentify.operator != "suppress" else "suppressed: never left the raw database"
+            default = (
+                "in the de-identified table"
+                if column.deidentify.operator != "suppress"
+                else "suppressed: never left the raw database"
+            )
             fate = fate_of.get(column.name, default)
             values_in = r.get("values_in")
             found = ", ".join(
-                f"{k}: {_n(v, 'mention' if v == 1 else 'mentions')}" for k, v in (r.get("entities_detected") or {}).items()
+                f"{k}: {_n(v, 'mention' if v == 1 else 'mentions')}"
+                for k, v in (r.get("entities_detected") or {}).items()
             )
             if found and values_in is not None:
                 found += f" (in {_n(values_in, 'non-empty values')} of this column)"
@@ -146,8 +158,13 @@ def _source_rows(instance: dg.DagsterInstance, contracts: list[Contract], fates:
 
 
 RISK_UNITS = {
-    "rows": "rows", "people": "people", "smallest_group": "people", "k_over_quasi_identifiers": "people",
-    "equivalence_classes": "groups", "prosecutor_risk_average": "(probability)", "prosecutor_risk_highest": "(probability)",
+    "rows": "rows",
+    "people": "people",
+    "smallest_group": "people",
+    "k_over_quasi_identifiers": "people",
+    "equivalence_classes": "groups",
+    "prosecutor_risk_average": "(probability)",
+    "prosecutor_risk_highest": "(probability)",
 }
 
 
@@ -170,7 +187,9 @@ def mart_check_rows(instance: dg.DagsterInstance, mart: str, run_id: str | None)
         detail = f"{_n(expectations, 'expectations')}, {_n(failed, 'failed')}" if expectations is not None else "-"
         docs = getattr(md.get("data_docs"), "value", None)
         docs_link = f" ([Data Docs]({docs}))" if isinstance(docs, str) and docs.startswith("http") else ""
-        rows.append(f"| {evaluation.check_name} | {'passed' if evaluation.passed else '**failed**'} | {detail}{docs_link} | {run_link(run_id)} |")
+        rows.append(
+            f"| {evaluation.check_name} | {'passed' if evaluation.passed else '**failed**'} | {detail}{docs_link} | {run_link(run_id)} |"
+        )
     return rows
 
 
@@ -194,50 +213,81 @@ def _dp_lines(approval: Approval) -> list[str]:
     lines = []
     if approval.person_join:
         j = approval.person_join
-        lines += ["", f"**Person-level join**: {j.model} (unit {j.privacy_unit}); the gate blocks when k over its "
-                  f"quasi-identifiers falls below {j.min_k or approval.min_group_size}."]
+        lines += [
+            "",
+            f"**Person-level join**: {j.model} (unit {j.privacy_unit}); the gate blocks when k over its "
+            f"quasi-identifiers falls below {j.min_k or approval.min_group_size}.",
+        ]
     if approval.dp_release:
         d = approval.dp_release
-        lines += [f"**DP release**: {d.table} (OpenDP, epsilon {d.epsilon:g}, delta {d.delta:g}, paid by {d.release_consumer}); "
-                  f"its own privacy card is on published_{d.table}."]
+        lines += [
+            f"**DP release**: {d.table} (OpenDP, epsilon {d.epsilon:g}, delta {d.delta:g}, paid by {d.release_consumer}); "
+            f"its own privacy card is on published_{d.table}."
+        ]
     return lines
 
 
-def privacy_card(mart: str, approval: Approval, contracts: list[Contract], risk: dict, instance: dg.DagsterInstance,
-                 traced: Mapping[str, lineage_md.Traced] | None = None, fates: Mapping[str, Mapping[str, str]] | None = None,
-                 run_id: str | None = None) -> str:
+def privacy_card(
+    mart: str,
+    approval: Approval,
+    contracts: list[Contract],
+    risk: dict,
+    instance: dg.DagsterInstance,
+    traced: Mapping[str, lineage_md.Traced] | None = None,
+    fates: Mapping[str, Mapping[str, str]] | None = None,
+    run_id: str | None = None,
+) -> str:
     """The steward's one-page answer to 'where did this number come from, and what was done to the people in it?'"""
     sources, columns = _source_rows(instance, contracts, fates)
     checks = mart_check_rows(instance, mart, run_id)
-    return "\n".join([
-        f"## Privacy card: {mart}",
-        "",
-        f"**Approval**: {approval.approved_by}, {approval.approved_on}, expires {approval.expires_on}.  ",
-        f"**Purpose**: {approval.purpose}  ",
-        f"**Departments**: {', '.join(approval.departments)}; joined only on keyed pseudonyms: "
-        f"{', '.join(approval.join_keys) or 'no join'}.  ",
-        f"**Publishes**: {', '.join(approval.publishes)}; quasi-identifiers {', '.join(approval.quasi_identifiers) or '-'}; "
-        f"groups under {approval.min_group_size} ({approval.group_size_column}) are withheld.",
-        "",
-        "**Risk** (people, not rows): " + _risk_line(risk),
-        *_dp_lines(approval),
-        "",
-        *([f"**Published by run** {run_link(run_id)}", ""] if run_id else []),
-        *(["### Published columns (classification traced to the sources)",
-           "| column | how it was made | PII state | role | entity | from (de-identified columns) |",
-           "|---|---|---|---|---|---|", *_published_rows(traced), ""] if traced else []),
-        *(["### Checks of this mart (this run)", "| check | result | expectations | run |", "|---|---|---|---|", *checks, ""]
-          if checks else []),
-        "### Sources (latest de-identification)",
-        "| asset | run | rows in / out / suppressed | contract hash | key id | residual PII scan |",
-        "|---|---|---|---|---|---|",
-        *sources,
-        "",
-        "### Every column of every contributing dataset, and its fate in this mart",
-        "| column | role | entity | operator | parameters | PII found in text | fate in this mart |",
-        "|---|---|---|---|---|---|---|",
-        *columns,
-    ])
+    return "\n".join(
+        [
+            f"## Privacy card: {mart}",
+            "",
+            f"**Approval**: {approval.approved_by}, {approval.approved_on}, expires {approval.expires_on}.  ",
+            f"**Purpose**: {approval.purpose}  ",
+            f"**Departments**: {', '.join(approval.departments)}; joined only on keyed pseudonyms: "
+            f"{', '.join(approval.join_keys) or 'no join'}.  ",
+            f"**Publishes**: {', '.join(approval.publishes)}; quasi-identifiers {', '.join(approval.quasi_identifiers) or '-'}; "
+            f"groups under {approval.min_group_size} ({approval.group_size_column}) are withheld.",
+            "",
+            "**Risk** (people, not rows): " + _risk_line(risk),
+            *_dp_lines(approval),
+            "",
+            *([f"**Published by run** {run_link(run_id)}", ""] if run_id else []),
+            *(
+                [
+                    "### Published columns (classification traced to the sources)",
+                    "| column | how it was made | PII state | role | entity | from (de-identified columns) |",
+                    "|---|---|---|---|---|---|",
+                    *_published_rows(traced),
+                    "",
+                ]
+                if traced
+                else []
+            ),
+            *(
+                [
+                    "### Checks of this mart (this run)",
+                    "| check | result | expectations | run |",
+                    "|---|---|---|---|",
+                    *checks,
+                    "",
+                ]
+                if checks
+                else []
+            ),
+            "### Sources (latest de-identification)",
+            "| asset | run | rows in / out / suppressed | contract hash | key id | residual PII scan |",
+            "|---|---|---|---|---|---|",
+            *sources,
+            "",
+            "### Every column of every contributing dataset, and its fate in this mart",
+            "| column | role | entity | operator | parameters | PII found in text | fate in this mart |",
+            "|---|---|---|---|---|---|---|",
+            *columns,
+        ]
+    )
 
 
 # --- publishing: all approved marts of a run, in one transaction, with their dbt types -------------------
@@ -246,10 +296,26 @@ PUBLISH_LOCK_TIMEOUT_ENV = "PIPELINES_PUBLISH_LOCK_TIMEOUT_SECONDS"
 DEFAULT_PUBLISH_LOCK_TIMEOUT_S = 300.0
 UNCHANGED = "nothing was published; the analysts' marts are unchanged."
 _TYPE_ALIASES = {
-    "INT": "INTEGER", "INT4": "INTEGER", "SIGNED": "INTEGER", "INT8": "BIGINT", "LONG": "BIGINT",
-    "INT2": "SMALLINT", "SHORT": "SMALLINT", "INT1": "TINYINT", "STRING": "VARCHAR", "TEXT": "VARCHAR",
-    "CHAR": "VARCHAR", "BPCHAR": "VARCHAR", "FLOAT8": "DOUBLE", "DOUBLE PRECISION": "DOUBLE", "FLOAT4": "FLOAT",
-    "REAL": "FLOAT", "BOOL": "BOOLEAN", "LOGICAL": "BOOLEAN", "NUMERIC": "DECIMAL(18,3)", "DECIMAL": "DECIMAL(18,3)",
+    "INT": "INTEGER",
+    "INT4": "INTEGER",
+    "SIGNED": "INTEGER",
+    "INT8": "BIGINT",
+    "LONG": "BIGINT",
+    "INT2": "SMALLINT",
+    "SHORT": "SMALLINT",
+    "INT1": "TINYINT",
+    "STRING": "VARCHAR",
+    "TEXT": "VARCHAR",
+    "CHAR": "VARCHAR",
+    "BPCHAR": "VARCHAR",
+    "FLOAT8": "DOUBLE",
+    "DOUBLE PRECISION": "DOUBLE",
+    "FLOAT4": "FLOAT",
+    "REAL": "FLOAT",
+    "BOOL": "BOOLEAN",
+    "LOGICAL": "BOOLEAN",
+    "NUMERIC": "DECIMAL(18,3)",
+    "DECIMAL": "DECIMAL(18,3)",
     "DATETIME": "TIMESTAMP",
 }
 
@@ -282,7 +348,10 @@ def contract_columns(manifest: dict, mart: str) -> dict[str, dict[str, str]]:
     for node in manifest["nodes"].values():
         if node.get("resource_type") == "model" and node["name"] == mart:
             columns = node.get("columns", {})
-            return {n: {"data_type": c.get("data_type") or "", "description": c.get("description") or ""} for n, c in columns.items()}
+            return {
+                n: {"data_type": c.get("data_type") or "", "description": c.get("description") or ""}
+                for n, c in columns.items()
+            }
     return {}
 
 
@@ -309,7 +378,9 @@ def _locked_failure(path: Path, waited: float) -> dg.Failure:
     )
 
 
-def open_for_publishing(path: Path, timeout_s: float, sleep: Callable[[float], None] = time.sleep) -> duckdb.DuckDBPyConnection:
+def open_for_publishing(
+    path: Path, timeout_s: float, sleep: Callable[[float], None] = time.sleep
+) -> duckdb.DuckDBPyConnection:
     """Open the analysts' database for writing, retrying with backoff while another connection holds it."""
     started, delay = time.monotonic(), 0.1
     while True:
@@ -317,7 +388,9 @@ def open_for_publishing(path: Path, timeout_s: float, sleep: Callable[[float], N
             return duckdb.connect(str(path))
         except duckdb.Error as exc:
             if not _is_lock_error(exc):
-                raise dg.Failure(description=f"{path} could not be opened ({type(exc).__name__}); {UNCHANGED}") from None
+                raise dg.Failure(
+                    description=f"{path} could not be opened ({type(exc).__name__}); {UNCHANGED}"
+                ) from None
             waited = time.monotonic() - started
             if waited >= timeout_s:
                 raise _locked_failure(path, waited) from None
@@ -331,7 +404,9 @@ def _attach_warehouse(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
         con.execute(f"ATTACH {_sql_literal(str(warehouse))} AS wh (READ_ONLY)")
     except duckdb.Error as exc:
         held = ", held open by another connection" if _is_lock_error(exc) else ""
-        raise dg.Failure(description=f"{warehouse} could not be attached read-only ({type(exc).__name__}{held}); {UNCHANGED}") from None
+        raise dg.Failure(
+            description=f"{warehouse} could not be attached read-only ({type(exc).__name__}{held}); {UNCHANGED}"
+        ) from None
 
 
 def _copy_mart(con: duckdb.DuckDBPyConnection, mart: str) -> None:
@@ -341,7 +416,9 @@ def _copy_mart(con: duckdb.DuckDBPyConnection, mart: str) -> None:
         con.execute(f"CREATE OR REPLACE TABLE main.{table} AS SELECT * FROM wh.main.{table}")
     except duckdb.Error as exc:
         # the class only: a conversion error's text could quote a cell
-        raise dg.Failure(description=f"copying {mart} from the warehouse failed ({type(exc).__name__}); {UNCHANGED}") from None
+        raise dg.Failure(
+            description=f"copying {mart} from the warehouse failed ({type(exc).__name__}); {UNCHANGED}"
+        ) from None
 
 
 _OBJECTS = (
@@ -403,8 +480,13 @@ def _write_dp_table(con: duckdb.DuckDBPyConnection, table: str, frame: Any) -> N
         con.unregister("_dp_release")
 
 
-def _stage(con: duckdb.DuckDBPyConnection, marts: Mapping[str, Approval], keep: set[str],
-           contracts: Mapping[str, Mapping[str, str]], dp_tables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _stage(
+    con: duckdb.DuckDBPyConnection,
+    marts: Mapping[str, Approval],
+    keep: set[str],
+    contracts: Mapping[str, Mapping[str, str]],
+    dp_tables: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Inside the open transaction: copy every mart, drop everything else, describe what is about to be swapped in."""
     for mart in marts:
         _copy_mart(con, mart)
@@ -422,29 +504,47 @@ def _stage(con: duckdb.DuckDBPyConnection, marts: Mapping[str, Approval], keep: 
     return {"marts": staged, "dp": dp, "dropped": dropped}
 
 
-def _publication_record(run_id: str, staged: dict[str, Any], dp_ledger: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _publication_record(
+    run_id: str, staged: dict[str, Any], dp_ledger: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The audit event of one publication: every mart with its rows and risk, DP tables with their ledger records."""
     marts = staged["marts"]
     record = {
-        "action": "publish", "run_id": run_id, "marts": list(marts), "rows": {m: s["rows"] for m, s in marts.items()},
-        "risk": {m: s["risk"] for m, s in marts.items()}, "dropped": staged["dropped"],
+        "action": "publish",
+        "run_id": run_id,
+        "marts": list(marts),
+        "rows": {m: s["rows"] for m, s in marts.items()},
+        "risk": {m: s["risk"] for m, s in marts.items()},
+        "dropped": staged["dropped"],
     }
     if staged.get("dp"):
         # the ledger records that paid for (or reused) each release: anchors the ledger in this log too
-        record["dp_tables"] = {t: {"rows": d["rows"], "ledger": (dp_ledger or {}).get(t)} for t, d in staged["dp"].items()}
+        record["dp_tables"] = {
+            t: {"rows": d["rows"], "ledger": (dp_ledger or {}).get(t)} for t, d in staged["dp"].items()
+        }
     return record
 
 
-def _commit_or_abort(con: duckdb.DuckDBPyConnection, storage: PipelineStorage, run_id: str, record: dict[str, Any]) -> None:
+def _commit_or_abort(
+    con: duckdb.DuckDBPyConnection, storage: PipelineStorage, run_id: str, record: dict[str, Any]
+) -> None:
     """COMMIT; if it fails, the audit log says the publication it already recorded did not happen."""
     try:
         _commit(con)
     except duckdb.Error as exc:
-        audit.append(storage.audit_log, {
-            "action": "publish_aborted", "run_id": run_id, "marts": record["marts"], "publish_seq": record["seq"],
-            "error": type(exc).__name__,
-        })
-        raise dg.Failure(description=f"committing the marts to {storage.marts_db} failed ({type(exc).__name__}); {UNCHANGED}") from None
+        audit.append(
+            storage.audit_log,
+            {
+                "action": "publish_aborted",
+                "run_id": run_id,
+                "marts": record["marts"],
+                "publish_seq": record["seq"],
+                "error": type(exc).__name__,
+            },
+        )
+        raise dg.Failure(
+            description=f"committing the marts to {storage.marts_db} failed ({type(exc).__name__}); {UNCHANGED}"
+        ) from None
 
 
 def publish_marts(
@@ -480,7 +580,9 @@ def publish_marts(
             raise
     finally:
         con.close()
-    storage.marts_db.chmod(0o644)  # readable by analysts: the deliberate publication; the other databases stay owner-only
+    storage.marts_db.chmod(
+        0o644
+    )  # readable by analysts: the deliberate publication; the other databases stay owner-only
     return {**staged, "audit": record}
 
 
@@ -491,9 +593,16 @@ def _built_in_this_run(context: dg.AssetExecutionContext, mart: str) -> bool:
 
 
 def _published_metadata(
-    context: dg.AssetExecutionContext, storage: PipelineStorage, mart: str, approval: Approval, contracts: list[Contract],
-    declared: Mapping[str, Mapping[str, str]], staged: dict[str, Any], head: dict[str, Any],
-    traced: Mapping[str, lineage_md.Traced] | None = None, fates: Mapping[str, Mapping[str, str]] | None = None,
+    context: dg.AssetExecutionContext,
+    storage: PipelineStorage,
+    mart: str,
+    approval: Approval,
+    contracts: list[Contract],
+    declared: Mapping[str, Mapping[str, str]],
+    staged: dict[str, Any],
+    head: dict[str, Any],
+    traced: Mapping[str, lineage_md.Traced] | None = None,
+    fates: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """What a steward reads on a published mart: privacy card, exact types with dbt's descriptions and classification
     tags, column lineage to the mart, approval, risk, audit anchor."""
@@ -503,9 +612,13 @@ def _published_metadata(
     if traced:
         schema = lineage_md.published_schema({c: traced[c] for c in types if c in traced}, types, descriptions)
     else:
-        schema = dg.TableSchema(columns=[dg.TableColumn(c, t, description=descriptions[c] or None) for c, t in staged["columns"]])
+        schema = dg.TableSchema(
+            columns=[dg.TableColumn(c, t, description=descriptions[c] or None) for c, t in staged["columns"]]
+        )
     return {
-        "privacy_card": dg.MetadataValue.md(privacy_card(mart, approval, contracts, staged["risk"], context.instance, traced, fates, context.run_id)),
+        "privacy_card": dg.MetadataValue.md(
+            privacy_card(mart, approval, contracts, staged["risk"], context.instance, traced, fates, context.run_id)
+        ),
         "dagster/row_count": staged["rows"],
         "dagster/column_schema": schema,
         "dagster/column_lineage": lineage_md.published_lineage(mart, list(types)),
@@ -524,14 +637,21 @@ def _dp_spec(mart: str, approval: Approval) -> dg.AssetSpec:
     spec, join = approval.dp_release, approval.person_join
     assert spec is not None and join is not None
     return dg.AssetSpec(
-        key=f"published_{spec.table}", deps=[dg.AssetKey(mart), dg.AssetKey(join.model)], group_name="approved_marts",
-        kinds={"duckdb", "opendp"}, owners=["team:data-integration"], skippable=True, tags={"privacy_tier": "published"},
+        key=f"published_{spec.table}",
+        deps=[dg.AssetKey(mart), dg.AssetKey(join.model)],
+        group_name="approved_marts",
+        kinds={"duckdb", "opendp"},
+        owners=["team:data-integration"],
+        skippable=True,
+        tags={"privacy_tier": "published"},
         description=f"{mart} as a differentially private release (OpenDP, epsilon {spec.epsilon:g}, delta {spec.delta:g}) "
         f"of the person-level join {join.model}, with 95% accuracy intervals.",
     )
 
 
-def _dp_releases(context: dg.AssetExecutionContext, storage: PipelineStorage, built: Mapping[str, Approval]) -> dict[str, Any]:
+def _dp_releases(
+    context: dg.AssetExecutionContext, storage: PipelineStorage, built: Mapping[str, Approval]
+) -> dict[str, Any]:
     """Each built mart's DP release, charged to its release consumer (cached per data version: re-runs are free)."""
     out = {}
     for mart, approval in built.items():
@@ -550,8 +670,15 @@ def _dp_releases(context: dg.AssetExecutionContext, storage: PipelineStorage, bu
     return out
 
 
-def _dp_metadata(storage: PipelineStorage, mart: str, approval: Approval, outcome: dp_budget.Outcome,
-                 staged: dict[str, Any], head: dict[str, Any], context: dg.AssetExecutionContext | None = None) -> dict[str, Any]:
+def _dp_metadata(
+    storage: PipelineStorage,
+    mart: str,
+    approval: Approval,
+    outcome: dp_budget.Outcome,
+    staged: dict[str, Any],
+    head: dict[str, Any],
+    context: dg.AssetExecutionContext | None = None,
+) -> dict[str, Any]:
     """What a steward reads on a DP table: card, mechanism, budgets spent and remaining, both audit anchors."""
     spec = approval.dp_release
     assert spec is not None
@@ -564,17 +691,26 @@ def _dp_metadata(storage: PipelineStorage, mart: str, approval: Approval, outcom
         "privacy_card": dg.MetadataValue.md(dp_card(mart, approval, mechanism, outcome, budget)),
         "dp_mechanism": dg.MetadataValue.json(mechanism),
         "dp_budget": dg.MetadataValue.json(budget),
-        "dp_spent_this_run": dg.MetadataValue.json({"consumer": spec.release_consumer, "cached": outcome.cached,
-                                                    "epsilon": 0.0 if outcome.cached else spec.epsilon,
-                                                    "delta": 0.0 if outcome.cached else spec.delta}),
+        "dp_spent_this_run": dg.MetadataValue.json(
+            {
+                "consumer": spec.release_consumer,
+                "cached": outcome.cached,
+                "epsilon": 0.0 if outcome.cached else spec.epsilon,
+                "delta": 0.0 if outcome.cached else spec.delta,
+            }
+        ),
         "analysts_database": str(storage.marts_db),
         audit.ANCHOR_METADATA_KEY: dg.MetadataValue.json([head, ledger_head]),
         **({"provenance": provenance(context)} if context is not None else {}),
     }
 
 
-def classification_gate(context: dg.AssetExecutionContext, marts: Mapping[str, Approval], sources: Mapping[str, list[Contract]],
-                        lineage: Mapping[str, Mapping[str, ColumnOrigin]]) -> tuple[dict, dict]:
+def classification_gate(
+    context: dg.AssetExecutionContext,
+    marts: Mapping[str, Approval],
+    sources: Mapping[str, list[Contract]],
+    lineage: Mapping[str, Mapping[str, ColumnOrigin]],
+) -> tuple[dict, dict]:
     """Each mart's published columns traced to the de-identified tables; a column that inherits an unmasked direct
     identifier (or join key) fails the publication before anything is written."""
     traced, fates, failures = {}, {}, []
@@ -582,24 +718,38 @@ def classification_gate(context: dg.AssetExecutionContext, marts: Mapping[str, A
         tags = source_tags(context.instance, sources[mart])
         columns = list(lineage.get(mart, {}))
         traced[mart] = lineage_md.published_columns(mart, columns, lineage, tags)
-        fates[mart] = {c.dataset: lineage_md.fates(mart, c, traced[mart], lineage, list(approval.join_keys)) for c in sources[mart]}
+        fates[mart] = {
+            c.dataset: lineage_md.fates(mart, c, traced[mart], lineage, list(approval.join_keys)) for c in sources[mart]
+        }
         failures += [f"{mart}.{f}" for f in lineage_md.gate_failures(traced[mart])]
     if failures:
-        raise dg.Failure(description=(
-            "published columns would carry an unmasked direct identifier (classification gate): " + "; ".join(failures) + f"; {UNCHANGED}"
-        ))
+        raise dg.Failure(
+            description=(
+                "published columns would carry an unmasked direct identifier (classification gate): "
+                + "; ".join(failures)
+                + f"; {UNCHANGED}"
+            )
+        )
     return traced, fates
 
 
-def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str, list[Contract]],
-                  lineage: Mapping[str, Mapping[str, ColumnOrigin]] | None = None) -> dg.AssetsDefinition:
+def build_publish(
+    manifest: dict,
+    marts: dict[str, Approval],
+    sources: dict[str, list[Contract]],
+    lineage: Mapping[str, Mapping[str, ColumnOrigin]] | None = None,
+) -> dg.AssetsDefinition:
     """One step publishes every approved mart and DP release: analysts see all of a run's or none of them."""
     declared = {mart: contract_columns(manifest, mart) for mart in marts}
     lineage = lineage or {}
     specs = [
         dg.AssetSpec(
-            key=f"published_{mart}", deps=[dg.AssetKey(mart)], group_name="approved_marts", kinds={"duckdb"},
-            owners=["team:data-integration"], description=f"{mart}, published to the analysts' database after its checks passed.",
+            key=f"published_{mart}",
+            deps=[dg.AssetKey(mart)],
+            group_name="approved_marts",
+            kinds={"duckdb"},
+            owners=["team:data-integration"],
+            description=f"{mart}, published to the analysts' database after its checks passed.",
             tags={"privacy_tier": "published"},
             skippable=True,  # a department's run rebuilds only its marts; the others stay as last published
         )
@@ -608,7 +758,9 @@ def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str,
     specs += [_dp_spec(mart, a) for mart, a in marts.items() if a.dp_release is not None]
 
     @dg.multi_asset(specs=specs, can_subset=False, name="publish_approved_marts")
-    def publish_approved_marts(context: dg.AssetExecutionContext, storage: PipelineStorage) -> Iterator[dg.MaterializeResult]:
+    def publish_approved_marts(
+        context: dg.AssetExecutionContext, storage: PipelineStorage
+    ) -> Iterator[dg.MaterializeResult]:
         release_dbt_duckdb()  # dbt-duckdb may still hold the warehouse in this process, which would refuse the attach
         built = {m: a for m, a in marts.items() if _built_in_this_run(context, m)}
         kept = sorted(set(marts) - set(built))
@@ -623,14 +775,30 @@ def build_publish(manifest: dict, marts: dict[str, Approval], sources: dict[str,
         anchors = {built[m].dp_release.table: audit.anchor(o.record) for m, o in releases.items()}  # type: ignore[union-attr]
         types = {m: {c: d["data_type"] for c, d in declared[m].items()} for m in built}
         result = publish_marts(
-            storage, built, publish_lock_timeout_from_env(), run_id=context.run_id, keep=kept, contracts=types,
-            dp_tables=tables, dp_ledger=anchors,
+            storage,
+            built,
+            publish_lock_timeout_from_env(),
+            run_id=context.run_id,
+            keep=kept,
+            contracts=types,
+            dp_tables=tables,
+            dp_ledger=anchors,
         )
         record = result["audit"]
         head = {"log": storage.audit_log.name, "seq": record["seq"], "hash": record["hash"]}
         for mart, staged in result["marts"].items():
-            metadata = _published_metadata(context, storage, mart, built[mart], sources[mart], declared[mart], staged, head,
-                                           traced.get(mart), fates.get(mart))
+            metadata = _published_metadata(
+                context,
+                storage,
+                mart,
+                built[mart],
+                sources[mart],
+                declared[mart],
+                staged,
+                head,
+                traced.get(mart),
+                fates.get(mart),
+            )
             yield dg.MaterializeResult(asset_key=f"published_{mart}", metadata=metadata)
         for mart, outcome in releases.items():
             table = built[mart].dp_release.table  # type: ignore[union-attr]
@@ -647,8 +815,12 @@ def person_join_risk(frame: pd.DataFrame, quasi_identifiers: list[str], min_k: i
     sizes = frame.groupby(quasi_identifiers, dropna=False).size() if quasi_identifiers else pd.Series([len(frame)])
     k = int(sizes.min())
     return {
-        "people": len(frame), "quasi_identifiers": quasi_identifiers, "min_k": min_k, "k": k,
-        "equivalence_classes": len(sizes), "people_in_classes_below_min_k": int(sizes[sizes < min_k].sum()),
+        "people": len(frame),
+        "quasi_identifiers": quasi_identifiers,
+        "min_k": min_k,
+        "k": k,
+        "equivalence_classes": len(sizes),
+        "people_in_classes_below_min_k": int(sizes[sizes < min_k].sum()),
         "passed": k >= min_k,
     }
 
@@ -660,22 +832,33 @@ class PersonJoinGate:
     model: str
     quasi_identifiers: list[str]
     min_k: int
-    carried: dict[str, list[str]] = field(default_factory=dict)  # join column -> department quasi-identifiers it comes from
-    not_carried: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its quasi-identifiers that never reach the join
+    carried: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # join column -> department quasi-identifiers it comes from
+    not_carried: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # dataset -> its quasi-identifiers that never reach the join
 
 
-def _de_identified_sources(model: str, column: str, lineage: Mapping[str, Mapping[str, ColumnOrigin]], depth: int = 0) -> set[tuple[str, str]]:
+def _de_identified_sources(
+    model: str, column: str, lineage: Mapping[str, Mapping[str, ColumnOrigin]], depth: int = 0
+) -> set[tuple[str, str]]:
     """(dataset, column) of the de-identified tables a model's column is computed from, through every model between."""
     if model.startswith("deidentified_"):
-        return {(model[len("deidentified_"):], column)}
+        return {(model[len("deidentified_") :], column)}
     origin = lineage.get(model, {}).get(column)
     if origin is None or depth > 20:
         return set()
     return set().union(*[_de_identified_sources(m, c, lineage, depth + 1) for m, c in origin.deps])
 
 
-def person_join_quasi_identifiers(model: str, declared: Iterable[str], privacy_unit: str, lineage: Mapping[str, Mapping[str, ColumnOrigin]],
-                                  contracts: Iterable[Contract]) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+def person_join_quasi_identifiers(
+    model: str,
+    declared: Iterable[str],
+    privacy_unit: str,
+    lineage: Mapping[str, Mapping[str, ColumnOrigin]],
+    contracts: Iterable[Contract],
+) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
     """Every column of the person-level join made from a quasi-identifier of any contributing department (`contracts`),
     found by column lineage, with the declared ones: what the gate counts k over. Also which department quasi-identifiers
     each carries, and which never reach the join (they cannot single anyone out through it)."""
@@ -694,8 +877,12 @@ def person_join_quasi_identifiers(model: str, declared: Iterable[str], privacy_u
     return columns, carried, not_carried
 
 
-def person_join_gate(manifest: dict, approval: Approval, lineage: Mapping[str, Mapping[str, ColumnOrigin]] | None = None,
-                     contracts: Iterable[Contract] = ()) -> PersonJoinGate | None:
+def person_join_gate(
+    manifest: dict,
+    approval: Approval,
+    lineage: Mapping[str, Mapping[str, ColumnOrigin]] | None = None,
+    contracts: Iterable[Contract] = (),
+) -> PersonJoinGate | None:
     """The mart's person-level join gate: its model, the quasi-identifiers of every contributing department it carries
     (declared, and found by column lineage) and the threshold."""
     join = approval.person_join
@@ -705,7 +892,9 @@ def person_join_gate(manifest: dict, approval: Approval, lineage: Mapping[str, M
     if person is None or not person.person_level:
         raise ValueError(f"person_join.model {join.model} must carry an approval with person_level: true")
     contributing = [c for c in contracts if c.department in person.departments]
-    columns, carried, not_carried = person_join_quasi_identifiers(join.model, person.quasi_identifiers, join.privacy_unit, lineage or {}, contributing)
+    columns, carried, not_carried = person_join_quasi_identifiers(
+        join.model, person.quasi_identifiers, join.privacy_unit, lineage or {}, contributing
+    )
     return PersonJoinGate(join.model, columns, join.min_k or approval.min_group_size, carried, not_carried)
 
 
@@ -717,15 +906,22 @@ def _blocked(result: dg.AssetCheckResult, risk: dict[str, Any], model: str) -> d
         + (result.description or "")
     )
     return dg.AssetCheckResult(
-        passed=False, severity=dg.AssetCheckSeverity.ERROR, description=description[:2000], metadata=dict(result.metadata),
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description[:2000],
+        metadata=dict(result.metadata),
     )
 
 
-def _privacy_check(mart: str, approval: Approval, suites_dir: Path, gate: PersonJoinGate | None = None) -> dg.AssetChecksDefinition:
+def _privacy_check(
+    mart: str, approval: Approval, suites_dir: Path, gate: PersonJoinGate | None = None
+) -> dg.AssetChecksDefinition:
     """The mart's blocking GE privacy suite, on the warehouse copy, before anything is published."""
 
     @dg.asset_check(
-        asset=dg.AssetKey(mart), name="privacy_suite", blocking=True,
+        asset=dg.AssetKey(mart),
+        name="privacy_suite",
+        blocking=True,
         additional_deps=[dg.AssetKey(gate.model)] if gate else None,
         description=f"GE suite {mart}.privacy: approved columns, minimum group size, k over published quasi-identifiers, "
         "no PII patterns" + (f"; k over the person-level join {gate.model}" if gate else "") + ".",
@@ -745,7 +941,9 @@ def _privacy_check(mart: str, approval: Approval, suites_dir: Path, gate: Person
     return mart_privacy
 
 
-def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites_dir: Path = EXPECTATIONS_DIR) -> dg.Definitions:
+def build_marts(
+    manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites_dir: Path = EXPECTATIONS_DIR
+) -> dg.Definitions:
     """A blocking privacy check per approved mart and one publish step for all of them."""
     manifest = load_manifest(manifest_path)
     all_contracts = load_contracts(contracts_dir)
@@ -755,7 +953,9 @@ def build_marts(manifest_path: Path, contracts_dir: Path = CONTRACTS_DIR, suites
         departments = model_departments(manifest, mart, contracts_dir)
         sources[mart] = [c for c in all_contracts if c.department in departments]
     lineage = lineage_for_manifest(manifest_path, contracts_dir)  # static column lineage of every dbt model
-    checks = [_privacy_check(mart, approval, suites_dir, person_join_gate(manifest, approval, lineage, all_contracts))
-              for mart, approval in marts.items()]
+    checks = [
+        _privacy_check(mart, approval, suites_dir, person_join_gate(manifest, approval, lineage, all_contracts))
+        for mart, approval in marts.items()
+    ]
     assets = [build_publish(manifest, marts, sources, lineage)] if marts else []
     return dg.Definitions(assets=assets, asset_checks=checks)

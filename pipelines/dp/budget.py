@@ -120,7 +120,10 @@ def load_budgets_file(path: Path) -> dict[str, dict[str, DPBudget]]:
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a mapping of approval -> list of {{consumer, epsilon, delta}} is expected")
-    return {str(a): {b.consumer: b for b in (DPBudget.model_validate(e) for e in entries or [])} for a, entries in raw.items()}
+    return {
+        str(a): {b.consumer: b for b in (DPBudget.model_validate(e) for e in entries or [])}
+        for a, entries in raw.items()
+    }
 
 
 def budgets_for(ledger: Ledger, approval: str, release: DPRelease) -> dict[str, DPBudget]:
@@ -148,7 +151,11 @@ def spent(ledger: Ledger, consumer: str, approval: str, period: str) -> tuple[fl
     """(epsilon, delta) the consumer spent on the approval in the period (basic composition)."""
     eps = delta = 0.0
     for r in _records(ledger.path):
-        if r.get("action") == "dp_spend" and (r.get("consumer"), r.get("approval"), r.get("period")) == (consumer, approval, period):
+        if r.get("action") == "dp_spend" and (r.get("consumer"), r.get("approval"), r.get("period")) == (
+            consumer,
+            approval,
+            period,
+        ):
             eps, delta = eps + float(r["epsilon"]), delta + float(r["delta"])
     return eps, delta
 
@@ -160,9 +167,13 @@ def summary(ledger: Ledger, approval: str, release: DPRelease, today: date | Non
     for consumer, budget in sorted(budgets_for(ledger, approval, release).items()):
         eps, delta = spent(ledger, consumer, approval, period)
         out[consumer] = {
-            "period": period, "epsilon_budget": budget.epsilon, "epsilon_spent": round(eps, 9),
-            "epsilon_remaining": round(max(budget.epsilon - eps, 0.0), 9), "delta_budget": budget.delta,
-            "delta_spent": delta, "delta_remaining": max(budget.delta - delta, 0.0),
+            "period": period,
+            "epsilon_budget": budget.epsilon,
+            "epsilon_spent": round(eps, 9),
+            "epsilon_remaining": round(max(budget.epsilon - eps, 0.0), 9),
+            "delta_budget": budget.delta,
+            "delta_spent": delta,
+            "delta_remaining": max(budget.delta - delta, 0.0),
         }
     return out
 
@@ -219,24 +230,37 @@ def _store(ledger: Ledger, key: str, table: pl.DataFrame, mechanism: dict[str, A
 
 def _cached(ledger: Ledger, key: str) -> tuple[pl.DataFrame, dict[str, Any] | None]:
     meta = _cache_file(ledger, key).with_suffix(".json")
-    return pl.read_parquet(_cache_file(ledger, key)), json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else None
+    return pl.read_parquet(_cache_file(ledger, key)), json.loads(
+        meta.read_text(encoding="utf-8")
+    ) if meta.exists() else None
 
 
 def _event(action: str, charge: Charge, period: str, **extra: Any) -> dict[str, Any]:
     """A ledger record: who, what, why, how much; never a value of the answer."""
     return {
-        "action": action, "consumer": charge.consumer, "approval": charge.approval, "period": period,
-        "kind": charge.kind, "purpose": charge.purpose, "mechanism": charge.mechanism,
-        "epsilon": charge.epsilon, "delta": charge.delta, "request": charge.request,
-        "data_version": charge.data_version, "cache_key": charge.cache_key, **extra,
+        "action": action,
+        "consumer": charge.consumer,
+        "approval": charge.approval,
+        "period": period,
+        "kind": charge.kind,
+        "purpose": charge.purpose,
+        "mechanism": charge.mechanism,
+        "epsilon": charge.epsilon,
+        "delta": charge.delta,
+        "request": charge.request,
+        "data_version": charge.data_version,
+        "cache_key": charge.cache_key,
+        **extra,
     }
 
 
 def _refusal(charge: Charge, budget: DPBudget | None, used: tuple[float, float], period: str) -> str:
     """A clear refusal: who, what was asked, what is left, and that nothing was released."""
     if budget is None:
-        return (f"consumer {charge.consumer} has no privacy budget on {charge.approval}; refused, nothing was released "
-                "(budgets are declared in the approval's dp_release.budgets or the budgets file)")
+        return (
+            f"consumer {charge.consumer} has no privacy budget on {charge.approval}; refused, nothing was released "
+            "(budgets are declared in the approval's dp_release.budgets or the budgets file)"
+        )
     return (
         f"refused: consumer {charge.consumer} asked for epsilon {charge.epsilon:g}, delta {charge.delta:g} on {charge.approval}, "
         f"but has spent epsilon {used[0]:g} of {budget.epsilon:g} and delta {used[1]:g} of {budget.delta:g} in period {period} "
@@ -251,7 +275,10 @@ def _fits(charge: Charge, budget: DPBudget | None, used: tuple[float, float]) ->
 
 
 def charge(
-    ledger: Ledger, charge: Charge, budget: DPBudget | None, period: str,
+    ledger: Ledger,
+    charge: Charge,
+    budget: DPBudget | None,
+    period: str,
     compute: Callable[[], tuple[pl.DataFrame, dict[str, Any]]],
 ) -> Outcome:
     """Answer a request if the budget allows: the cached answer for free, else compute, store, record, return."""
@@ -261,7 +288,9 @@ def charge(
         limit = (budget.epsilon, budget.delta) if budget else (0.0, 0.0)
         paid = _paid_for(ledger, charge)
         if paid is not None:
-            record = audit.append(ledger.path, _event("dp_reuse", charge, period, epsilon_charged=0.0, paid_by_seq=paid["seq"]))
+            record = audit.append(
+                ledger.path, _event("dp_reuse", charge, period, epsilon_charged=0.0, paid_by_seq=paid["seq"])
+            )
             table, mechanism = _cached(ledger, charge.cache_key)
             return Outcome(table, record, True, used, (limit[0] - used[0], limit[1] - used[1]), mechanism)
         if not _fits(charge, budget, used):
@@ -270,8 +299,16 @@ def charge(
         table, mechanism = compute()
         _store(ledger, charge.cache_key, table, mechanism)
         after = (used[0] + charge.epsilon, used[1] + charge.delta)
-        record = audit.append(ledger.path, _event(
-            "dp_spend", charge, period, spent_epsilon=after[0], spent_delta=after[1],
-            remaining_epsilon=limit[0] - after[0], remaining_delta=limit[1] - after[1],
-        ))
+        record = audit.append(
+            ledger.path,
+            _event(
+                "dp_spend",
+                charge,
+                period,
+                spent_epsilon=after[0],
+                spent_delta=after[1],
+                remaining_epsilon=limit[0] - after[0],
+                remaining_delta=limit[1] - after[1],
+            ),
+        )
         return Outcome(table, record, False, after, (limit[0] - after[0], limit[1] - after[1]), mechanism)

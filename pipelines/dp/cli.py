@@ -24,9 +24,13 @@ DEFAULT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines dp", description="Differentially private access to approved marts.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines dp", description="Differentially private access to approved marts."
+    )
     parser.add_argument("--data-dir", type=Path, help="default: $PIPELINES_DATA_DIR or data/")
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="the dbt manifest holding the approvals")
+    parser.add_argument(
+        "--manifest", type=Path, default=DEFAULT_MANIFEST, help="the dbt manifest holding the approvals"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("query", help="answer a DP question, charged to the consumer's budget")
     q.add_argument("--consumer", required=True, help="analyst, team or partner the budget belongs to")
@@ -35,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--delta", type=float, help="default: the approval's dp_release.delta")
     q.add_argument("--purpose", default="", help="why (recorded in the ledger)")
     q.add_argument("--json", action="store_true", help="print the answer and its cost as JSON")
-    q.add_argument("question", help="SQL (SELECT g, count(*), sum(c) FROM MART GROUP BY g) or a spec ('count, sum(c) by g')")
+    q.add_argument(
+        "question", help="SQL (SELECT g, count(*), sum(c) FROM MART GROUP BY g) or a spec ('count, sum(c) by g')"
+    )
     b = sub.add_parser("budget", help="spent and remaining budget per consumer in the current period")
     b.add_argument("--approval", required=True)
     b.add_argument("--consumer")
@@ -45,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_answer(outcome: budgets.Outcome, as_json: bool) -> None:
     cost = {
-        "cached": outcome.cached, "ledger_seq": outcome.record["seq"], "spent_epsilon": round(outcome.spent[0], 9),
-        "remaining_epsilon": round(outcome.remaining[0], 9), "spent_delta": outcome.spent[1], "remaining_delta": outcome.remaining[1],
+        "cached": outcome.cached,
+        "ledger_seq": outcome.record["seq"],
+        "spent_epsilon": round(outcome.spent[0], 9),
+        "remaining_epsilon": round(outcome.remaining[0], 9),
+        "spent_delta": outcome.spent[1],
+        "remaining_delta": outcome.remaining[1],
     }
     if as_json:
         print(json.dumps({"answer": outcome.table.to_dicts(), "cost": cost}, default=str))
@@ -57,14 +67,22 @@ def _print_answer(outcome: budgets.Outcome, as_json: bool) -> None:
         print(outcome.table)
     print("values are noisy (OpenDP); _lower/_upper: 95% accuracy interval; groups too small to release are absent")
     note = "served from cache: nothing spent" if outcome.cached else "charged"
-    print(f"{note}; spent epsilon {cost['spent_epsilon']:g}, remaining {cost['remaining_epsilon']:g} this period (ledger seq {cost['ledger_seq']})")
+    print(
+        f"{note}; spent epsilon {cost['spent_epsilon']:g}, remaining {cost['remaining_epsilon']:g} this period (ledger seq {cost['ledger_seq']})"
+    )
 
 
 def _query(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         outcome = ask(
-            data_dir, args.manifest, args.approval, args.question, consumer=args.consumer, epsilon=args.epsilon,
-            delta=args.delta, purpose=args.purpose,
+            data_dir,
+            args.manifest,
+            args.approval,
+            args.question,
+            consumer=args.consumer,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            purpose=args.purpose,
         )
     except budgets.BudgetExceeded as exc:
         print(exc, file=sys.stderr)

@@ -34,7 +34,9 @@ from pipelines.governance.approvals import Approval, approval_for, load_manifest
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPEC = re.compile(r"^(?P<aggs>.+?)\s+by\s+(?P<groups>[a-z0-9_,\s]+)$", re.IGNORECASE | re.DOTALL)
-MECHANISM = "OpenDP: Laplace noise (integer), partition selection by noisy count threshold, exponential mechanism for quantiles"
+MECHANISM = (
+    "OpenDP: Laplace noise (integer), partition selection by noisy count threshold, exponential mechanism for quantiles"
+)
 
 
 class QueryRefused(ValueError):
@@ -108,12 +110,19 @@ def _from_spec(text: str) -> Question:
         try:
             spec = json.loads(text)
             stats = [
-                Statistic(s.get("name") or f"{s['kind']}_{s.get('column') or 'rows'}", s["kind"], s.get("column"), quantile=s.get("quantile"))
+                Statistic(
+                    s.get("name") or f"{s['kind']}_{s.get('column') or 'rows'}",
+                    s["kind"],
+                    s.get("column"),
+                    quantile=s.get("quantile"),
+                )
                 for s in spec["statistics"]
             ]
             return Question(tuple(spec.get("group_by", [])), tuple(stats))
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise QueryRefused("the JSON spec needs group_by (a list) and statistics (a list of {kind, column})") from None
+            raise QueryRefused(
+                "the JSON spec needs group_by (a list) and statistics (a list of {kind, column})"
+            ) from None
     match = _SPEC.match(text.strip())
     if not match:
         raise QueryRefused("the question is neither SQL nor a spec like 'count, sum(column) by group1, group2'")
@@ -159,10 +168,13 @@ def check(question: Question, mart: str, approval: Approval, epsilon: float, del
     if not epsilon > 0:
         raise QueryRefused("epsilon must be greater than 0")
     return Request(
-        privacy_unit=join.privacy_unit, group_by=question.group_by,
-        statistics=tuple(_bounded(s, bounds) for s in question.statistics), epsilon=float(epsilon),
+        privacy_unit=join.privacy_unit,
+        group_by=question.group_by,
+        statistics=tuple(_bounded(s, bounds) for s in question.statistics),
+        epsilon=float(epsilon),
         delta=float(delta if delta is not None else release_spec.delta),
-        max_contributions=release_spec.max_contributions, max_group_rows=release_spec.max_group_rows,
+        max_contributions=release_spec.max_contributions,
+        max_group_rows=release_spec.max_group_rows,
     )
 
 
@@ -177,7 +189,9 @@ def read_person_level(warehouse: Path, model: str) -> pl.DataFrame:
         with duckdb.connect(str(warehouse), read_only=True) as con:
             return pl.from_arrow(con.sql(f'SELECT * FROM main."{model}"').to_arrow_table())
     except duckdb.Error as exc:  # the class only: DuckDB's message may name a lock holder
-        raise QueryRefused(f"the person-level model {model} could not be read from the warehouse ({type(exc).__name__})") from None
+        raise QueryRefused(
+            f"the person-level model {model} could not be read from the warehouse ({type(exc).__name__})"
+        ) from None
 
 
 def approval_of(manifest: Path | dict, mart: str) -> Approval:
@@ -192,16 +206,31 @@ def approval_of(manifest: Path | dict, mart: str) -> Approval:
 
 
 def answer(
-    ledger: budgets.Ledger, mart: str, approval: Approval, request: Request, frame: pl.DataFrame, *,
-    consumer: str, purpose: str, kind: str = "query", today: date | None = None,
+    ledger: budgets.Ledger,
+    mart: str,
+    approval: Approval,
+    request: Request,
+    frame: pl.DataFrame,
+    *,
+    consumer: str,
+    purpose: str,
+    kind: str = "query",
+    today: date | None = None,
 ) -> budgets.Outcome:
     """Charge the consumer and answer (or serve the cached answer); BudgetExceeded releases nothing."""
     release_spec = approval.dp_release
     assert release_spec is not None
     period = budgets.period_key(release_spec.period, today)
     charge = budgets.Charge(
-        consumer=consumer, approval=mart, epsilon=request.epsilon, delta=request.delta, purpose=purpose,
-        kind=kind, request=request.fingerprint(), data_version=data_version(frame), mechanism=MECHANISM,
+        consumer=consumer,
+        approval=mart,
+        epsilon=request.epsilon,
+        delta=request.delta,
+        purpose=purpose,
+        kind=kind,
+        request=request.fingerprint(),
+        data_version=data_version(frame),
+        mechanism=MECHANISM,
     )
     limit = budgets.budgets_for(ledger, mart, release_spec).get(consumer)
 
@@ -213,12 +242,29 @@ def answer(
 
 
 def ask(
-    data_dir: Path, manifest: Path | dict, mart: str, text: str, *, consumer: str, epsilon: float,
-    delta: float | None = None, purpose: str = "", today: date | None = None,
+    data_dir: Path,
+    manifest: Path | dict,
+    mart: str,
+    text: str,
+    *,
+    consumer: str,
+    epsilon: float,
+    delta: float | None = None,
+    purpose: str = "",
+    today: date | None = None,
 ) -> budgets.Outcome:
     """Python entry point: parse, check against the approval, charge, answer from the person-level join."""
     approval = approval_of(manifest, mart)
     request = check(parse(text), mart, approval, epsilon, delta)
     assert approval.person_join is not None
     frame = read_person_level(Path(data_dir) / "warehouse.duckdb", approval.person_join.model)
-    return answer(budgets.Ledger(Path(data_dir)), mart, approval, request, frame, consumer=consumer, purpose=purpose or "analyst query", today=today)
+    return answer(
+        budgets.Ledger(Path(data_dir)),
+        mart,
+        approval,
+        request,
+        frame,
+        consumer=consumer,
+        purpose=purpose or "analyst query",
+        today=today,
+    )

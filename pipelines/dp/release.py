@@ -22,9 +22,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import polars as pl
-
 import opendp.prelude as dp
+import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
 dp.enable_features("contrib")  # OpenDP's Polars API is behind this flag
@@ -124,7 +123,9 @@ def _expressions(request: Request) -> list[pl.Expr]:
 
 def _validate(request: Request, schema: pl.Schema) -> None:
     """Refuse requests OpenDP would reject with a less readable error."""
-    missing = sorted({request.privacy_unit, *request.group_by, *(s.column for s in request.statistics if s.column)} - set(schema))
+    missing = sorted(
+        {request.privacy_unit, *request.group_by, *(s.column for s in request.statistics if s.column)} - set(schema)
+    )
     if missing:
         raise ReleaseError(f"columns not in the person-level table: {', '.join(missing)}")
     for s in request.statistics:
@@ -164,13 +165,22 @@ def plan(request: Request, frame: pl.DataFrame | pl.LazyFrame) -> Plan:
     loss = measurement.map(1)
     if loss[0] > request.epsilon * (1 + 1e-9) or loss[1] > request.delta:
         raise ReleaseError("the resolved measurement exceeds the requested epsilon/delta")
-    return Plan(request, measurement, _summary(measurement, ALPHA), {c: r["accuracy"] for c, r in _summary(measurement, ALPHA / 2).items()})
+    return Plan(
+        request,
+        measurement,
+        _summary(measurement, ALPHA),
+        {c: r["accuracy"] for c, r in _summary(measurement, ALPHA / 2).items()},
+    )
 
 
 def _interval(name: str, value: pl.Expr, accuracy: float | None) -> list[pl.Expr]:
     """`name`, `name_lower`, `name_upper`: the noisy value and its accuracy interval."""
     if accuracy is None:
-        return [value.alias(name), pl.lit(None, pl.Float64).alias(f"{name}_lower"), pl.lit(None, pl.Float64).alias(f"{name}_upper")]
+        return [
+            value.alias(name),
+            pl.lit(None, pl.Float64).alias(f"{name}_lower"),
+            pl.lit(None, pl.Float64).alias(f"{name}_upper"),
+        ]
     return [value.alias(name), (value - accuracy).alias(f"{name}_lower"), (value + accuracy).alias(f"{name}_upper")]
 
 
@@ -204,7 +214,9 @@ def mechanism(plan: Plan) -> dict[str, Any]:
     """What a steward reads: mechanism, loss, bounds, unit, per-column noise and the partition threshold."""
     request = plan.request
     columns = {
-        c: {k: r.get(k) for k in ("aggregate", "distribution", "scale", "accuracy", "threshold") if r.get(k) is not None}
+        c: {
+            k: r.get(k) for k in ("aggregate", "distribution", "scale", "accuracy", "threshold") if r.get(k) is not None
+        }
         for c, r in plan.accuracy.items()
     }
     return {
@@ -214,9 +226,7 @@ def mechanism(plan: Plan) -> dict[str, Any]:
         "delta": request.delta,
         "max_contributions": request.max_contributions,
         "group_by": list(request.group_by),
-        "statistics": [
-            {k: v for k, v in asdict(s).items() if v is not None} for s in request.statistics
-        ],
+        "statistics": [{k: v for k, v in asdict(s).items() if v is not None} for s in request.statistics],
         "partition_selection": f"a group is released only if its noisy count reaches {plan.accuracy.get(plan.count_column, {}).get('threshold')}",
         "noise": columns,
         "accuracy_alpha": ALPHA,

@@ -102,7 +102,7 @@ class DPMeasure(BaseModel):
     bounds: tuple[float, float] | None = None  # clipping per person: one person moves a sum by at most this
 
     @model_validator(mode="after")
-    def _bounded(self) -> "DPMeasure":
+    def _bounded(self) -> DPMeasure:
         if self.kind == "count" and (self.column or self.bounds):
             raise ValueError(f"measure {self.name}: a count takes no column or bounds")
         if self.kind != "count" and (self.column is None or self.bounds is None):
@@ -146,11 +146,13 @@ class DPRelease(BaseModel):
     max_group_rows: int = Field(default=1_000_000, ge=1)  # public upper bound OpenDP needs for float sums
     query_group_by: list[str] = []  # further columns analysts' DP queries may group by
     period: Literal["day", "month", "quarter", "year"] = "month"
-    release_consumer: str = Field(default="publication", pattern=r"^[a-z][a-z0-9_.-]*$")  # who pays for the published table
+    release_consumer: str = Field(
+        default="publication", pattern=r"^[a-z][a-z0-9_.-]*$"
+    )  # who pays for the published table
     budgets: list[DPBudget] = []
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DPRelease":
+    def _consistent(self) -> DPRelease:
         names = [m.name for m in self.measures]
         if len(set(names)) != len(names) or set(names) & set(self.group_by):
             raise ValueError("measure names must be unique and differ from group_by")
@@ -179,12 +181,14 @@ class Approval(BaseModel):
     quasi_identifiers: list[str] = []
     min_group_size: int = Field(ge=2)
     group_size_column: str = Field(pattern=_IDENT)
-    person_level: bool = False  # rows are people: read only by the person-level risk gate and DP releases, never published
+    person_level: bool = (
+        False  # rows are people: read only by the person-level risk gate and DP releases, never published
+    )
     person_join: PersonJoin | None = None
     dp_release: DPRelease | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Approval":
+    def _consistent(self) -> Approval:
         for name in ("departments", "join_keys", "publishes", "quasi_identifiers"):
             values: list[str] = getattr(self, name)
             bad = [v for v in values if not re.match(_IDENT, v)]
@@ -206,7 +210,7 @@ class Approval(BaseModel):
         return self
 
     @classmethod
-    def from_meta(cls, model: str, raw: Any) -> "Approval":
+    def from_meta(cls, model: str, raw: Any) -> Approval:
         """Validate a model's `meta.approval`; errors name the model and field, never the value."""
         if not isinstance(raw, Mapping):
             raise ApprovalError(f"model {model}: meta.approval must be a mapping")
@@ -341,13 +345,27 @@ def compile_project(project_dir: Path, profiles_dir: Path, target_path: Path, en
     manifest = target_path / "manifest.json"
     manifest.unlink(missing_ok=True)  # never leave an older manifest to be checked instead
     command = [
-        dbt_executable(), "compile", "--quiet", "--no-populate-cache", "--no-partial-parse",
-        "--project-dir", str(Path(project_dir).resolve()), "--profiles-dir", str(Path(profiles_dir).resolve()),
-        "--target-path", str(target_path), "--log-path", str(target_path / "logs"),
+        dbt_executable(),
+        "compile",
+        "--quiet",
+        "--no-populate-cache",
+        "--no-partial-parse",
+        "--project-dir",
+        str(Path(project_dir).resolve()),
+        "--profiles-dir",
+        str(Path(profiles_dir).resolve()),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path / "logs"),
     ]
     done = subprocess.run(  # cwd: profiles.yml's default data path is relative to the project
-        command, cwd=project_dir, env={**os.environ, "DO_NOT_TRACK": "1", **(env or {})},
-        capture_output=True, text=True, check=False,
+        command,
+        cwd=project_dir,
+        env={**os.environ, "DO_NOT_TRACK": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0 or not manifest.exists():
         manifest.unlink(missing_ok=True)  # dbt writes one even when compiling fails: half-compiled, unusable
@@ -522,8 +540,12 @@ def _parse_model(project: _Project, node: Mapping[str, Any]) -> _Parsed:
     }
     try:
         query = qualify(
-            query.copy(), schema=schema, dialect=DIALECT, validate_qualify_columns=False,
-            quote_identifiers=False, identify=False,
+            query.copy(),
+            schema=schema,
+            dialect=DIALECT,
+            validate_qualify_columns=False,
+            quote_identifiers=False,
+            identify=False,
         )
     except (SqlglotError, ValueError, KeyError):
         pass  # unqualified columns are then attributed conservatively (to every relation in scope)
@@ -715,9 +737,7 @@ def _is_group_size(operand: exp.Expression, select: exp.Select, column: str) -> 
     """The operand is the group-size column, by name or as the expression the SELECT names so."""
     if isinstance(operand, exp.Column) and operand.name.lower() == column:
         return True
-    return any(
-        isinstance(p, exp.Alias) and p.alias.lower() == column and p.this == operand for p in select.selects
-    )
+    return any(isinstance(p, exp.Alias) and p.alias.lower() == column and p.this == operand for p in select.selects)
 
 
 def _threshold(condition: exp.Expression, select: exp.Select, column: str) -> int | None:
@@ -789,7 +809,9 @@ def _check_access(node: Mapping[str, Any], approval: Approval | None, has_approv
         problems.append(f"staging model {name} is access: public; staging stays private")
     person_level = bool(approval and approval.person_level)
     if person_level and public:  # one row per person: read by the pipeline's gate and DP release, never by other groups
-        problems.append(f"person-level model {name} must not be access: public (set access: protected); its rows are people")
+        problems.append(
+            f"person-level model {name} must not be access: public (set access: protected); its rows are people"
+        )
     if approval and not person_level and "marts" in folders and not public:
         problems.append(f"approved mart {name} must be access: public")
     if approval and "marts" in folders and not node.get("config", {}).get("contract", {}).get("enforced"):
@@ -864,9 +886,16 @@ def _check_person_level_readers(project: _Project, node: Mapping[str, Any]) -> l
         dep_node = project.manifest["nodes"].get(dep)
         raw = _meta(dep_node).get("approval") if dep_node and dep_node.get("resource_type") == "model" else None
         if isinstance(raw, Mapping) and raw.get("person_level") is True:
-            out.append(Violation(node["name"], Rule.access, (
-                f"model {node['name']} reads person-level model {dep_node['name']}; person-level rows are read only by the "
-                "pipeline's person-level risk gate and DP release, never by another model")))
+            out.append(
+                Violation(
+                    node["name"],
+                    Rule.access,
+                    (
+                        f"model {node['name']} reads person-level model {dep_node['name']}; person-level rows are read only by the "
+                        "pipeline's person-level risk gate and DP release, never by another model"
+                    ),
+                )
+            )
     return out
 
 

@@ -25,10 +25,16 @@ from pipelines.resources import CONTRACTS_DIR, default_data_dir
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description="Data subjects' requests and retention.")
     commands = parser.add_subparsers(dest="command", required=True)
-    requests = commands.add_parser("requests", help="opt-out and erasure requests").add_subparsers(dest="action", required=True)
+    requests = commands.add_parser("requests", help="opt-out and erasure requests").add_subparsers(
+        dest="action", required=True
+    )
     add = requests.add_parser("add", help="record a request (the sensor subject_requests_sensor applies it)")
     add.add_argument("--kind", choices=store.KINDS, required=True)
-    add.add_argument("--identifier-type", required=True, help="an entity a contract declares: EMAIL_ADDRESS, EMPLOYEE_ID, US_SSN, ...")
+    add.add_argument(
+        "--identifier-type",
+        required=True,
+        help="an entity a contract declares: EMAIL_ADDRESS, EMPLOYEE_ID, US_SSN, ...",
+    )
     add.add_argument("--value", required=True, help="the identifier, or - to read it from standard input")
     add.add_argument("--reason", required=True)
     add.add_argument("--requested-by", required=True)
@@ -38,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     retention = commands.add_parser("retention", help="retention").add_subparsers(dest="action", required=True)
     purge = retention.add_parser("purge", help="queue the retention_purge job and wait for it")
     purge.add_argument("--now", help="the date the horizon is counted back from (default: now)")
-    purge.add_argument("--confirm", action="store_true",
-                       help="purge even where that removes more than half of a dataset at once (held otherwise)")
+    purge.add_argument(
+        "--confirm",
+        action="store_true",
+        help="purge even where that removes more than half of a dataset at once (held otherwise)",
+    )
     purge.add_argument("--no-wait", action="store_true")
     for sub in (add, status, purge):
         sub.add_argument("--data-dir", type=Path, default=None, help="default: $PIPELINES_DATA_DIR or data/")
@@ -55,13 +64,23 @@ def _add(args) -> int:
     data_dir = (args.data_dir or default_data_dir()).resolve()
     key = load_key("PIPELINES_PSEUDONYM_KEY", data_dir / "keys" / "pseudonym.key")
     try:
-        rid, created = store.add(store.Paths.under(data_dir), key, load_contracts(CONTRACTS_DIR), kind=args.kind,
-                                 identifier_type=args.identifier_type, value=value, reason=args.reason, requested_by=args.requested_by)
+        rid, created = store.add(
+            store.Paths.under(data_dir),
+            key,
+            load_contracts(CONTRACTS_DIR),
+            kind=args.kind,
+            identifier_type=args.identifier_type,
+            value=value,
+            reason=args.reason,
+            requested_by=args.requested_by,
+        )
     except store.RequestError as error:
         print(f"not recorded: {error}", file=sys.stderr)
         return 2
-    print(f"{'recorded' if created else 'already recorded'}: {rid} ({args.kind}); subject_requests_sensor will apply it. "
-          f"Follow it with: python -m pipelines requests status {rid}")
+    print(
+        f"{'recorded' if created else 'already recorded'}: {rid} ({args.kind}); subject_requests_sensor will apply it. "
+        f"Follow it with: python -m pipelines requests status {rid}"
+    )
     return 0
 
 
@@ -82,9 +101,10 @@ def _list(args) -> int:
 
 
 def _purge(args) -> int:
+    import dagster as dg
+
     from pipelines import cli
     from pipelines.lifecycle.assets import RETENTION_JOB
-    import dagster as dg
 
     data_dir = (args.data_dir or default_data_dir()).resolve()
     now = parse_now(args.now)
@@ -108,7 +128,12 @@ def _purge(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {("requests", "add"): _add, ("requests", "status"): _status, ("requests", "list"): _list, ("retention", "purge"): _purge}
+    handlers = {
+        ("requests", "add"): _add,
+        ("requests", "status"): _status,
+        ("requests", "list"): _list,
+        ("retention", "purge"): _purge,
+    }
     return handlers[(args.command, args.action)](args)
 
 

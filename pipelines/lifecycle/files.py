@@ -82,8 +82,13 @@ def rewrite(path: Path, contract: Contract, drop: Callable[[Parsed], np.ndarray]
         os.fsync(f.fileno())
     os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same place in landing order; sensors see no new file
     os.replace(tmp, path)
-    return {"file": path.name, "rows_removed": int(mask.sum()), "rows_kept": int((~mask).sum()), "sha256_before": before,
-            "sha256_after": file_sha256(path)}
+    return {
+        "file": path.name,
+        "rows_removed": int(mask.sum()),
+        "rows_kept": int((~mask).sum()),
+        "sha256_before": before,
+        "sha256_after": file_sha256(path),
+    }
 
 
 def person_rows(contract: Contract, secret: bytes, keys: set[str]) -> Callable[[Parsed], np.ndarray]:
@@ -94,7 +99,10 @@ def person_rows(contract: Contract, secret: bytes, keys: set[str]) -> Callable[[
         for c in identifier_columns(contract):
             if linking(c) and c.name in parsed.columns:
                 values = pd.Series(column_values(parsed, c.name), dtype=object)
-                mask |= np.isin(np.asarray(pseudonyms(secret, c.entity, values), dtype=object), list(keys)) & (values != "").to_numpy()
+                mask |= (
+                    np.isin(np.asarray(pseudonyms(secret, c.entity, values), dtype=object), list(keys))
+                    & (values != "").to_numpy()
+                )
         return mask
 
     return drop

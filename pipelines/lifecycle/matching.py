@@ -59,10 +59,14 @@ def key_frame(con, contract: Contract, secret: bytes, table: str | None = None) 
     """`__rowid` and, per identifier column, the subject key of its value (None where null); distinct values hashed once."""
     columns = identifier_columns(contract)
     selected = ", ".join(f"CAST({quote_ident(c.name)} AS VARCHAR) AS {quote_ident(c.name)}" for c in columns)
-    frame = con.execute(f"SELECT rowid AS __rowid{', ' + selected if selected else ''} FROM {quote_ident(table or contract.dataset)}").df()
+    frame = con.execute(
+        f"SELECT rowid AS __rowid{', ' + selected if selected else ''} FROM {quote_ident(table or contract.dataset)}"
+    ).df()
     for c in columns:
         codes, uniques = pd.factorize(frame[c.name], use_na_sentinel=True)
-        keys = np.array(pseudonyms(secret, c.entity, pd.Series(uniques, dtype=object)) if len(uniques) else [], dtype=object)
+        keys = np.array(
+            pseudonyms(secret, c.entity, pd.Series(uniques, dtype=object)) if len(uniques) else [], dtype=object
+        )
         out = np.full(len(frame), None, dtype=object)
         out[codes >= 0] = keys[codes[codes >= 0]]
         frame[c.name] = out
@@ -96,7 +100,9 @@ class Resolution:
         return {ds: len(ids) for ds, ids in self.rowids.items() if ids}
 
 
-def resolve(frames: dict[str, tuple[Contract, pd.DataFrame]], linking_keys: set[str], mention_keys: set[str]) -> Resolution:
+def resolve(
+    frames: dict[str, tuple[Contract, pd.DataFrame]], linking_keys: set[str], mention_keys: set[str]
+) -> Resolution:
     """Follow the person through their identifiers until no new one is found."""
     linking_keys, mention_keys = set(linking_keys), set(mention_keys) | set(linking_keys)
     while True:
@@ -112,15 +118,21 @@ def resolve(frames: dict[str, tuple[Contract, pd.DataFrame]], linking_keys: set[
     return Resolution(linking_keys, mention_keys | linking_keys, rowids)
 
 
-def apply_to_raw(con, dataset: str, opted_out: dict[str, list[int]], erased: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+def apply_to_raw(
+    con, dataset: str, opted_out: dict[str, list[int]], erased: dict[str, list[int]]
+) -> dict[str, dict[str, int]]:
     """Delete erased people's rows, flag opted-out people's rows (request id), in one transaction; counts per request."""
     table = quote_ident(dataset)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {FLAG_COLUMN} VARCHAR")
-        con.execute(f"UPDATE {table} SET {FLAG_COLUMN} = NULL WHERE {FLAG_COLUMN} IS NOT NULL")  # flags follow the requests now in force
+        con.execute(
+            f"UPDATE {table} SET {FLAG_COLUMN} = NULL WHERE {FLAG_COLUMN} IS NOT NULL"
+        )  # flags follow the requests now in force
         removed = {rid: _by_rowid(con, f"DELETE FROM {table}", ids) for rid, ids in erased.items()}
-        flagged = {rid: _by_rowid(con, f"UPDATE {table} SET {FLAG_COLUMN} = '{rid}'", ids) for rid, ids in opted_out.items()}
+        flagged = {
+            rid: _by_rowid(con, f"UPDATE {table} SET {FLAG_COLUMN} = '{rid}'", ids) for rid, ids in opted_out.items()
+        }
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -153,7 +165,9 @@ def create_view(con, contract: Contract, horizon: date | None) -> str:
     column = contract.retention.event_date_column
     if horizon is not None and column:
         where += f" AND CAST({quote_ident(column)} AS DATE) >= DATE '{horizon.isoformat()}'"
-    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT * EXCLUDE ({FLAG_COLUMN}) FROM {table} WHERE {where}")
+    con.execute(
+        f"CREATE OR REPLACE VIEW {quote_ident(view)} AS SELECT * EXCLUDE ({FLAG_COLUMN}) FROM {table} WHERE {where}"
+    )
     return view
 
 
@@ -164,8 +178,21 @@ def create_view(con, contract: Contract, horizon: date | None) -> str:
 # identifier of a person can sit in them.
 _TEXT_KINDS = ("VARCHAR", "JSON", "BLOB")
 _NESTED_MARKS = ("[]", "STRUCT(", "MAP(", "UNION(")
-_TYPED_ID_KINDS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-                   "UHUGEINT", "DECIMAL", "UUID", "BIT")
+_TYPED_ID_KINDS = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "DECIMAL",
+    "UUID",
+    "BIT",
+)
 _TEMPORAL_KINDS = ("DATE", "TIME", "TIMESTAMP", "INTERVAL")
 NO_IDENTIFIER_KINDS = ("BOOLEAN", "FLOAT", "DOUBLE")
 WHOLE_VALUE_MAX_CHARS = 64  # a longer text is no identifier whole; its identifiers are found as spans
@@ -185,20 +212,36 @@ def column_kind(data_type: str) -> str:
 
 
 def _all_columns(con, table: str) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+    return [
+        (r[0], r[1])
+        for r in con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
 
 
 def _distinct_text(con, table: str, column: str) -> list[str]:
     col = quote_ident(column)
-    return [r[0] for r in con.execute(
-        f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {quote_ident(table)} WHERE {col} IS NOT NULL").fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {quote_ident(table)} WHERE {col} IS NOT NULL"
+        ).fetchall()
+    ]
 
 
-_PSEUDONYM_VALUE = re.compile(rf"^[a-z][a-z_]*_[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$")  # the pipeline's own output: found by pattern
+_PSEUDONYM_VALUE = re.compile(
+    rf"^[a-z][a-z_]*_[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$"
+)  # the pipeline's own output: found by pattern
 _SHAPE = {  # what a value must hold to be an identifier of this type (its normalizer keeps nothing else); others: anything
-    "EMAIL_ADDRESS": re.compile("@"), "PHONE_NUMBER": re.compile(r"\d"), "US_SSN": re.compile(r"\d"),
-    "CREDIT_CARD": re.compile(r"\d"), "IBAN_CODE": re.compile(r"\d"), "IP_ADDRESS": re.compile(r"\d"), "EMPLOYEE_ID": re.compile(r"\d"),
+    "EMAIL_ADDRESS": re.compile("@"),
+    "PHONE_NUMBER": re.compile(r"\d"),
+    "US_SSN": re.compile(r"\d"),
+    "CREDIT_CARD": re.compile(r"\d"),
+    "IBAN_CODE": re.compile(r"\d"),
+    "IP_ADDRESS": re.compile(r"\d"),
+    "EMPLOYEE_ID": re.compile(r"\d"),
 }
 
 
@@ -213,7 +256,9 @@ def whole_value_hits(values: list[str], secret: bytes, keys: set[str]) -> dict[s
         candidates = [v for v in short if shape.search(v)] if shape else short
         if not candidates:
             continue
-        for i in np.flatnonzero(np.isin(np.array(pseudonyms(secret, entity, pd.Series(candidates, dtype=object)), dtype=object), wanted)):
+        for i in np.flatnonzero(
+            np.isin(np.array(pseudonyms(secret, entity, pd.Series(candidates, dtype=object)), dtype=object), wanted)
+        ):
             hits.setdefault(candidates[i], entity)
     return hits
 
@@ -249,7 +294,9 @@ def _spans(text: str, entities: set[str]) -> Iterable[tuple[str, int, int]]:
                 yield "PERSON", start, end - (text[end - 1] == ".")
 
 
-def masked_mentions(text: str, secret: bytes, keys: set[str], memo: dict[tuple[str, str], bool] | None = None) -> tuple[str, int]:
+def masked_mentions(
+    text: str, secret: bytes, keys: set[str], memo: dict[tuple[str, str], bool] | None = None
+) -> tuple[str, int]:
     """The text with every span whose keyed hash is a requested key replaced by its entity tag, and how many.
     `memo` remembers each (type, span) verdict across the texts of one column (names and hosts repeat; it holds
     candidate spans in memory only, for one call of scrub or absence)."""
@@ -261,7 +308,9 @@ def masked_mentions(text: str, secret: bytes, keys: set[str], memo: dict[tuple[s
             memo[(entity, span)] = pseudonym(secret, entity, span) in keys
         return memo[(entity, span)]
 
-    hits = sorted({(s, e, ent) for ent, s, e in _spans(text, entities) if requested(ent, text[s:e])}, key=lambda h: (h[0], -h[1]))
+    hits = sorted(
+        {(s, e, ent) for ent, s, e in _spans(text, entities) if requested(ent, text[s:e])}, key=lambda h: (h[0], -h[1])
+    )
     out, last, count = [], 0, 0
     for start, end, entity in hits:
         if start < last:
@@ -272,7 +321,12 @@ def masked_mentions(text: str, secret: bytes, keys: set[str], memo: dict[tuple[s
 
 
 def _distinct(con, table: str, column: str) -> list[str]:
-    return [r[0] for r in con.execute(f"SELECT DISTINCT {quote_ident(column)} FROM {quote_ident(table)} WHERE {quote_ident(column)} IS NOT NULL").fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT {quote_ident(column)} FROM {quote_ident(table)} WHERE {quote_ident(column)} IS NOT NULL"
+        ).fetchall()
+    ]
 
 
 def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
@@ -283,26 +337,40 @@ def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
         return changed
     for column in _text_columns(con, table):
         col = quote_ident(column)
-        n = con.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({col}, ?)", [pattern]).fetchone()[0]
+        n = con.execute(
+            f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({col}, ?)", [pattern]
+        ).fetchone()[0]
         for key_label in sorted({label(k) for k in keys}) if n else ():
             wanted = _pattern(k for k in keys if label(k) == key_label)
-            con.execute(f"UPDATE {quote_ident(table)} SET {col} = regexp_replace({col}, ?, ?, 'g') WHERE regexp_matches({col}, ?)",
-                        [wanted, key_label, wanted])
+            con.execute(
+                f"UPDATE {quote_ident(table)} SET {col} = regexp_replace({col}, ?, ?, 'g') WHERE regexp_matches({col}, ?)",
+                [wanted, key_label, wanted],
+            )
         values = _distinct(con, table, column)
         whole = whole_value_hits(values, secret, keys)  # a kept identifier of a kind no span pattern knows
         memo: dict[tuple[str, str], bool] = {}
-        mapping = {v: (f"<{whole[v]}>", 1) if v in whole else m for v in values if v in whole or (m := masked_mentions(v, secret, keys, memo))[1]}
+        mapping = {
+            v: (f"<{whole[v]}>", 1) if v in whole else m
+            for v in values
+            if v in whole or (m := masked_mentions(v, secret, keys, memo))[1]
+        }
         if mapping:
-            con.register("__lifecycle_masked", pd.DataFrame({"v": list(mapping), "m": [m for m, _ in mapping.values()]}))
-            n += con.execute(f"UPDATE {quote_ident(table)} SET {col} = __lifecycle_masked.m FROM __lifecycle_masked "
-                             f"WHERE {quote_ident(table)}.{col} = __lifecycle_masked.v").fetchone()[0]
+            con.register(
+                "__lifecycle_masked", pd.DataFrame({"v": list(mapping), "m": [m for m, _ in mapping.values()]})
+            )
+            n += con.execute(
+                f"UPDATE {quote_ident(table)} SET {col} = __lifecycle_masked.m FROM __lifecycle_masked "
+                f"WHERE {quote_ident(table)}.{col} = __lifecycle_masked.v"
+            ).fetchone()[0]
             con.unregister("__lifecycle_masked")
         if n:
             changed[column] = int(n)
     temporal = any(label(k) == "<DATE_TIME>" for k in keys)
     for column, data_type in _all_columns(con, table):  # nested values, typed ids (dates when requested) naming them
         kind = column_kind(data_type)
-        if kind == "text" and data_type.upper() != "VARCHAR":  # a nested value (list, struct, JSON) naming them goes whole
+        if (
+            kind == "text" and data_type.upper() != "VARCHAR"
+        ):  # a nested value (list, struct, JSON) naming them goes whole
             values = _distinct_text(con, table, column)
             memo = {}
             hits = [v for v in values if re.search(pattern, v) or masked_mentions(v, secret, keys, memo)[1]]
@@ -313,8 +381,12 @@ def scrub(con, table: str, secret: bytes, keys: set[str]) -> dict[str, int]:
             continue
         if hits:
             col = quote_ident(column)
-            changed[column] = int(con.execute(f"UPDATE {quote_ident(table)} SET {col} = NULL WHERE CAST({col} AS VARCHAR) IN "
-                                              "(SELECT unnest(?))", [hits]).fetchone()[0])
+            changed[column] = int(
+                con.execute(
+                    f"UPDATE {quote_ident(table)} SET {col} = NULL WHERE CAST({col} AS VARCHAR) IN (SELECT unnest(?))",
+                    [hits],
+                ).fetchone()[0]
+            )
     return changed
 
 
@@ -335,10 +407,15 @@ def absence(con, table: str, secret: bytes, keys: set[str]) -> dict[str, dict[st
         counts = {"distinct_values_equal_to_identifier": len(whole_value_hits(values, secret, keys))}
         if kind == "text":
             as_text = f"CAST({quote_ident(column)} AS VARCHAR)"
-            counts["cells_with_pseudonym"] = int(con.execute(
-                f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({as_text}, ?)", [pattern]).fetchone()[0])
+            counts["cells_with_pseudonym"] = int(
+                con.execute(
+                    f"SELECT count(*) FROM {quote_ident(table)} WHERE regexp_matches({as_text}, ?)", [pattern]
+                ).fetchone()[0]
+            )
             memo = {}
-            counts["distinct_values_with_identifier"] = sum(1 for v in values if masked_mentions(v, secret, keys, memo)[1])
+            counts["distinct_values_with_identifier"] = sum(
+                1 for v in values if masked_mentions(v, secret, keys, memo)[1]
+            )
         if any(counts.values()):
             found[column] = {"kind": kind, **counts}
     return found

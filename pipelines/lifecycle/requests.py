@@ -17,7 +17,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class Paths:
     drop_dir: Path
 
     @classmethod
-    def under(cls, data_dir: Path) -> "Paths":
+    def under(cls, data_dir: Path) -> Paths:
         return cls(Path(data_dir) / "lifecycle", Path(data_dir) / "requests")
 
     @property
@@ -52,12 +52,17 @@ class Paths:
 
 def now_iso(now: datetime | None = None) -> str:
     """UTC, seconds, with a Z."""
-    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def declared_entities(contracts: list[Contract]) -> set[str]:
     """Identifier types a request may name: every entity a contract's identifier or join key declares."""
-    return {c.entity for contract in contracts for c in contract.columns if c.entity and c.role.value in ("direct_identifier", "join_key")}
+    return {
+        c.entity
+        for contract in contracts
+        for c in contract.columns
+        if c.entity and c.role.value in ("direct_identifier", "join_key")
+    }
 
 
 def subject_key(secret: bytes, entity: str, value: str) -> str:
@@ -130,15 +135,30 @@ def _validated(kind: str, identifier_type: str, value: str, entities: set[str], 
     if kind not in KINDS:
         raise RequestError(f"kind must be one of {', '.join(KINDS)}")
     if identifier_type not in entities:
-        raise RequestError(f"identifier type {identifier_type!r} is not declared by any contract (declared: {', '.join(sorted(entities))})")
+        raise RequestError(
+            f"identifier type {identifier_type!r} is not declared by any contract (declared: {', '.join(sorted(entities))})"
+        )
     if not value or len(normalize(identifier_type, value)) < 4:
-        raise RequestError("the identifier value is empty or too short to identify anyone (at least 4 characters once normalized)")
+        raise RequestError(
+            "the identifier value is empty or too short to identify anyone (at least 4 characters once normalized)"
+        )
     if not reason.strip() or not requested_by.strip():
         raise RequestError("a request needs a reason and who requested it")
 
 
-def add(paths: Paths, key: SecretKey, contracts: list[Contract], *, kind: str, identifier_type: str, value: str,
-        reason: str, requested_by: str, source: str = "cli", now: datetime | None = None) -> tuple[str, bool]:
+def add(
+    paths: Paths,
+    key: SecretKey,
+    contracts: list[Contract],
+    *,
+    kind: str,
+    identifier_type: str,
+    value: str,
+    reason: str,
+    requested_by: str,
+    source: str = "cli",
+    now: datetime | None = None,
+) -> tuple[str, bool]:
     """Record a request; returns (id, created). The same identifier asked again with the same kind keeps its first id."""
     _validated(kind, identifier_type, value, declared_entities(contracts), reason, requested_by)
     skey = subject_key(key.secret, identifier_type, value)
@@ -148,13 +168,22 @@ def add(paths: Paths, key: SecretKey, contracts: list[Contract], *, kind: str, i
             return same, False
         rid = _new_id(requests)
         requests[rid] = {
-            "id": rid, "kind": kind, "identifier_type": identifier_type, "subject_key": skey, "key_id": key.key_id,
-            "reason": reason.strip(), "requested_by": requested_by.strip(), "source": source, "recorded_at": now_iso(now),
+            "id": rid,
+            "kind": kind,
+            "identifier_type": identifier_type,
+            "subject_key": skey,
+            "key_id": key.key_id,
+            "reason": reason.strip(),
+            "requested_by": requested_by.strip(),
+            "source": source,
+            "recorded_at": now_iso(now),
         }
     return rid, True
 
 
-def import_drops(paths: Paths, key: SecretKey, contracts: list[Contract], now: datetime | None = None) -> list[dict[str, Any]]:
+def import_drops(
+    paths: Paths, key: SecretKey, contracts: list[Contract], now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Record every row of every CSV in the drop folder, then delete the file (its values must not linger).
 
     Returns one outcome per file: {file, recorded: [ids], duplicates, rejected: [{line, problem}]} (no values)."""
@@ -166,8 +195,14 @@ def import_drops(paths: Paths, key: SecretKey, contracts: list[Contract], now: d
         with path.open(encoding="utf-8-sig", newline="") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:
-                    rid, created = add(paths, key, contracts, source=f"csv:{path.name}", now=now,
-                                       **{k: (row.get(k) or "").strip() for k in CSV_FIELDS})
+                    rid, created = add(
+                        paths,
+                        key,
+                        contracts,
+                        source=f"csv:{path.name}",
+                        now=now,
+                        **{k: (row.get(k) or "").strip() for k in CSV_FIELDS},
+                    )
                 except RequestError as error:
                     outcome["rejected"].append({"line": line, "problem": str(error)})
                     continue
@@ -208,10 +243,17 @@ def status(request: dict[str, Any]) -> dict[str, Any]:
         state = f"resolved in run {resolution['run_id']}: waiting for the rebuild of {', '.join(missing)}"
     else:
         runs = sorted({current[a]["run_id"] for a in resolution["assets"]}) or [resolution["run_id"]]
-        state = f"applied in run {', '.join(runs)}; proven absent in {len(current)} asset(s): {', '.join(sorted(current))}"
+        state = (
+            f"applied in run {', '.join(runs)}; proven absent in {len(current)} asset(s): {', '.join(sorted(current))}"
+        )
     return {
-        "id": request["id"], "kind": request["kind"], "identifier_type": request["identifier_type"],
-        "recorded_at": request["recorded_at"], "requested_by": request["requested_by"], "state": state,
-        "rows_found": (resolution or {}).get("rows", {}), "raw_rows_erased": (resolution or {}).get("rows_erased", {}),
+        "id": request["id"],
+        "kind": request["kind"],
+        "identifier_type": request["identifier_type"],
+        "recorded_at": request["recorded_at"],
+        "requested_by": request["requested_by"],
+        "state": state,
+        "rows_found": (resolution or {}).get("rows", {}),
+        "raw_rows_erased": (resolution or {}).get("rows_erased", {}),
         "proven_absent_in": {asset: p["run_id"] for asset, p in sorted(proven.items())},
     }

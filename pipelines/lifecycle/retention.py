@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import shutil
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +33,26 @@ MAX_UNCONFIRMED_SHARE = 0.5
 def parse_now(text: str | None) -> datetime:
     """An ISO date or time (UTC if it names no zone); the current time when None."""
     if not text:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def horizon(contract: Contract, now: datetime) -> date:
     """The first day still kept: anything dated before it is past retention."""
-    return (now.astimezone(timezone.utc) - timedelta(days=contract.retention_days)).date()
+    return (now.astimezone(UTC) - timedelta(days=contract.retention_days)).date()
 
 
 def basis(contract: Contract) -> str:
     """What a row's age is measured from, in words for metadata."""
     column = contract.retention.event_date_column
-    return f"event date ({column})" if column else "landing time of its file (the contract declares no event-date column)"
+    return (
+        f"event date ({column})" if column else "landing time of its file (the contract declares no event-date column)"
+    )
 
 
 def _landed_at(path: Path) -> date:
-    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).date()
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).date()
 
 
 # --- state: the last purge of each dataset ----------------------------------------------------------------------
@@ -82,14 +84,20 @@ def enforced_horizon(state: dict[str, Any], dataset: str) -> date | None:
 def metadata(contract: Contract, state: dict[str, Any]) -> dict[str, Any]:
     """An asset's retention entry: horizon, basis, last purge (rows removed, time), or that none ran yet."""
     last = state.get(contract.dataset)
-    return {"retention_days": contract.retention_days, "basis": basis(contract),
-            "horizon": last["horizon"] if last else None, "last_purge": last["last_purge"] if last else "never purged yet"}
+    return {
+        "retention_days": contract.retention_days,
+        "basis": basis(contract),
+        "horizon": last["horizon"] if last else None,
+        "last_purge": last["last_purge"] if last else "never purged yet",
+    }
 
 
 # --- purging ----------------------------------------------------------------------------------------------------
 
 
-def _purge_landing(landing_dir: Path, contract: Contract, keep_from: date) -> tuple[list[dict], list[dict], dict[str, date]]:
+def _purge_landing(
+    landing_dir: Path, contract: Contract, keep_from: date
+) -> tuple[list[dict], list[dict], dict[str, date]]:
     """Remove files landed before the horizon, rewrite the others without expired rows; (removed, rewritten, landed dates)."""
     removed, rewritten, landed = [], [], {}
     for path in landed_files(landing_dir, contract):
@@ -115,7 +123,9 @@ def _purge_raw(con, contract: Contract, keep_from: date, landed: dict[str, date]
         return 0
     table, column = quote_ident(contract.dataset), contract.retention.event_date_column
     if column:
-        return con.execute(f"DELETE FROM {table} WHERE CAST({quote_ident(column)} AS DATE) < ?", [keep_from]).fetchone()[0]
+        return con.execute(
+            f"DELETE FROM {table} WHERE CAST({quote_ident(column)} AS DATE) < ?", [keep_from]
+        ).fetchone()[0]
     expired = sorted(gone | {name for name, day in landed.items() if day < keep_from})
     if not expired:
         return 0
@@ -141,7 +151,11 @@ def _purge_quarantine(quarantine_dir: Path, contract: Contract, keep_from: date)
             shutil.rmtree(entry)
             removed.append({"entry": entry.name, "first_quarantined_on": first.isoformat() if first else "unknown"})
             continue
-        for copy in (p for p in entry.iterdir() if p.name != REASON_FILE and p.is_file()) if contract.retention.event_date_column else ():
+        for copy in (
+            (p for p in entry.iterdir() if p.name != REASON_FILE and p.is_file())
+            if contract.retention.event_date_column
+            else ()
+        ):
             try:
                 change = rewrite(copy, contract, rows_before(contract, keep_from.isoformat()))
             except Unreadable:
@@ -155,17 +169,34 @@ def _purge_quarantine(quarantine_dir: Path, contract: Contract, keep_from: date)
 def pending_share(con, contract: Contract, landing_dir: Path, keep_from: date) -> dict[str, Any]:
     """What a purge to `keep_from` would remove, before removing anything: raw rows and landed files, counts and shares."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    total = con.execute(f"SELECT count(*) FROM {quote_ident(contract.dataset)}").fetchone()[0] if contract.dataset in tables else 0
+    total = (
+        con.execute(f"SELECT count(*) FROM {quote_ident(contract.dataset)}").fetchone()[0]
+        if contract.dataset in tables
+        else 0
+    )
     files = landed_files(landing_dir, contract)
     old_files = sum(1 for f in files if _landed_at(f) < keep_from)
     rows = remaining(con, contract, landing_dir, landing_dir / ".none", keep_from)["raw_rows"]
     share = max(rows / total if total else 0.0, old_files / len(files) if files else 0.0)
-    return {"raw_rows": int(rows), "raw_rows_total": int(total), "landed_files": old_files, "landed_files_total": len(files),
-            "share": round(share, 4)}
+    return {
+        "raw_rows": int(rows),
+        "raw_rows_total": int(total),
+        "landed_files": old_files,
+        "landed_files_total": len(files),
+        "share": round(share, 4),
+    }
 
 
-def purge(con, contract: Contract, landing_dir: Path, quarantine_dir: Path, now: datetime, state: dict[str, Any],
-          run_id: str, confirmed: bool = False) -> dict[str, Any]:
+def purge(
+    con,
+    contract: Contract,
+    landing_dir: Path,
+    quarantine_dir: Path,
+    now: datetime,
+    state: dict[str, Any],
+    run_id: str,
+    confirmed: bool = False,
+) -> dict[str, Any]:
     """Purge one dataset everywhere; records and returns its report (counts, file names, hashes; no values).
 
     Unconfirmed, a purge that would remove more than MAX_UNCONFIRMED_SHARE is held: nothing is removed, the previous
@@ -173,21 +204,39 @@ def purge(con, contract: Contract, landing_dir: Path, quarantine_dir: Path, now:
     keep_from = horizon(contract, now)
     pending = pending_share(con, contract, landing_dir, keep_from)
     if pending["share"] > MAX_UNCONFIRMED_SHARE and not confirmed:
-        return {"horizon": keep_from.isoformat(), "basis": basis(contract), "retention_days": contract.retention_days,
-                "held": {**pending, "max_unconfirmed_share": MAX_UNCONFIRMED_SHARE, "as_of": now_iso(now), "run_id": run_id,
-                         "confirm_with": "python -m pipelines retention purge --confirm"},
-                "last_purge": (state.get(contract.dataset) or {}).get("last_purge", "never purged yet")}
-    previously_gone = {f["file"] for f in (state.get(contract.dataset) or {}).get("last_purge", {}).get("landing_removed", [])}
+        return {
+            "horizon": keep_from.isoformat(),
+            "basis": basis(contract),
+            "retention_days": contract.retention_days,
+            "held": {
+                **pending,
+                "max_unconfirmed_share": MAX_UNCONFIRMED_SHARE,
+                "as_of": now_iso(now),
+                "run_id": run_id,
+                "confirm_with": "python -m pipelines retention purge --confirm",
+            },
+            "last_purge": (state.get(contract.dataset) or {}).get("last_purge", "never purged yet"),
+        }
+    previously_gone = {
+        f["file"] for f in (state.get(contract.dataset) or {}).get("last_purge", {}).get("landing_removed", [])
+    }
     landing_removed, landing_rewritten, landed = _purge_landing(landing_dir, contract, keep_from)
     raw_removed = _purge_raw(con, contract, keep_from, landed, previously_gone | {f["file"] for f in landing_removed})
     quarantine_removed, quarantine_rewritten = _purge_quarantine(quarantine_dir, contract, keep_from)
     report = {
-        "horizon": keep_from.isoformat(), "basis": basis(contract), "retention_days": contract.retention_days,
+        "horizon": keep_from.isoformat(),
+        "basis": basis(contract),
+        "retention_days": contract.retention_days,
         "last_purge": {
-            "at": now_iso(), "as_of": now_iso(now), "run_id": run_id, "raw_rows_removed": int(raw_removed),
-            "landing_removed": landing_removed, "landing_rewritten": landing_rewritten,
+            "at": now_iso(),
+            "as_of": now_iso(now),
+            "run_id": run_id,
+            "raw_rows_removed": int(raw_removed),
+            "landing_removed": landing_removed,
+            "landing_rewritten": landing_rewritten,
             "landing_rows_removed": sum(f.get("rows_removed", 0) for f in landing_rewritten),
-            "quarantine_removed": quarantine_removed, "quarantine_rewritten": quarantine_rewritten,
+            "quarantine_removed": quarantine_removed,
+            "quarantine_rewritten": quarantine_rewritten,
         },
     }
     state[contract.dataset] = report
@@ -200,14 +249,22 @@ def remaining(con, contract: Contract, landing_dir: Path, quarantine_dir: Path, 
     column = contract.retention.event_date_column
     raw_rows = 0
     if column and contract.dataset in tables:
-        raw_rows = con.execute(f"SELECT count(*) FROM {quote_ident(contract.dataset)} WHERE CAST({quote_ident(column)} AS DATE) < ?",
-                               [keep_from]).fetchone()[0]
+        raw_rows = con.execute(
+            f"SELECT count(*) FROM {quote_ident(contract.dataset)} WHERE CAST({quote_ident(column)} AS DATE) < ?",
+            [keep_from],
+        ).fetchone()[0]
     files = landed_files(landing_dir, contract)
     old_files = sum(1 for f in files if _landed_at(f) < keep_from)
     if not column and contract.dataset in tables:  # landing-time basis: rows of a file landed before the horizon
         expired = [f.name for f in files if _landed_at(f) < keep_from]
-        raw_rows = con.execute(f"SELECT count(*) FROM {quote_ident(contract.dataset)} WHERE {SOURCE_FILE_COLUMN} IN (SELECT unnest(?))",
-                               [expired]).fetchone()[0] if expired else 0
+        raw_rows = (
+            con.execute(
+                f"SELECT count(*) FROM {quote_ident(contract.dataset)} WHERE {SOURCE_FILE_COLUMN} IN (SELECT unnest(?))",
+                [expired],
+            ).fetchone()[0]
+            if expired
+            else 0
+        )
     folder = quarantine_dir / contract.dataset
     entries = [p for p in folder.glob("*") if p.is_dir()] if folder.is_dir() else []
     old_entries = sum(1 for e in entries if (_first_quarantined(e) or date.min) < keep_from)

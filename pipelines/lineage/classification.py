@@ -15,18 +15,54 @@ from collections.abc import Iterable, Mapping
 
 from pipelines.contracts import Column, Contract, Role
 
-ROLE, ENTITY, OPERATOR, STATE, KEY_ID, FROM = "pii/role", "pii/entity", "pii/operator", "pii/state", "pii/key_id", "pii/from"
+ROLE, ENTITY, OPERATOR, STATE, KEY_ID, FROM = (
+    "pii/role",
+    "pii/entity",
+    "pii/operator",
+    "pii/state",
+    "pii/key_id",
+    "pii/from",
+)
 
 # how exposed a value in this state is: a derived column takes its most exposed input's state
 EXPOSURE = {
-    "identifying": 9, "unmasked": 8, "encrypted": 7, "pseudonymized": 6, "masked": 5, "scanned": 4, "redacted": 3,
-    "generalized": 2, "dp_noised": 1, "aggregated": 1, "not_personal": 0, "suppressed": 0,
+    "identifying": 9,
+    "unmasked": 8,
+    "encrypted": 7,
+    "pseudonymized": 6,
+    "masked": 5,
+    "scanned": 4,
+    "redacted": 3,
+    "generalized": 2,
+    "dp_noised": 1,
+    "aggregated": 1,
+    "not_personal": 0,
+    "suppressed": 0,
 }
 STATE_BY_OPERATOR = {
-    "pseudonymize": "pseudonymized", "generalize": "generalized", "mask": "masked", "redact": "redacted",
-    "replace": "redacted", "scan": "scanned", "suppress": "suppressed", "encrypt": "encrypted",
+    "pseudonymize": "pseudonymized",
+    "generalize": "generalized",
+    "mask": "masked",
+    "redact": "redacted",
+    "replace": "redacted",
+    "scan": "scanned",
+    "suppress": "suppressed",
+    "encrypt": "encrypted",
 }
-ANONYMIZING_AGGREGATES = {"count", "sum", "avg", "stddev", "stddev_samp", "stddev_pop", "variance", "var_samp", "var_pop", "median", "quantile", "approx_count_distinct"}
+ANONYMIZING_AGGREGATES = {
+    "count",
+    "sum",
+    "avg",
+    "stddev",
+    "stddev_samp",
+    "stddev_pop",
+    "variance",
+    "var_samp",
+    "var_pop",
+    "median",
+    "quantile",
+    "approx_count_distinct",
+}
 PERSONAL = {Role.direct_identifier, Role.quasi_identifier, Role.join_key, Role.free_text, Role.sensitive_attribute}
 IDENTIFIER_ROLES = {Role.direct_identifier.value, Role.join_key.value}
 EXPLAIN = {
@@ -62,15 +98,21 @@ def deidentified_tags(column: Column, key_id: str | None) -> dict[str, str]:
         tags[STATE] = "unmasked" if column.role in PERSONAL else "not_personal"
     else:
         tags[STATE] = STATE_BY_OPERATOR.get(operator, "unmasked")
-    if operator in {"pseudonymize", "encrypt"} or (operator == "scan" and "pseudonymize" in (getattr(column.deidentify, "operators", {}) or {}).values()):
+    if operator in {"pseudonymize", "encrypt"} or (
+        operator == "scan" and "pseudonymize" in (getattr(column.deidentify, "operators", {}) or {}).values()
+    ):
         if key_id:
             tags[KEY_ID] = key_id
     return tags
 
 
-def contract_tags(contract: Contract, key_id: str | None = None, stage: str = "deidentified") -> dict[str, dict[str, str]]:
+def contract_tags(
+    contract: Contract, key_id: str | None = None, stage: str = "deidentified"
+) -> dict[str, dict[str, str]]:
     """column -> tags for every column of a dataset at one stage (landed/raw or deidentified)."""
-    return {c.name: (raw_tags(c) if stage in {"landed", "raw"} else deidentified_tags(c, key_id)) for c in contract.columns}
+    return {
+        c.name: (raw_tags(c) if stage in {"landed", "raw"} else deidentified_tags(c, key_id)) for c in contract.columns
+    }
 
 
 def propagate(inputs: Iterable[Mapping[str, str]], transform: str, sources: Iterable[str] = ()) -> dict[str, str]:
@@ -85,7 +127,9 @@ def propagate(inputs: Iterable[Mapping[str, str]], transform: str, sources: Iter
     elif not inputs:
         tags = {ROLE: "plain_attribute", STATE: "not_personal"}
     else:
-        tags = dict(max(inputs, key=lambda i: EXPOSURE.get(i.get(STATE, "not_personal"), 0)))  # identity, expression, min/max
+        tags = dict(
+            max(inputs, key=lambda i: EXPOSURE.get(i.get(STATE, "not_personal"), 0))
+        )  # identity, expression, min/max
         tags.pop(FROM, None)
     if source_list:
         tags[FROM] = ",".join(source_list)

@@ -33,20 +33,30 @@ class ColumnOrigin:
     counts_rows_of: list[str] = field(default_factory=list)  # COUNT(*) over these assets' rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {"deps": [f"{a}.{c}" for a, c in self.deps], "transform": self.transform, "counts_rows_of": self.counts_rows_of}
+        return {
+            "deps": [f"{a}.{c}" for a, c in self.deps],
+            "transform": self.transform,
+            "counts_rows_of": self.counts_rows_of,
+        }
 
 
 def render(raw: str, source_alias: dict[tuple[str, str], str]) -> str:
     sql = re.sub(r"\{#.*?#\}", "", raw, flags=re.S)
     sql = re.sub(r"\{%.*?%\}", "", sql, flags=re.S)
     sql = re.sub(r"\{\{\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*\}\}", r"\1", sql)
-    sql = re.sub(r"\{\{\s*source\(\s*['\"](\w+)['\"]\s*,\s*['\"](\w+)['\"]\s*\)\s*\}\}",
-                 lambda m: source_alias[(m.group(1), m.group(2))], sql)
+    sql = re.sub(
+        r"\{\{\s*source\(\s*['\"](\w+)['\"]\s*,\s*['\"](\w+)['\"]\s*\)\s*\}\}",
+        lambda m: source_alias[(m.group(1), m.group(2))],
+        sql,
+    )
     return re.sub(r"\{\{.*?\}\}", "0", sql, flags=re.S)
 
 
 def _aggregate_kind(expression: exp.Expression) -> str | None:
-    kinds = [a.sql_name().lower() if hasattr(a, "sql_name") else type(a).__name__.lower() for a in expression.find_all(exp.AggFunc)]
+    kinds = [
+        a.sql_name().lower() if hasattr(a, "sql_name") else type(a).__name__.lower()
+        for a in expression.find_all(exp.AggFunc)
+    ]
     if not kinds:
         return None
     return "aggregate" if all(k in ANONYMIZING_AGGREGATES for k in kinds) else "min_max"
@@ -60,7 +70,9 @@ def _base_table(name: str, ctes: dict[str, exp.Expression], asset_of: dict[str, 
     return _base_table(first.name, ctes, asset_of, seen + 1) if first is not None else name
 
 
-def _origin(column: str, sql: str, schema: dict, asset_of: dict[str, str], ctes: dict[str, exp.Expression] | None = None) -> ColumnOrigin:
+def _origin(
+    column: str, sql: str, schema: dict, asset_of: dict[str, str], ctes: dict[str, exp.Expression] | None = None
+) -> ColumnOrigin:
     ctes = ctes or {}
     root = sqlglot_lineage(column, sql, schema=schema, dialect=DIALECT)
     origin = ColumnOrigin()
@@ -101,7 +113,9 @@ def _origin(column: str, sql: str, schema: dict, asset_of: dict[str, str], ctes:
     return origin
 
 
-def model_lineage(manifest: dict, contracts: list[Contract], project_dir: Path | None = None) -> dict[str, dict[str, ColumnOrigin]]:
+def model_lineage(
+    manifest: dict, contracts: list[Contract], project_dir: Path | None = None
+) -> dict[str, dict[str, ColumnOrigin]]:
     """model -> column -> origin, for every dbt model (sources are the de-identified tables of the contracts)."""
     by_dataset = {c.dataset: c for c in contracts}
     schema: dict[str, dict[str, str]] = {}
@@ -109,7 +123,9 @@ def model_lineage(manifest: dict, contracts: list[Contract], project_dir: Path |
     source_alias: dict[tuple[str, str], str] = {}
     for source in manifest.get("sources", {}).values():
         alias = f"src__{source['name']}"
-        key = ((source.get("meta") or {}).get("dagster") or {}).get("asset_key") or [f"{source['source_name']}_{source['name']}"]
+        key = ((source.get("meta") or {}).get("dagster") or {}).get("asset_key") or [
+            f"{source['source_name']}_{source['name']}"
+        ]
         asset_of[alias] = "/".join(key)
         source_alias[(source["source_name"], source["name"])] = alias
         contract = by_dataset.get(source["name"])
@@ -127,7 +143,11 @@ def model_lineage(manifest: dict, contracts: list[Contract], project_dir: Path |
     out: dict[str, dict[str, ColumnOrigin]] = {}
     pending = [n for n in nodes.values() if n["resource_type"] == "model"]
     while pending:  # topological: a model once every model it refs has its columns
-        ready = [n for n in pending if all(d.split(".")[-1] in schema for d in n["depends_on"]["nodes"] if d.startswith("model."))]
+        ready = [
+            n
+            for n in pending
+            if all(d.split(".")[-1] in schema for d in n["depends_on"]["nodes"] if d.startswith("model."))
+        ]
         if not ready:
             break
         for node in ready:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -27,8 +27,15 @@ def _records(path: Path) -> int | None:
         return None
 
 
-def landed_file_observation(key: dg.AssetKey, path: Path, landing_dir: Path, *, rows: int | None = None, sha256: str | None = None,
-                            observed_by: str = "") -> dg.AssetObservation:
+def landed_file_observation(
+    key: dg.AssetKey,
+    path: Path,
+    landing_dir: Path,
+    *,
+    rows: int | None = None,
+    sha256: str | None = None,
+    observed_by: str = "",
+) -> dg.AssetObservation:
     """What a steward needs to know about a landed file, no cell value: its identity, size, time, records and hash."""
     stat = path.stat()
     rows = rows if rows is not None else _records(path)
@@ -38,7 +45,7 @@ def landed_file_observation(key: dg.AssetKey, path: Path, landing_dir: Path, *, 
         metadata={
             "file": str(path.relative_to(landing_dir)),
             "size_bytes": dg.MetadataValue.int(stat.st_size),
-            "modified_utc": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(timespec="seconds"),
+            "modified_utc": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds"),
             "rows": dg.MetadataValue.int(rows) if rows is not None else "unreadable as UTF-8 CSV",
             "sha256": checksum,
             "observed_by": observed_by,

@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,26 @@ FACETS_SCHEMA = Path(__file__).with_name("openlineage_facets.json")
 EVENTS_DIR = "openlineage"
 # metadata entries a step records that say what was done to the people in a table (all checked free of values)
 PRIVACY_KEYS = (
-    "pseudonym_key_id", "contract", "contract_version_hash", "rows_in", "rows_out", "rows_suppressed", "entities_masked",
-    "k_anonymity", "residual_scan", "detector", "deidentification", "column_classification", "risk", "approval",
-    "subject_requests", "retention", "dp_mechanism", "dp_spent_this_run", "dp_budget", "audit_head",
+    "pseudonym_key_id",
+    "contract",
+    "contract_version_hash",
+    "rows_in",
+    "rows_out",
+    "rows_suppressed",
+    "entities_masked",
+    "k_anonymity",
+    "residual_scan",
+    "detector",
+    "deidentification",
+    "column_classification",
+    "risk",
+    "approval",
+    "subject_requests",
+    "retention",
+    "dp_mechanism",
+    "dp_spent_this_run",
+    "dp_budget",
+    "audit_head",
 )
 ENDED = {
     dg.DagsterRunStatus.SUCCESS: RunState.COMPLETE,
@@ -141,7 +158,7 @@ class Step:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def _steps(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, Step], float | None, float | None]:
@@ -154,7 +171,14 @@ def _steps(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, Step], 
         kind = event.event_type_value
         if kind in {"PIPELINE_START", "RUN_START"}:
             run_start = entry.timestamp
-        elif kind in {"PIPELINE_SUCCESS", "PIPELINE_FAILURE", "PIPELINE_CANCELED", "RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}:
+        elif kind in {
+            "PIPELINE_SUCCESS",
+            "PIPELINE_FAILURE",
+            "PIPELINE_CANCELED",
+            "RUN_SUCCESS",
+            "RUN_FAILURE",
+            "RUN_CANCELED",
+        }:
             run_end = entry.timestamp
         if not event.step_key:
             continue
@@ -176,12 +200,20 @@ def _steps(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, Step], 
 
 def _safe_error(error: Any) -> str:
     """The description of a `dagster.Failure` (written by the pipeline, without values); else only the error's type."""
-    while error is not None and getattr(error, "cls_name", None) not in {"Failure"} and getattr(error, "cause", None) is not None:
+    while (
+        error is not None
+        and getattr(error, "cls_name", None) not in {"Failure"}
+        and getattr(error, "cause", None) is not None
+    ):
         error = error.cause
     if error is None:
         return "the step failed"
     if getattr(error, "cls_name", None) == "Failure":
-        return str(getattr(error, "message", "") or "").split("\n", 1)[0].removeprefix("dagster._core.definitions.events.Failure: ")[:2000]
+        return (
+            str(getattr(error, "message", "") or "")
+            .split("\n", 1)[0]
+            .removeprefix("dagster._core.definitions.events.Failure: ")[:2000]
+        )
     return f"{getattr(error, 'cls_name', None) or 'error'} (message withheld: an exception's text may quote a value)"
 
 
@@ -189,31 +221,44 @@ def _schema_facet(md: Mapping[str, Any]) -> schema_dataset.SchemaDatasetFacet | 
     table = getattr(md.get("dagster/column_schema"), "value", None)
     if table is None:
         return None
-    return schema_dataset.SchemaDatasetFacet(fields=[
-        schema_dataset.SchemaDatasetFacetFields(name=c.name, type=c.type or None, description=c.description or None, ordinal_position=i + 1)
-        for i, c in enumerate(table.columns)
-    ])
+    return schema_dataset.SchemaDatasetFacet(
+        fields=[
+            schema_dataset.SchemaDatasetFacetFields(
+                name=c.name, type=c.type or None, description=c.description or None, ordinal_position=i + 1
+            )
+            for i, c in enumerate(table.columns)
+        ]
+    )
 
 
 def _column_lineage_facet(md: Mapping[str, Any]) -> column_lineage_dataset.ColumnLineageDatasetFacet | None:
     lineage = getattr(md.get("dagster/column_lineage"), "value", None)
     if lineage is None or not lineage.deps_by_column:
         return None
-    return column_lineage_dataset.ColumnLineageDatasetFacet(fields={
-        column: column_lineage_dataset.Fields(inputFields=[
-            column_lineage_dataset.InputField(namespace=dataset_namespace(), name=dep.asset_key.to_user_string(), field=dep.column_name)
-            for dep in deps
-        ])
-        for column, deps in lineage.deps_by_column.items()
-    })
+    return column_lineage_dataset.ColumnLineageDatasetFacet(
+        fields={
+            column: column_lineage_dataset.Fields(
+                inputFields=[
+                    column_lineage_dataset.InputField(
+                        namespace=dataset_namespace(), name=dep.asset_key.to_user_string(), field=dep.column_name
+                    )
+                    for dep in deps
+                ]
+            )
+            for column, deps in lineage.deps_by_column.items()
+        }
+    )
 
 
 def _classification(md: Mapping[str, Any]) -> list[dict[str, Any]]:
     table = getattr(md.get("dagster/column_schema"), "value", None)
     if table is None:
         return []
-    return [{"column": c.name, **{k.removeprefix("pii/"): v for k, v in (c.tags or {}).items() if k.startswith("pii/")}}
-            for c in table.columns if any(k.startswith("pii/") for k in (c.tags or {}))]
+    return [
+        {"column": c.name, **{k.removeprefix("pii/"): v for k, v in (c.tags or {}).items() if k.startswith("pii/")}}
+        for c in table.columns
+        if any(k.startswith("pii/") for k in (c.tags or {}))
+    ]
 
 
 def _check_entries(checks: Iterable[Any]) -> list[dict[str, Any]]:
@@ -221,9 +266,14 @@ def _check_entries(checks: Iterable[Any]) -> list[dict[str, Any]]:
     for check in checks:
         md = check.metadata or {}
         results = _plain(md.get("results")) or {}
-        entry = {"check": check.check_name, "passed": bool(check.passed),
-                 "expectations": [{k: r[k] for k in ("expectation", "column", "success", "threshold", "observed") if k in r}
-                                  for r in (results.get("results") or [])]}
+        entry = {
+            "check": check.check_name,
+            "passed": bool(check.passed),
+            "expectations": [
+                {k: r[k] for k in ("expectation", "column", "success", "threshold", "observed") if k in r}
+                for r in (results.get("results") or [])
+            ],
+        }
         for key in ("risk", "person_join_risk", "data_docs"):
             if key in md:
                 entry[key] = _plain(md[key])
@@ -234,13 +284,25 @@ def _check_entries(checks: Iterable[Any]) -> list[dict[str, Any]]:
 def _assertions(checks: Iterable[Any]) -> data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet | None:
     assertions = []
     for entry in _check_entries(checks):
-        assertions.append(data_quality_assertions_dataset.Assertion(assertion=entry["check"], success=entry["passed"], severity="error"))
-        assertions += [data_quality_assertions_dataset.Assertion(
-            assertion=f"{entry['check']}: {e['expectation']}", success=bool(e.get("success")), column=e.get("column"),
-            severity="error", expected=json.dumps(e.get("threshold") or {}, sort_keys=True) or None,
-            actual=json.dumps(e.get("observed") or {}, sort_keys=True) or None,
-        ) for e in entry["expectations"]]
-    return data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(assertions=assertions) if assertions else None
+        assertions.append(
+            data_quality_assertions_dataset.Assertion(
+                assertion=entry["check"], success=entry["passed"], severity="error"
+            )
+        )
+        assertions += [
+            data_quality_assertions_dataset.Assertion(
+                assertion=f"{entry['check']}: {e['expectation']}",
+                success=bool(e.get("success")),
+                column=e.get("column"),
+                severity="error",
+                expected=json.dumps(e.get("threshold") or {}, sort_keys=True) or None,
+                actual=json.dumps(e.get("observed") or {}, sort_keys=True) or None,
+            )
+            for e in entry["expectations"]
+        ]
+    return (
+        data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(assertions=assertions) if assertions else None
+    )
 
 
 def _dataset_facets(md: Mapping[str, Any], tags: Mapping[str, str], checks: list[Any]) -> dict[str, DatasetFacet]:
@@ -250,7 +312,11 @@ def _dataset_facets(md: Mapping[str, Any], tags: Mapping[str, str], checks: list
     if (lineage := _column_lineage_facet(md)) is not None:
         facets["columnLineage"] = lineage
     if tags:
-        facets["tags"] = tags_dataset.TagsDatasetFacet(tags=[tags_dataset.TagsDatasetFacetFields(key=k, value=v, source="DAGSTER") for k, v in sorted(tags.items())])
+        facets["tags"] = tags_dataset.TagsDatasetFacet(
+            tags=[
+                tags_dataset.TagsDatasetFacetFields(key=k, value=v, source="DAGSTER") for k, v in sorted(tags.items())
+            ]
+        )
     figures = {k: _plain(md[k]) for k in PRIVACY_KEYS if k in md}
     columns = _classification(md)
     if figures or columns:
@@ -279,11 +345,15 @@ class _Graph:
     def assets_of_step(self, step_key: str) -> list[dg.AssetKey]:
         if self.graph is None:
             return []
-        return sorted((k for k in self.graph.materializable_asset_keys
-                       if self.graph.get(k).assets_def.node_def.name == step_key), key=lambda k: k.to_user_string())
+        return sorted(
+            (k for k in self.graph.materializable_asset_keys if self.graph.get(k).assets_def.node_def.name == step_key),
+            key=lambda k: k.to_user_string(),
+        )
 
 
-def _step_datasets(step: Step, graph: _Graph, selection: set[dg.AssetKey] | None) -> tuple[list[InputDataset], list[OutputDataset]]:
+def _step_datasets(
+    step: Step, graph: _Graph, selection: set[dg.AssetKey] | None
+) -> tuple[list[InputDataset], list[OutputDataset]]:
     written = {m.asset_key: m for m in step.materializations}
     planned = [k for k in graph.assets_of_step(step.key) if selection is None or k in selection]
     out_keys = list(dict.fromkeys([*written, *([] if written else planned)]))
@@ -295,29 +365,50 @@ def _step_datasets(step: Step, graph: _Graph, selection: set[dg.AssetKey] | None
         md = written[key].metadata if key in written else {}
         output_facets: dict[str, Any] = {}
         if "dagster/row_count" in md:
-            output_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=int(md["dagster/row_count"].value))
+            output_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                rowCount=int(md["dagster/row_count"].value)
+            )
         if (assertions := _assertions(checks_by_key.get(key, []))) is not None:
             output_facets["dataQualityAssertions"] = assertions
-        outputs.append(OutputDataset(namespace=dataset_namespace(), name=key.to_user_string(),
-                                     facets=_dataset_facets(md, graph.tags(key), checks_by_key.get(key, [])), outputFacets=output_facets))
+        outputs.append(
+            OutputDataset(
+                namespace=dataset_namespace(),
+                name=key.to_user_string(),
+                facets=_dataset_facets(md, graph.tags(key), checks_by_key.get(key, [])),
+                outputFacets=output_facets,
+            )
+        )
     read = sorted({p for k in out_keys for p in graph.parents(k)} - set(out_keys), key=lambda k: k.to_user_string())
     checked_only = [k for k in checks_by_key if k not in out_keys]  # a check step reads the asset it checks
     inputs = []
     for key in list(dict.fromkeys([*read, *checked_only])):
-        facets = {"pipelines_checks": ChecksDatasetFacet(checks=_check_entries(checks_by_key[key]))} if key in checks_by_key else {}
-        input_facets = {"dataQualityAssertions": a} if (a := _assertions(checks_by_key.get(key, []))) is not None else {}
-        inputs.append(InputDataset(namespace=dataset_namespace(), name=key.to_user_string(), facets=facets, inputFacets=input_facets))
+        facets = (
+            {"pipelines_checks": ChecksDatasetFacet(checks=_check_entries(checks_by_key[key]))}
+            if key in checks_by_key
+            else {}
+        )
+        input_facets = (
+            {"dataQualityAssertions": a} if (a := _assertions(checks_by_key.get(key, []))) is not None else {}
+        )
+        inputs.append(
+            InputDataset(
+                namespace=dataset_namespace(), name=key.to_user_string(), facets=facets, inputFacets=input_facets
+            )
+        )
     return inputs, outputs
 
 
 def _engine() -> processing_engine_run.ProcessingEngineRunFacet:
     return processing_engine_run.ProcessingEngineRunFacet(
-        version=dg.__version__, name="Dagster", openlineageAdapterVersion=importlib_metadata.version("openlineage-python"))
+        version=dg.__version__,
+        name="Dagster",
+        openlineageAdapterVersion=importlib_metadata.version("openlineage-python"),
+    )
 
 
 def _run_uuid(run_id: str, step_key: str, instant: float | None) -> str:
     """A step's OpenLineage run id: the same on every emission of the same run (a re-sent event updates, never adds)."""
-    return str(generate_static_uuid(datetime.fromtimestamp(instant or 0, timezone.utc), f"{run_id}/{step_key}".encode()))
+    return str(generate_static_uuid(datetime.fromtimestamp(instant or 0, UTC), f"{run_id}/{step_key}".encode()))
 
 
 def events_for_run(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | None = None) -> list[RunEvent]:
@@ -329,33 +420,85 @@ def events_for_run(instance: dg.DagsterInstance, run_id: str, asset_graph: Any |
     steps, run_start, run_end = _steps(instance, run_id)
     graph = _Graph(asset_graph)
     selection = set(run.asset_selection) if run.asset_selection else None
-    job = Job(namespace=namespace(), name=run.job_name, facets={
-        "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DAGSTER", jobType="JOB")})
+    job = Job(
+        namespace=namespace(),
+        name=run.job_name,
+        facets={"jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DAGSTER", jobType="JOB")},
+    )
     state = ENDED.get(run.status, RunState.OTHER)
-    started = run_start or min((s.start for s in steps.values() if s.start), default=None) or datetime.now(timezone.utc).timestamp()
+    started = (
+        run_start or min((s.start for s in steps.values() if s.start), default=None) or datetime.now(UTC).timestamp()
+    )
     ended = run_end or max((s.end for s in steps.values() if s.end), default=started)
     prov = _run_provenance(steps)
-    run_facets: dict[str, RunFacet] = {"processing_engine": _engine(), "pipelines_run": PipelineRunFacet(
-        dagsterRunId=run_id, status=run.status.value, triggeredBy=prov.get("triggered_by"), codeVersion=prov.get("code_version"))}
-    parent = parent_run.ParentRunFacet(run=parent_run.Run(runId=run_id), job=parent_run.Job(namespace=namespace(), name=run.job_name))
-    events = [RunEvent(eventType=RunState.START, eventTime=_iso(started), run=Run(runId=run_id, facets=run_facets), job=job, producer=PRODUCER)]
+    run_facets: dict[str, RunFacet] = {
+        "processing_engine": _engine(),
+        "pipelines_run": PipelineRunFacet(
+            dagsterRunId=run_id,
+            status=run.status.value,
+            triggeredBy=prov.get("triggered_by"),
+            codeVersion=prov.get("code_version"),
+        ),
+    }
+    parent = parent_run.ParentRunFacet(
+        run=parent_run.Run(runId=run_id), job=parent_run.Job(namespace=namespace(), name=run.job_name)
+    )
+    events = [
+        RunEvent(
+            eventType=RunState.START,
+            eventTime=_iso(started),
+            run=Run(runId=run_id, facets=run_facets),
+            job=job,
+            producer=PRODUCER,
+        )
+    ]
     for step in sorted(steps.values(), key=lambda s: (s.start or 0, s.key)):
         if step.start is None:
             continue
         inputs, outputs = _step_datasets(step, graph, selection)
         step_run = _run_uuid(run_id, step.key, step.start)
-        step_job = Job(namespace=namespace(), name=f"{run.job_name}.{step.key}", facets={
-            "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DAGSTER", jobType="ASSET" if outputs else "TASK")})
-        events.append(RunEvent(eventType=RunState.START, eventTime=_iso(step.start), run=Run(runId=step_run, facets={"parent": parent}),
-                               job=step_job, inputs=inputs, outputs=[OutputDataset(namespace=o.namespace, name=o.name) for o in outputs],
-                               producer=PRODUCER))
+        step_job = Job(
+            namespace=namespace(),
+            name=f"{run.job_name}.{step.key}",
+            facets={
+                "jobType": job_type_job.JobTypeJobFacet(
+                    processingType="BATCH", integration="DAGSTER", jobType="ASSET" if outputs else "TASK"
+                )
+            },
+        )
+        events.append(
+            RunEvent(
+                eventType=RunState.START,
+                eventTime=_iso(step.start),
+                run=Run(runId=step_run, facets={"parent": parent}),
+                job=step_job,
+                inputs=inputs,
+                outputs=[OutputDataset(namespace=o.namespace, name=o.name) for o in outputs],
+                producer=PRODUCER,
+            )
+        )
         facets: dict[str, RunFacet] = {"parent": parent}
         if step.failed:
-            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(message=step.error or "the step failed", programmingLanguage="PYTHON")
+            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=step.error or "the step failed", programmingLanguage="PYTHON"
+            )
         end_state = RunState.FAIL if step.failed else (RunState.COMPLETE if step.end else RunState.ABORT)
-        events.append(RunEvent(eventType=end_state, eventTime=_iso(step.end or ended), run=Run(runId=step_run, facets=facets),
-                               job=step_job, inputs=inputs, outputs=outputs, producer=PRODUCER))
-    events.append(RunEvent(eventType=state, eventTime=_iso(ended), run=Run(runId=run_id, facets=run_facets), job=job, producer=PRODUCER))
+        events.append(
+            RunEvent(
+                eventType=end_state,
+                eventTime=_iso(step.end or ended),
+                run=Run(runId=step_run, facets=facets),
+                job=step_job,
+                inputs=inputs,
+                outputs=outputs,
+                producer=PRODUCER,
+            )
+        )
+    events.append(
+        RunEvent(
+            eventType=state, eventTime=_iso(ended), run=Run(runId=run_id, facets=run_facets), job=job, producer=PRODUCER
+        )
+    )
     return events
 
 
@@ -377,12 +520,19 @@ def endpoint_client() -> OpenLineageClient | None:
         return None
     # a client without a transport reads the configuration only; one built without any would warn and print to console
     probe = OpenLineageClient(transport=NoopTransport(NoopConfig()))
-    configured = bool(probe.config.transport and probe.config.transport.get("type")) or bool(os.environ.get("OPENLINEAGE_URL"))
+    configured = bool(probe.config.transport and probe.config.transport.get("type")) or bool(
+        os.environ.get("OPENLINEAGE_URL")
+    )
     return OpenLineageClient() if configured else None
 
 
-def emit_run(instance: dg.DagsterInstance, run_id: str, data_dir: Path, asset_graph: Any | None = None,
-             endpoint: OpenLineageClient | None | bool = True) -> Path | None:
+def emit_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    data_dir: Path,
+    asset_graph: Any | None = None,
+    endpoint: OpenLineageClient | None | bool = True,
+) -> Path | None:
     """Write a finished run's events to `<data dir>/openlineage/<run id>.jsonl` (owner-only), then send them to the
     configured endpoint. Once per run: a run whose file exists is not sent again. None when OpenLineage is disabled."""
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
@@ -411,7 +561,13 @@ def emit_run(instance: dg.DagsterInstance, run_id: str, data_dir: Path, asset_gr
                 client.emit(event)
                 sent += 1
             except Exception as error:  # noqa: BLE001 - an unreachable endpoint must not fail the run's lineage file
-                log.warning("OpenLineage endpoint refused run %s's events after %d of %d: %s", run_id, sent, len(events), type(error).__name__)
+                log.warning(
+                    "OpenLineage endpoint refused run %s's events after %d of %d: %s",
+                    run_id,
+                    sent,
+                    len(events),
+                    type(error).__name__,
+                )
                 break
     return path
 
@@ -427,14 +583,22 @@ def to_json(event: RunEvent) -> dict[str, Any]:
 def build_openlineage_sensor() -> dg.SensorDefinition:
     """Emits the events of every run that ended since the last tick (on by default: lineage is a record, not an option)."""
 
-    @dg.sensor(name="openlineage_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Writes each finished run's OpenLineage events to data/openlineage/ and sends them to "
-                           "OPENLINEAGE_URL (or openlineage.yml) when configured.")
+    @dg.sensor(
+        name="openlineage_sensor",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Writes each finished run's OpenLineage events to data/openlineage/ and sends them to "
+        "OPENLINEAGE_URL (or openlineage.yml) when configured.",
+    )
     def openlineage_sensor(context: dg.SensorEvaluationContext, storage: PipelineStorage) -> dg.SkipReason:
         since = float(context.cursor) if context.cursor else 0.0
         records = context.instance.get_run_records(
-            filters=dg.RunsFilter(statuses=list(ENDED), updated_after=datetime.fromtimestamp(since, timezone.utc) if since else None),
-            limit=25, ascending=True, order_by="update_timestamp",
+            filters=dg.RunsFilter(
+                statuses=list(ENDED), updated_after=datetime.fromtimestamp(since, UTC) if since else None
+            ),
+            limit=25,
+            ascending=True,
+            order_by="update_timestamp",
         )
         emitted, newest = 0, since
         graph = context.repository_def.asset_graph if context.repository_def else None

@@ -69,7 +69,8 @@ def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
     for i, recognizer in enumerate(registry.recognizers):
         if type(recognizer) is EmailRecognizer:
             registry.recognizers[i] = OfflineEmailRecognizer(
-                supported_language=recognizer.supported_language, name=recognizer.name, context=recognizer.context)
+                supported_language=recognizer.supported_language, name=recognizer.name, context=recognizer.context
+            )
     return registry
 
 
@@ -116,22 +117,32 @@ def _analyzer(model_name: str, recognizers_path: Path, use_speedups: bool = True
         return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])
     speedups.skip_pattern_recognizers_without_match(registry)
     return speedups.FastAnalyzerEngine(
-        registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE],
+        registry=registry,
+        nlp_engine=engine,
+        supported_languages=[LANGUAGE],
         context_aware_enhancer=speedups.ShallowCopyContextEnhancer(),
     )
 
 
 def _identifier_shapes(registry: RecognizerRegistry, cues: dict[str, frozenset[str]]) -> IdentifierShapes:
     """The *_ID pattern recognizers' formats (with Presidio's pattern flags) and their cue words before placeholders."""
-    formats = tuple(regex.compile(p.regex, r.global_regex_flags) for r in registry.recognizers
-                    if isinstance(r, PatternRecognizer) and any(e in cues for e in r.supported_entities) for p in r.patterns)
-    cued = [rf"(?i:\b(?:{'|'.join(map(regex.escape, sorted(words)))})\b)[ \t:#]*<{entity}>"
-            for entity, words in sorted(cues.items()) if words]
+    formats = tuple(
+        regex.compile(p.regex, r.global_regex_flags)
+        for r in registry.recognizers
+        if isinstance(r, PatternRecognizer) and any(e in cues for e in r.supported_entities)
+        for p in r.patterns
+    )
+    cued = [
+        rf"(?i:\b(?:{'|'.join(map(regex.escape, sorted(words)))})\b)[ \t:#]*<{entity}>"
+        for entity, words in sorted(cues.items())
+        if words
+    ]
     return IdentifierShapes(formats=formats, cued_placeholders=regex.compile("|".join(cued)) if cued else None)
 
 
-def get_analyzer(model_name: str | None = None, recognizers_path: Path | None = None,
-                 use_speedups: bool | None = None) -> AnalyzerEngine:
+def get_analyzer(
+    model_name: str | None = None, recognizers_path: Path | None = None, use_speedups: bool | None = None
+) -> AnalyzerEngine:
     """Return the cached analyzer for (model, recognizers YAML, speed-ups: default $PIPELINES_PRESIDIO_SPEEDUPS)."""
     path = Path(recognizers_path or DEFAULT_RECOGNIZERS_PATH).resolve()
     return _analyzer(resolve_model_name(model_name), path, speedups.enabled() if use_speedups is None else use_speedups)
@@ -160,7 +171,9 @@ def scan_texts_with(
         # One pass in forked workers: each runs NER on its chunk's uncached candidate lines, then the recognizers,
         # and hands back its new NER results, which the parent caches for the rescans.
         found = []
-        for results, new_entities in _map_chunks_in_processes(_scan_chunk_in_worker, unique, n_process, (analyzer, options), batch_size):
+        for results, new_entities in _map_chunks_in_processes(
+            _scan_chunk_in_worker, unique, n_process, (analyzer, options), batch_size
+        ):
             found.extend(results)
             if lean:
                 engine.remember_entities(new_entities)
@@ -201,7 +214,6 @@ def _scan_chunk_with(analyzer: AnalyzerEngine, texts: list[str], options: dict) 
         )
         for text, nlp_artifacts in artifacts
     ]
-
 
 
 def _scan_chunk_in_worker(texts: list[str], args: tuple) -> tuple[list[list[RecognizerResult]], list[tuple]]:
@@ -284,4 +296,6 @@ def analyze_value(
     """Detect PII in one string with the same detector as scan_texts."""
     if not isinstance(value, str) or not value.strip():
         return []
-    return get_analyzer(model_name).analyze(gazetteer.case_view(value), LANGUAGE, entities=entities, score_threshold=score_threshold)
+    return get_analyzer(model_name).analyze(
+        gazetteer.case_view(value), LANGUAGE, entities=entities, score_threshold=score_threshold
+    )

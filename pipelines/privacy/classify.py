@@ -78,14 +78,17 @@ def classify_column(
     column: Column, values: pd.Series, *, known: KnownIdentifiers | None, model_name: str | None, score_threshold: float
 ) -> ColumnClassification:
     """Scan a seeded sample of the column's distinct values; list the entities its declaration does not cover."""
-    return _classify_sample(column, _sample(values, SAMPLE_SIZE), known=known, model_name=model_name, score_threshold=score_threshold)
+    return _classify_sample(
+        column, _sample(values, SAMPLE_SIZE), known=known, model_name=model_name, score_threshold=score_threshold
+    )
 
 
 def _classify_sample(
     column: Column, sample: list[str], *, known: KnownIdentifiers | None, model_name: str | None, score_threshold: float
 ) -> ColumnClassification:
-    found = _entities_in(sample, known=known, model_name=model_name, score_threshold=score_threshold,
-                         name_tokens=names_a_person(column))
+    found = _entities_in(
+        sample, known=known, model_name=model_name, score_threshold=score_threshold, name_tokens=names_a_person(column)
+    )
     return _verdict(column, len(sample), found)
 
 
@@ -98,8 +101,14 @@ def names_a_person(column: Column) -> bool:
     return column.entity == "PERSON" or _hinted(column, "PERSON")
 
 
-def _entities_in(values: list[str], *, known: KnownIdentifiers | None, model_name: str | None, score_threshold: float,
-                 name_tokens: bool = False) -> Counter:
+def _entities_in(
+    values: list[str],
+    *,
+    known: KnownIdentifiers | None,
+    model_name: str | None,
+    score_threshold: float,
+    name_tokens: bool = False,
+) -> Counter:
     """How many of `values` contain each entity (Presidio and known identifiers; under KNOWN_PREFIX too for the
     latter, and one-word names as PERSON only if `name_tokens`, else under NAME_TOKEN_KEY). Each value counts on its
     own, so the counts of disjoint parts of a sample add up to the sample's."""
@@ -124,8 +133,11 @@ def _entities_in(values: list[str], *, known: KnownIdentifiers | None, model_nam
 
 def _known_in(value: str, known: KnownIdentifiers) -> set[str]:
     """Entities of the known identifiers a value equals or contains (NAME_TOKEN: it equals a one-word name)."""
-    facts = {r.entity_type for r in known.find_in_text(value)
-             if r.recognition_metadata.get(r.RECOGNIZER_NAME_KEY) == RECOGNIZER_NAME}
+    facts = {
+        r.entity_type
+        for r in known.find_in_text(value)
+        if r.recognition_metadata.get(r.RECOGNIZER_NAME_KEY) == RECOGNIZER_NAME
+    }
     match = known.matches_any(value, name_tokens=True)
     return facts | ({match} if match else set())
 
@@ -134,9 +146,16 @@ def _verdict(column: Column, sampled: int, found: Counter) -> ColumnClassificati
     """The column's classification from its sample's entity counts: which entities its declaration does not cover.
     A steward's `tolerate_entities` waives the detector's findings of an entity, never a known identifier's."""
     detected = {e: n for e, n in found.items() if not e.startswith(KNOWN_PREFIX) and e != NAME_TOKEN_KEY}
-    facts = {e[len(KNOWN_PREFIX):]: n for e, n in found.items() if e.startswith(KNOWN_PREFIX)}
-    result = ColumnClassification(column.name, column.role.value, column.entity, sampled, detected, known=facts,
-                                  name_tokens_without_evidence=found.get(NAME_TOKEN_KEY, 0))
+    facts = {e[len(KNOWN_PREFIX) :]: n for e, n in found.items() if e.startswith(KNOWN_PREFIX)}
+    result = ColumnClassification(
+        column.name,
+        column.role.value,
+        column.entity,
+        sampled,
+        detected,
+        known=facts,
+        name_tokens_without_evidence=found.get(NAME_TOKEN_KEY, 0),
+    )
     if can_be_flagged(column):
         for entity, n in sorted(detected.items()):
             if entity == column.entity:
@@ -153,14 +172,19 @@ def _verdict(column: Column, sampled: int, found: Counter) -> ColumnClassificati
 def can_be_flagged(column: Column) -> bool:
     """Whether a column's values can be undeclared PII: not personal by declaration (plain or sensitive attributes), or
     a quasi-identifier declared without an entity. Personal columns with their entity declared are masked as such."""
-    return column.role in {Role.plain_attribute, Role.sensitive_attribute} or (column.role == Role.quasi_identifier and not column.entity)
+    return column.role in {Role.plain_attribute, Role.sensitive_attribute} or (
+        column.role == Role.quasi_identifier and not column.entity
+    )
 
 
 def columns_to_classify(contract: Contract) -> list[Column]:
     """String columns published as they are (or generalized) that could be flagged: masked, suppressed or scanned ones
     are handled by their operator, and a sample of a column that cannot be flagged would decide nothing."""
-    return [c for c in contract.columns
-            if c.type == "string" and c.deidentify.operator in {"keep", "generalize"} and can_be_flagged(c)]
+    return [
+        c
+        for c in contract.columns
+        if c.type == "string" and c.deidentify.operator in {"keep", "generalize"} and can_be_flagged(c)
+    ]
 
 
 def _threshold(contract: Contract) -> float:
@@ -168,14 +192,20 @@ def _threshold(contract: Contract) -> float:
 
 
 def classify_frame(
-    frame: pd.DataFrame | dict[str, pd.Series], contract: Contract, *, known: KnownIdentifiers | None, model_name: str | None
+    frame: pd.DataFrame | dict[str, pd.Series],
+    contract: Contract,
+    *,
+    known: KnownIdentifiers | None,
+    model_name: str | None,
 ) -> list[ColumnClassification]:
     """Classify every string column that is published as is; raise if one holds undeclared PII.
 
     `frame` may also map column names to their (distinct) values, as the streaming path passes them.
     """
     results = [
-        classify_column(column, frame[column.name], known=known, model_name=model_name, score_threshold=_threshold(contract))
+        classify_column(
+            column, frame[column.name], known=known, model_name=model_name, score_threshold=_threshold(contract)
+        )
         for column in columns_to_classify(contract)
     ]
     return _checked(contract, results)
@@ -214,7 +244,9 @@ class SharedClassification:
     of the table. Same results as classify_frame.
     """
 
-    def __init__(self, frame, contract: Contract, *, known: KnownIdentifiers | None, model_name: str | None, cells: int) -> None:
+    def __init__(
+        self, frame, contract: Contract, *, known: KnownIdentifiers | None, model_name: str | None, cells: int
+    ) -> None:
         from pipelines.privacy.analyzer import Background, shared_counter
 
         self._contract, self._known, self._model_name = contract, known, model_name
@@ -243,9 +275,13 @@ class SharedClassification:
         done = {}
         while (k := self._claim()) < len(self._units):
             i, start = self._units[k]
-            done[k] = _entities_in(self._samples[i][start : start + UNIT_VALUES], known=self._known,
-                                   model_name=self._model_name, score_threshold=_threshold(self._contract),
-                                   name_tokens=names_a_person(self._columns[i]))
+            done[k] = _entities_in(
+                self._samples[i][start : start + UNIT_VALUES],
+                known=self._known,
+                model_name=self._model_name,
+                score_threshold=_threshold(self._contract),
+                name_tokens=names_a_person(self._columns[i]),
+            )
         return done
 
     def result(self) -> list[ColumnClassification]:

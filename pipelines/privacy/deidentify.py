@@ -72,7 +72,6 @@ class PrivacyThresholdError(ValueError):
 MISSING = "<missing>"  # nulls are a value of their own in equivalence classes
 
 
-
 def k_threshold_error(contract: Contract, small: int, rows: int, quasi: list[str]) -> PrivacyThresholdError:
     """The refusal when suppressing the records of classes smaller than k would exceed the contract's limit (counts
     and column names only), the same from every engine."""
@@ -83,6 +82,7 @@ def k_threshold_error(contract: Contract, small: int, rows: int, quasi: list[str
         + (" even with quasi-identifiers blanked out" if contract.privacy.adaptive_suppression else "")
         + ". Generalize a quasi-identifier further (coarser bands, shorter postcode) or suppress a column."
     )
+
 
 def _search_suppression(frame: pd.DataFrame, quasi: list[str], k: int, limit: float) -> dict[str, int] | None:
     """Lowest-loss choice of quasi-identifiers to blank out ('*') so that k holds within the limit (ARX's
@@ -157,8 +157,15 @@ NER_ENTITIES = ("PERSON", "NRP", "LOCATION", "DATE_TIME")
 
 
 def _findings(
-    texts: list[str], spec: ScanText, threshold: float, model_name: str | None, known: KnownIdentifiers | None,
-    *, rescan: bool = False, terms=None, vocabulary: frozenset[str] = frozenset(),
+    texts: list[str],
+    spec: ScanText,
+    threshold: float,
+    model_name: str | None,
+    known: KnownIdentifiers | None,
+    *,
+    rescan: bool = False,
+    terms=None,
+    vocabulary: frozenset[str] = frozenset(),
 ) -> list[list]:
     """Presidio's results plus known identifiers, without spans that are already our own tokens."""
     from pipelines.privacy.analyzer import get_analyzer, scan_texts
@@ -171,8 +178,13 @@ def _findings(
         scanned = [i for i, text in enumerate(texts) if _rescan_can_find(text, terms, identifiers)]
     results: list[list] = [[] for _ in texts]
     if entities != [] and scanned:
-        found = scan_texts([texts[i] for i in scanned], entities=entities, score_threshold=threshold,
-                           model_name=model_name, terms=terms)
+        found = scan_texts(
+            [texts[i] for i in scanned],
+            entities=entities,
+            score_threshold=threshold,
+            model_name=model_name,
+            terms=terms,
+        )
         for i, result in zip(scanned, found):
             results[i] = result
     out = []
@@ -189,7 +201,9 @@ def _findings(
 # Recognizers that infer a person or place from words and capitals, not from an identifier's shape. Not the
 # PersonCueRecognizer: a one-word name it finds has a title, greeting or "my name is" beside it (evidence that it
 # names a person), so label text masks it too ("Battery on Ms Strang"), at the cost of a rare possessive brand.
-INFERRING_RECOGNIZERS = frozenset({"FilteredSpacyRecognizer", "SpacyRecognizer", "NameRunRecognizer", "StreetAddressRecognizer"})
+INFERRING_RECOGNIZERS = frozenset(
+    {"FilteredSpacyRecognizer", "SpacyRecognizer", "NameRunRecognizer", "StreetAddressRecognizer"}
+)
 _NAME_WORD = regex.compile(r"[A-Z][A-Za-z'’\-]+|[A-Z]\.?")  # a capitalised word or an initial
 
 
@@ -290,8 +304,9 @@ def _mask_distinct(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Cou
     residual: Counter = Counter()
     tolerated: Counter = Counter()
     engine = analyzer.get_analyzer(job.model_name).nlp_engine
-    for part, entities in analyzer._map_chunks_in_processes(_mask_chunk_in_worker, texts, n_process, (job,),
-                                                             MIN_TEXTS_PER_WORKER):
+    for part, entities in analyzer._map_chunks_in_processes(
+        _mask_chunk_in_worker, texts, n_process, (job,), MIN_TEXTS_PER_WORKER
+    ):
         current.extend(part[0])
         per_distinct.extend(part[1])
         rescan_masked.update(part[2])
@@ -328,8 +343,16 @@ def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counte
     for scan_pass in range(1 + RESCAN_PASSES):
         if not pending:
             break
-        findings = _findings([current[i] for i in pending], spec, job.threshold, job.model_name, job.known,
-                             rescan=scan_pass > 0, terms=job.terms, vocabulary=job.vocabulary)
+        findings = _findings(
+            [current[i] for i in pending],
+            spec,
+            job.threshold,
+            job.model_name,
+            job.known,
+            rescan=scan_pass > 0,
+            terms=job.terms,
+            vocabulary=job.vocabulary,
+        )
         changed = []
         for i, found in zip(pending, findings):
             if not found:
@@ -343,7 +366,10 @@ def _mask_chunk(texts: list[str], job: _MaskJob) -> tuple[list[str], list[Counte
             per_distinct[i].update(kinds)
             if scan_pass > 0:
                 rescan_masked.update(kinds)
-            operators = {r.entity_type: _text_operator(spec.operators.get(r.entity_type, default), r.entity_type, ctx) for r in found}
+            operators = {
+                r.entity_type: _text_operator(spec.operators.get(r.entity_type, default), r.entity_type, ctx)
+                for r in found
+            }
             current[i] = anonymizer.anonymize(text=current[i], analyzer_results=found, operators=operators).text
             changed.append(i)
         pending = changed
@@ -409,8 +435,12 @@ def scan_text_column(
     return out, params, dict(sorted(counts.items())), scan
 
 
-def declared_terms(spec: ScanText, distinct: Callable[[str], pd.Series], frequent: Callable[[], pd.Series] | None = None,
-                   min_records: int | None = None) -> tuple[Any, dict[str, Any] | None, frozenset[str]]:
+def declared_terms(
+    spec: ScanText,
+    distinct: Callable[[str], pd.Series],
+    frequent: Callable[[], pd.Series] | None = None,
+    min_records: int | None = None,
+) -> tuple[Any, dict[str, Any] | None, frozenset[str]]:
     """A free-text column's declared non-personal terms as one pattern, its parameters and the terms' lower-case words.
 
     The terms are the distinct values of the columns it names (read by `distinct(column)` once per table, so every
@@ -426,8 +456,12 @@ def declared_terms(spec: ScanText, distinct: Callable[[str], pd.Series], frequen
     if spec.non_personal_terms_from:
         named = pd.unique(pd.concat([distinct(c).dropna().astype(str) for c in spec.non_personal_terms_from]))
         # an identifier-like column is no vocabulary: scan as if none were declared
-        params = {"from": list(spec.non_personal_terms_from), "distinct_terms": len(named), "max_terms": MAX_TERMS,
-                  "used": len(named) <= MAX_TERMS}
+        params = {
+            "from": list(spec.non_personal_terms_from),
+            "distinct_terms": len(named),
+            "max_terms": MAX_TERMS,
+            "used": len(named) <= MAX_TERMS,
+        }
         values += list(named) if params["used"] else []
     if own:
         held = [str(v) for v in frequent().tolist()[:MAX_TERMS]]
@@ -471,29 +505,40 @@ class _Chunk:
     residual: dict[str, dict[str, Any]]
 
 
-def _table_terms(contract: Contract, distinct: Callable[[str], pd.Series],
-                 frequent: Callable[[str, int, int], pd.Series]) -> dict[str, tuple]:
+def _table_terms(
+    contract: Contract, distinct: Callable[[str], pd.Series], frequent: Callable[[str, int, int], pd.Series]
+) -> dict[str, tuple]:
     """declared_terms of every free-text column of the table; `frequent(column, k, limit)`: the column's values held
     by at least k records, most frequent first (a label shared by k records singles no one out, as k-anonymity says)."""
     from pipelines.privacy.analyzer import MAX_TERMS
 
     k = contract.privacy.k_anonymity
-    return {c.name: declared_terms(c.deidentify, distinct, lambda c=c: frequent(c.name, k, MAX_TERMS), k)
-            for c in contract.columns if c.deidentify.operator == "scan"}
+    return {
+        c.name: declared_terms(c.deidentify, distinct, lambda c=c: frequent(c.name, k, MAX_TERMS), k)
+        for c in contract.columns
+        if c.deidentify.operator == "scan"
+    }
 
 
 def _frequent_in_frame(frame: pd.DataFrame) -> Callable[[str, int, int], pd.Series]:
     """`frequent` over an in-memory frame (ties by value, as in SQL)."""
+
     def frequent(name: str, k: int, limit: int) -> pd.Series:
         counts = frame[name].dropna().astype(str).value_counts()
         counts = counts[counts >= k]
         order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
         return pd.Series([v for v, _ in order], dtype=object)
+
     return frequent
 
 
 def _deidentify_columns(
-    frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, *, model_name: str | None, known: KnownIdentifiers | None,
+    frame: pd.DataFrame,
+    contract: Contract,
+    ctx: OperatorContext,
+    *,
+    model_name: str | None,
+    known: KnownIdentifiers | None,
     terms: dict[str, tuple],
 ) -> _Chunk:
     """Every declared column through its operator (no classification, no gate, no k-anonymity)."""
@@ -511,7 +556,12 @@ def _deidentify_columns(
         )
         if column.deidentify.operator == "scan":
             new, record.params, record.entities_detected, scan = scan_text_column(
-                values, column, ctx, score_threshold=contract.privacy.score_threshold, model_name=model_name, known=known,
+                values,
+                column,
+                ctx,
+                score_threshold=contract.privacy.score_threshold,
+                model_name=model_name,
+                known=known,
                 terms=terms[column.name],
             )
             residual[column.name] = scan
@@ -535,7 +585,9 @@ def _check_residual(contract: Contract, residual: dict[str, dict[str, Any]]) -> 
     hits = {name: scan["residual"] for name, scan in residual.items() if scan.get("residual")}
     if hits:
         listed = "; ".join(f"column '{c}': {', '.join(f'{e} x{n}' for e, n in h.items())}" for c, h in hits.items())
-        raise ResidualPIIError(f"{contract.dataset}: personal data remains after masking ({listed}); nothing was published")
+        raise ResidualPIIError(
+            f"{contract.dataset}: personal data remains after masking ({listed}); nothing was published"
+        )
 
 
 def _detector(contract: Contract, model_name: str | None) -> dict[str, Any] | None:
@@ -569,7 +621,9 @@ def deidentify_frame(
     # classifying kept columns is a fixed cost: a forked helper starts on it while the column operators run
     classifying = SharedClassification(frame, contract, known=known, model_name=model_name, cells=frame.size)
     try:
-        terms = _table_terms(contract, lambda name: pd.Series(pd.unique(frame[name].dropna())), _frequent_in_frame(frame))
+        terms = _table_terms(
+            contract, lambda name: pd.Series(pd.unique(frame[name].dropna())), _frequent_in_frame(frame)
+        )
         chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
         classification = classifying.result()  # raises UndeclaredPIIError before the residual gate, as inline
     finally:
@@ -577,8 +631,13 @@ def deidentify_frame(
     _check_residual(contract, chunk.residual)
     result, suppressed, k_params = enforce_k_anonymity(chunk.frame, contract)
     return DeidentifiedTable(
-        result.reset_index(drop=True), chunk.records, rows_in=len(frame), rows_out=len(result),
-        rows_suppressed=suppressed, detector=_detector(contract, model_name), k_anonymity=k_params,
+        result.reset_index(drop=True),
+        chunk.records,
+        rows_in=len(frame),
+        rows_out=len(result),
+        rows_suppressed=suppressed,
+        detector=_detector(contract, model_name),
+        k_anonymity=k_params,
         residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": chunk.residual},
         classification=[c.to_dict() for c in classification],
     )
@@ -630,23 +689,41 @@ def deidentify_table(
     searched, the quasi-identifier columns). Output and metadata equal `deidentify_frame`'s on the same rows.
     """
     from pipelines.ingest import quote_ident
+
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     src = quote_ident(table)
-    names = [r[0] for r in source.execute(f"SELECT column_name FROM (DESCRIBE {src})").fetchall() if r[0] not in exclude]
+    names = [
+        r[0] for r in source.execute(f"SELECT column_name FROM (DESCRIBE {src})").fetchall() if r[0] not in exclude
+    ]
     _check_declared(names, contract)
     values = {
-        c.name: source.execute(f"SELECT DISTINCT {quote_ident(c.name)} FROM {src} WHERE {quote_ident(c.name)} IS NOT NULL").df().iloc[:, 0]
+        c.name: source.execute(
+            f"SELECT DISTINCT {quote_ident(c.name)} FROM {src} WHERE {quote_ident(c.name)} IS NOT NULL"
+        )
+        .df()
+        .iloc[:, 0]
         for c in columns_to_classify(contract)
     }
     rows = source.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
     classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=rows * len(names))
     del values
-    terms = _table_terms(contract, lambda name: source.execute(
-        f"SELECT DISTINCT {quote_ident(name)} FROM {src} WHERE {quote_ident(name)} IS NOT NULL").df().iloc[:, 0],
-        lambda name, k, limit: source.execute(
-            f"SELECT CAST({quote_ident(name)} AS VARCHAR) AS v FROM {src} WHERE v IS NOT NULL GROUP BY v "
-            f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}").df().iloc[:, 0])
+    terms = _table_terms(
+        contract,
+        lambda name: (
+            source.execute(f"SELECT DISTINCT {quote_ident(name)} FROM {src} WHERE {quote_ident(name)} IS NOT NULL")
+            .df()
+            .iloc[:, 0]
+        ),
+        lambda name, k, limit: (
+            source.execute(
+                f"SELECT CAST({quote_ident(name)} AS VARCHAR) AS v FROM {src} WHERE v IS NOT NULL GROUP BY v "
+                f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}"
+            )
+            .df()
+            .iloc[:, 0]
+        ),
+    )
     staging = quote_ident(f"{target_table}__staging")
     records: list[ColumnRecord] | None = None
     residual: dict[str, dict[str, Any]] = {}
@@ -655,7 +732,9 @@ def deidentify_table(
     try:
         selected = ", ".join(quote_ident(n) for n in names)
         result = reader.execute(f"SELECT {selected} FROM {src}")
-        for frame in _chunks(result, chunk_rows, empty=lambda: source.execute(f"SELECT {selected} FROM {src} LIMIT 0").df()):
+        for frame in _chunks(
+            result, chunk_rows, empty=lambda: source.execute(f"SELECT {selected} FROM {src} LIMIT 0").df()
+        ):
             chunk = _deidentify_columns(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
             records = _merge_records(records, chunk.records)
             _merge_residual(residual, chunk.residual)
@@ -671,16 +750,27 @@ def deidentify_table(
             classifying.poll()  # undeclared PII stops the stream as soon as the helper finds it
         classification = classifying.result()  # raises UndeclaredPIIError before anything is published
         _check_residual(contract, residual)
-        suppressed, rows_out, k_params = _publish_k_anonymous(target, staging, quote_ident(target_table), contract, rows_in)
+        suppressed, rows_out, k_params = _publish_k_anonymous(
+            target, staging, quote_ident(target_table), contract, rows_in
+        )
     finally:
         classifying.cancel()
         reader.close()
         target.execute(f"DROP TABLE IF EXISTS {staging}")
     return DeidentifiedTable(
-        None, records or [], rows_in=rows_in, rows_out=rows_out, rows_suppressed=suppressed,
-        detector=_detector(contract, model_name), k_anonymity=k_params,
-        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual,
-                       "chunk_rows": chunk_rows},
+        None,
+        records or [],
+        rows_in=rows_in,
+        rows_out=rows_out,
+        rows_suppressed=suppressed,
+        detector=_detector(contract, model_name),
+        k_anonymity=k_params,
+        residual_scan={
+            "passed": True,
+            "known_identifiers": known.size if known else 0,
+            "columns": residual,
+            "chunk_rows": chunk_rows,
+        },
         classification=[c.to_dict() for c in classification],
     )
 
@@ -709,7 +799,9 @@ def _chunks(result, rows: int, empty):
         yield empty()
 
 
-def _publish_k_anonymous(con, staging: str, target: str, contract: Contract, rows: int) -> tuple[int, int, dict[str, Any]]:
+def _publish_k_anonymous(
+    con, staging: str, target: str, contract: Contract, rows: int
+) -> tuple[int, int, dict[str, Any]]:
     """enforce_k_anonymity in SQL over the staged rows, then replace `target` with what may be published."""
     from pipelines.ingest import quote_ident
 

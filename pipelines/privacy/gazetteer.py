@@ -27,7 +27,8 @@ import regex
 
 # Everyday words of current (chat, support, office) text that a 1934 dictionary lacks, so that lower-case text
 # does not read them as names. Not names or places.
-MODERN_WORDS = frozenset("""
+MODERN_WORDS = frozenset(
+    """
 email emails e-mail online offline website websites web app apps laptop laptops smartphone phone phones ok okay
 pls plz thx ty lol btw fyi asap hi hey hello bye cheers thanks wifi wi-fi internet login logins logon logout
 password passwords username usernames account accounts update updates upload uploads download downloads
@@ -39,13 +40,35 @@ nope gonna wanna gotta kinda sorta dunno cannot im ive id youre dont doesnt didn
 wasnt werent hasnt havent hadnt shouldnt couldnt wouldnt thats whats theres heres lets ill hes shes
 theyre weve theyve youve youll theyll itll whos hows covid-19 hashtag blog blogs podcast playlist
 smartwatch tablet tablets selfie emoji emojis startup startups began begun paid proud brainchild liftoff songwriter songwriters microprocessor fax inc ltd llc
-""".split())
+""".split()
+)
 
 _SUFFIXES = (  # (suffix, what replaces it) tried in order: inflections and common derivations of a dictionary word
-    ("'s", ""), ("’s", ""), ("ies", "y"), ("ied", "y"), ("ier", "y"), ("iest", "y"), ("ily", "y"), ("es", ""),
-    ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
-    ("ly", ""), ("ness", ""), ("ment", ""), ("ers", ""), ("ings", ""), ("able", ""), ("able", "e"),
-    ("ful", ""), ("less", ""), ("ity", ""), ("ization", "ize"), ("isation", "ise"),
+    ("'s", ""),
+    ("’s", ""),
+    ("ies", "y"),
+    ("ied", "y"),
+    ("ier", "y"),
+    ("iest", "y"),
+    ("ily", "y"),
+    ("es", ""),
+    ("s", ""),
+    ("ed", ""),
+    ("ed", "e"),
+    ("ing", ""),
+    ("ing", "e"),
+    ("ly", ""),
+    ("ness", ""),
+    ("ment", ""),
+    ("ers", ""),
+    ("ings", ""),
+    ("able", ""),
+    ("able", "e"),
+    ("ful", ""),
+    ("less", ""),
+    ("ity", ""),
+    ("ization", "ize"),
+    ("isation", "ise"),
 )
 _WORD = regex.compile(r"\p{L}[\p{L}\p{M}'’]*")
 _CHUNK = regex.compile(r"(?<=^|\s|>)[^\s>]\S*")  # a run of non-space characters, after any quoting '>' ("> >ella")
@@ -82,7 +105,9 @@ def _census_file(name: str) -> frozenset[str]:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the `names` package (US Census 1990 name files) is not installed")
     path = Path(next(iter(spec.submodule_search_locations))) / name
-    return frozenset(line.split(maxsplit=1)[0].lower() for line in path.read_text(encoding="ascii").splitlines() if line.strip())
+    return frozenset(
+        line.split(maxsplit=1)[0].lower() for line in path.read_text(encoding="ascii").splitlines() if line.strip()
+    )
 
 
 @lru_cache(maxsize=1)
@@ -178,8 +203,12 @@ def truecase(line: str) -> str:
     mostly: "szabina gelencsér", "koskikatu"), 'i', and single-letter initials between capitalised words. Runs of
     non-space characters holding a digit, '@', '/', '_' or a dotted name (emails, URLs, identifiers, pseudonyms)
     are left as they are."""
-    words = [w for chunk in _CHUNK.finditer(line) if not _NOT_PROSE.search(chunk.group())
-             for w in _WORD.finditer(line, chunk.start(), chunk.end())]
+    words = [
+        w
+        for chunk in _CHUNK.finditer(line)
+        if not _NOT_PROSE.search(chunk.group())
+        for w in _WORD.finditer(line, chunk.start(), chunk.end())
+    ]
     if not words:
         return line
     capital = [False] * len(words)
@@ -193,7 +222,13 @@ def truecase(line: str) -> str:
         capital[k] = k == 0 or namey[k]
     _census_names_beside_names(line, words, capital, namey)
     for k, match in enumerate(words):  # "szabina j gelencsér": the initial between two names
-        if len(match.group()) == 1 and match.group() != "a" and 0 < k < len(words) - 1 and capital[k - 1] and capital[k + 1]:
+        if (
+            len(match.group()) == 1
+            and match.group() != "a"
+            and 0 < k < len(words) - 1
+            and capital[k - 1]
+            and capital[k + 1]
+        ):
             capital[k] = True
     chars = list(line)
     for k, match in enumerate(words):
@@ -205,7 +240,8 @@ def truecase(line: str) -> str:
 
 
 _CUE_BEFORE_NAME = regex.compile(
-    r"(?:\b(?:mr|mrs|ms|miss|mx|dr|prof|dear|hi|hello|hey|named|called|call me|calls me|name is|name:)\.?|name:)[ \t]+\Z")
+    r"(?:\b(?:mr|mrs|ms|miss|mx|dr|prof|dear|hi|hello|hey|named|called|call me|calls me|name is|name:)\.?|name:)[ \t]+\Z"
+)
 
 
 def _census_names_beside_names(line: str, words: list, capital: list[bool], namey: list[bool]) -> None:
@@ -219,10 +255,19 @@ def _census_names_beside_names(line: str, words: list, capital: list[bool], name
         if capital[k] or len(word) == 1 or word in STOP_WORDS or not (is_given_name(word) or is_surname(word)):
             continue
         before = _CUE_BEFORE_NAME.search(line, max(0, match.start() - 16), match.start())
-        after_name = (k > 0 and namey[k - 1] and is_given_name(words[k - 1].group())
-                      and line[words[k - 1].end() : match.start()].isspace() and is_surname(word))
-        before_name = (k + 1 < len(words) and namey[k + 1] and line[match.end() : words[k + 1].start()].isspace()
-                       and is_given_name(word))
+        after_name = (
+            k > 0
+            and namey[k - 1]
+            and is_given_name(words[k - 1].group())
+            and line[words[k - 1].end() : match.start()].isspace()
+            and is_surname(word)
+        )
+        before_name = (
+            k + 1 < len(words)
+            and namey[k + 1]
+            and line[match.end() : words[k + 1].start()].isspace()
+            and is_given_name(word)
+        )
         if before or after_name or before_name:
             capital[k] = namey[k] = True
 
@@ -234,7 +279,11 @@ def case_view(text: str) -> str:
     """The text with each line that has letters but no capital truecased (`truecase`); the same text otherwise.
     Offsets are unchanged, so what is found in the view is found at the same place in the text."""
     if not any(c.isupper() for c in text):
-        return "\n".join(truecase(line) if line else line for line in text.split("\n")) if any(c.isalpha() for c in text) else text
+        return (
+            "\n".join(truecase(line) if line else line for line in text.split("\n"))
+            if any(c.isalpha() for c in text)
+            else text
+        )
     out, changed = [], False
     for line in text.split("\n"):
         if line and not any(c.isupper() for c in line) and any(c.isalpha() for c in line):

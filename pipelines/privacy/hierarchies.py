@@ -127,8 +127,7 @@ class Hierarchy:
         values = pd.Series(values)
         codes, uniques = pd.factorize(values)  # nulls -> -1; work on distinct values only
         counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        rows = self.lookup(pd.Series(uniques, dtype=values.dtype), column=values.name,
-                           counts=counts)
+        rows = self.lookup(pd.Series(uniques, dtype=values.dtype), column=values.name, counts=counts)
         if level == 0:
             return values.copy()
         labels = self._labels[level][rows]
@@ -137,8 +136,7 @@ class Hierarchy:
         out = np.append(labels, np.array([null_label], dtype=object))[codes]
         return pd.Series(out, index=values.index, name=values.name)
 
-    def lookup(self, values: pd.Series, column: object = None,
-               counts: np.ndarray | None = None) -> np.ndarray:
+    def lookup(self, values: pd.Series, column: object = None, counts: np.ndarray | None = None) -> np.ndarray:
         """Row position of each value (-1 for nulls); ValueError with counts only if unknown."""
         # ``counts`` (records behind each value) lets the error report records, not only
         # distinct values, without ever naming a value.
@@ -165,9 +163,7 @@ class Hierarchy:
     def _check_level(self, level: int) -> None:
         """Reject levels outside ``0..max_level``."""
         if not isinstance(level, (int, np.integer)) or not 0 <= level <= self.max_level:
-            raise ValueError(
-                f"hierarchy {self._name!r}: level {level!r} outside 0..{self.max_level}"
-            )
+            raise ValueError(f"hierarchy {self._name!r}: level {level!r} outside 0..{self.max_level}")
 
     def __len__(self) -> int:
         """Number of raw values covered."""
@@ -186,9 +182,7 @@ def _validated_table(name: str, rows: Sequence[Sequence[str]]) -> np.ndarray:
     width = len(rows[0])
     for number, row in enumerate(rows, start=1):
         if len(row) != width:
-            raise ValueError(
-                f"hierarchy {name!r}: row {number} has {len(row)} levels, row 1 has {width}"
-            )
+            raise ValueError(f"hierarchy {name!r}: row {number} has {len(row)} levels, row 1 has {width}")
     table = np.array(rows, dtype=object).reshape(len(rows), width)
     duplicated = int(pd.Index(table[:, 0]).duplicated().sum())
     if duplicated:
@@ -205,13 +199,13 @@ def _validated_table(name: str, rows: Sequence[Sequence[str]]) -> np.ndarray:
     return table
 
 
-def load_hierarchy(path: str | Path, name: str | None = None, *, delimiter: str = ";",
-                   encoding: str = "utf-8") -> Hierarchy:
+def load_hierarchy(
+    path: str | Path, name: str | None = None, *, delimiter: str = ";", encoding: str = "utf-8"
+) -> Hierarchy:
     """Load an ARX hierarchy CSV (``value;level1;...;*``, no header)."""
     path = Path(path)
     with path.open(newline="", encoding=encoding) as handle:
-        rows = [[cell.strip("\r") for cell in row]
-                for row in csv.reader(handle, delimiter=delimiter) if row]
+        rows = [[cell.strip("\r") for cell in row] for row in csv.reader(handle, delimiter=delimiter) if row]
     return Hierarchy(name or path.stem, rows)
 
 
@@ -235,8 +229,9 @@ def _interval_label(low: float, width: float, integral: bool) -> str:
     return f"[{low:g}, {low + width:g})"
 
 
-def _bucket_rows(keys: Sequence[str], numbers: np.ndarray, widths: Sequence[float],
-                 origin: float, integral: bool, top: str) -> list[list[str]]:
+def _bucket_rows(
+    keys: Sequence[str], numbers: np.ndarray, widths: Sequence[float], origin: float, integral: bool, top: str
+) -> list[list[str]]:
     """Rows for interval hierarchies: one level per width, then the top."""
     levels = []
     for width in widths:
@@ -257,8 +252,9 @@ def _check_widths(widths: Sequence[float]) -> None:
             raise ValueError("each interval width must be a larger multiple of the previous one")
 
 
-def numeric_buckets(values: Iterable[float], widths: Sequence[float], *, name: str,
-                    origin: float = 0.0, top: str = TOP) -> Hierarchy:
+def numeric_buckets(
+    values: Iterable[float], widths: Sequence[float], *, name: str, origin: float = 0.0, top: str = TOP
+) -> Hierarchy:
     """Interval hierarchy over the observed ``values``: one level per bucket width, then ``*``."""
     _check_widths(widths)
     series = pd.Series(list(values) if not isinstance(values, pd.Series) else values)
@@ -266,14 +262,14 @@ def numeric_buckets(values: Iterable[float], widths: Sequence[float], *, name: s
     if series.empty:
         raise ValueError(f"hierarchy {name!r}: no non-null values to build buckets from")
     numbers = series.to_numpy(dtype=float)
-    integral = _all_integral(series) and all(float(w).is_integer() for w in widths) \
-        and float(origin).is_integer()
+    integral = _all_integral(series) and all(float(w).is_integer() for w in widths) and float(origin).is_integer()
     keys = value_keys(series.astype("Int64") if integral else series)
     return Hierarchy(name, _bucket_rows(list(keys), numbers, widths, origin, integral, top))
 
 
-def age_bands(widths: Sequence[int] = (5, 10, 20), *, minimum: int = 0, maximum: int = 120,
-              name: str = "age", top: str = TOP) -> Hierarchy:
+def age_bands(
+    widths: Sequence[int] = (5, 10, 20), *, minimum: int = 0, maximum: int = 120, name: str = "age", top: str = TOP
+) -> Hierarchy:
     """Integer age hierarchy over ``minimum..maximum``: bands of each width, then ``*``."""
     if minimum > maximum:
         raise ValueError("minimum age must not exceed maximum age")
@@ -308,8 +304,9 @@ def _dedupe_keys(name: str, rows: list[list[str]]) -> list[list[str]]:
     return list(seen.values())
 
 
-def postcode_hierarchy(values: Iterable[object], *, name: str, keep: Sequence[int] | None = None,
-                       pad: str = "*", top: str = TOP) -> Hierarchy:
+def postcode_hierarchy(
+    values: Iterable[object], *, name: str, keep: Sequence[int] | None = None, pad: str = "*", top: str = TOP
+) -> Hierarchy:
     """Postcode hierarchy: keep the first ``n`` characters per level, pad the rest with ``pad``."""
     series = pd.Series(list(values) if not isinstance(values, pd.Series) else values)
     series = series.dropna().drop_duplicates()

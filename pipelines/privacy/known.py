@@ -23,12 +23,22 @@ import numpy as np
 import pandas as pd
 from presidio_analyzer import RecognizerResult
 
-from pipelines.privacy.operators import _compact_upper, _email, _person, _stripped, normalize, normalizer
+from pipelines.privacy.operators import _compact_upper, _email, _person, _stripped, normalizer
 
 RECOGNIZER_NAME = "KnownIdentifierRecognizer"
 PREFIX_CHARS = 2  # first characters of each normalized value kept for the residual pre-filter (not enough to identify)
 NAME_TOKEN = "PERSON_NAME_TOKEN"  # bucket of one-word names: matched only with evidence (see the module docstring)
-SEARCHABLE = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "HOSTNAME", "EMPLOYEE_ID")
+SEARCHABLE = (
+    "PERSON",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "US_SSN",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "HOSTNAME",
+    "EMPLOYEE_ID",
+)
 
 # Candidate spans per entity; each candidate is normalized like pseudonyms are, then looked up.
 _CANDIDATES = {
@@ -105,7 +115,9 @@ class KnownIdentifiers:
         normalized value); only the rest are hashed."""
         present = values.dropna()
         if not (pd.api.types.is_string_dtype(present) or pd.api.types.is_object_dtype(present)):
-            present = pd.Series(pd.unique(present))  # numbers, dates: distinct first, then their text (far fewer str calls)
+            present = pd.Series(
+                pd.unique(present)
+            )  # numbers, dates: distinct first, then their text (far fewer str calls)
         distinct = np.asarray(pd.unique(present.astype(str)), dtype=object).tolist()  # str values, one each
         hits: Counter = Counter()
         if not distinct:
@@ -121,7 +133,9 @@ class KnownIdentifiers:
                 continue
             fn = _normalizer(entity)
             if fn in _DIGIT_NORMALIZERS:  # the normalized value is the digits: their count must be a known length
-                lengths = self._lengths[entity] | ({n + 1 for n in self._lengths[entity]} if entity == "PHONE_NUMBER" else set())
+                lengths = self._lengths[entity] | (
+                    {n + 1 for n in self._lengths[entity]} if entity == "PHONE_NUMBER" else set()
+                )
                 candidates = np.isin(digit_counts, list(lengths)) | (digit_counts < 0)
             else:  # normalization keeps digits, letters and @: the shape must be one a known value has
                 candidates = np.isin(shapes, list(self._shapes[entity])) | (shapes < 0)
@@ -130,7 +144,9 @@ class KnownIdentifiers:
                 if fn not in normalized:
                     normalized[fn] = _normalized_parts(fn, array)
                 if normalized[fn] is not None:  # exact for printable ASCII values; others are always hashed
-                    candidates &= _prefilter(normalized[fn], self._lengths[entity], self._prefix_array(entity)) | ~printable
+                    candidates &= (
+                        _prefilter(normalized[fn], self._lengths[entity], self._prefix_array(entity)) | ~printable
+                    )
             for i in np.flatnonzero(candidates & ~matched):
                 if self._hash_normalized(fn(distinct[i])) in bucket:
                     hits[entity] += 1
@@ -303,7 +319,9 @@ def _shapes_and_digits(array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     letter = pc.match_substring_regex(array, "[A-Za-z]").to_numpy(zero_copy_only=False)
     at = pc.match_substring(array, "@").to_numpy(zero_copy_only=False)
     shapes = np.where(ascii_, digit.astype(int) | letter.astype(int) << 1 | at.astype(int) << 2, -1)
-    digit_count = pc.utf8_length(pc.replace_substring_regex(array, "[^0-9]+", ""))  # 7x faster than count_substring_regex
+    digit_count = pc.utf8_length(
+        pc.replace_substring_regex(array, "[^0-9]+", "")
+    )  # 7x faster than count_substring_regex
     digits = np.where(ascii_, digit_count.to_numpy(zero_copy_only=False), -1)
     printable = pc.match_substring_regex(array, "^[ -~]*$").to_numpy(zero_copy_only=False)
     return shapes, digits, printable
@@ -319,7 +337,9 @@ def _arrow_normalized(fn, array):
     if fn is _email:
         return pc.ascii_lower(pc.utf8_trim(array, characters=" "))
     if fn is _person:
-        return pc.ascii_lower(pc.replace_substring_regex(pc.utf8_trim(array, characters=" "), pattern=" +", replacement=" "))
+        return pc.ascii_lower(
+            pc.replace_substring_regex(pc.utf8_trim(array, characters=" "), pattern=" +", replacement=" ")
+        )
     if fn is _compact_upper:
         return pc.ascii_upper(pc.replace_substring(array, pattern=" ", replacement=""))
     return None
@@ -333,7 +353,9 @@ def _normalized_parts(fn, array) -> tuple | None:
     normalized = _arrow_normalized(fn, array)
     if normalized is None:
         return None
-    return pc.utf8_length(normalized).to_numpy(zero_copy_only=False), pc.utf8_slice_codeunits(normalized, 0, PREFIX_CHARS)
+    return pc.utf8_length(normalized).to_numpy(zero_copy_only=False), pc.utf8_slice_codeunits(
+        normalized, 0, PREFIX_CHARS
+    )
 
 
 def _prefilter(parts: tuple, lengths: set[int], prefixes) -> np.ndarray:
@@ -341,14 +363,20 @@ def _prefilter(parts: tuple, lengths: set[int], prefixes) -> np.ndarray:
     import pyarrow.compute as pc
 
     value_lengths, value_prefixes = parts
-    return np.isin(value_lengths, list(lengths)) & pc.is_in(value_prefixes, value_set=prefixes).to_numpy(zero_copy_only=False)
+    return np.isin(value_lengths, list(lengths)) & pc.is_in(value_prefixes, value_set=prefixes).to_numpy(
+        zero_copy_only=False
+    )
 
 
 def _result(entity: str, start: int, end: int) -> RecognizerResult:
-    return RecognizerResult(entity, start, end, 1.0, recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: RECOGNIZER_NAME})
+    return RecognizerResult(
+        entity, start, end, 1.0, recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: RECOGNIZER_NAME}
+    )
 
 
-def known_identifiers_from_raw(con, contracts: Iterable, index: type[KnownIdentifiers] = KnownIdentifiers) -> KnownIdentifiers:
+def known_identifiers_from_raw(
+    con, contracts: Iterable, index: type[KnownIdentifiers] = KnownIdentifiers
+) -> KnownIdentifiers:
     """Index the direct identifiers and join keys of every department's raw table present in `con`; name parts held
     in separate columns (first, last) are also indexed joined, as the full names they are together in a record.
     `index`: the class to fill (CompactKnownIdentifiers for 8 bytes per identifier)."""

@@ -18,7 +18,9 @@ _DATE_CUE = regex.compile(
     r"|\b\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\b"
 )
 _PLACEHOLDER = regex.compile(r"<[A-Z][A-Z0-9_]*>")  # Presidio `replace`'s default new_value, <ENTITY_TYPE>
-_COMMON_OPENERS = frozenset({"please", "thanks", "thank", "hi", "hello", "hey", "dear", "sorry", "yes", "no", "ok", "okay"})
+_COMMON_OPENERS = frozenset(
+    {"please", "thanks", "thank", "hi", "hello", "hey", "dear", "sorry", "yes", "no", "ok", "okay"}
+)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -35,7 +37,9 @@ MAX_TERMS = 1_000  # declared non-personal terms per scan (a column with more di
 
 def compile_terms(values) -> regex.Pattern | None:
     """One pattern for a vocabulary of non-personal phrases (product names...): whole words, longest first."""
-    terms = sorted({v.strip() for v in values if isinstance(v, str) and any(c.isalpha() for c in v)}, key=lambda t: (-len(t), t))
+    terms = sorted(
+        {v.strip() for v in values if isinstance(v, str) and any(c.isalpha() for c in v)}, key=lambda t: (-len(t), t)
+    )
     if not terms:
         return None
     return regex.compile(r"(?<![\p{L}\p{N}_])(?:" + "|".join(regex.escape(t) for t in terms) + r")(?![\p{L}\p{N}_])")
@@ -78,8 +82,11 @@ def needs_ner(sentence: str, terms: regex.Pattern | None = None, identifiers: Id
             if word != "I" and not word.startswith(("I'", "I’")):
                 lower = word.lower()
                 first = previous_end == 0 or _SENTENCE_END.search(sentence, previous_end, match.start()) is not None
-                if (not first or lower in _NAME_LIKE_STOP_WORDS
-                        or (lower not in STOP_WORDS and lower not in _COMMON_OPENERS and lower not in _SIGN_OFFS)):
+                if (
+                    not first
+                    or lower in _NAME_LIKE_STOP_WORDS
+                    or (lower not in STOP_WORDS and lower not in _COMMON_OPENERS and lower not in _SIGN_OFFS)
+                ):
                     return True
         elif not initial.islower():
             return True  # uncased script (CJK, Arabic, ...): no capitalisation cue to rely on
@@ -87,6 +94,8 @@ def needs_ner(sentence: str, terms: regex.Pattern | None = None, identifiers: Id
     return bool(_DATE_CUE.search(sentence))
 
 
-def holds_ner_candidate(text: str, terms: regex.Pattern | None = None, identifiers: IdentifierShapes | None = None) -> bool:
+def holds_ner_candidate(
+    text: str, terms: regex.Pattern | None = None, identifiers: IdentifierShapes | None = None
+) -> bool:
     """Does any line of the text need NER (see `needs_ner`)?"""
     return any(needs_ner(text[start:end], terms, identifiers) for start, end in sentence_spans(text))

@@ -87,7 +87,9 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         self.speedups = speedups
         self._entities: dict[str, tuple[tuple[int, int, str], ...]] = {}
         self._generation = 0  # counts clears of the cache (see `entities_since`)
-        self.artifact_builder = None  # speedups.LeanArtifactBuilder, else `public_artifacts` (set by `build_nlp_engine`)
+        self.artifact_builder = (
+            None  # speedups.LeanArtifactBuilder, else `public_artifacts` (set by `build_nlp_engine`)
+        )
         self.identifiers = IdentifierShapes()  # the organisation's ID formats: set with the identifier recognizers
 
     def load(self) -> None:
@@ -102,12 +104,21 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
             return super().process_text(text, language)
         return next(self.process_batch([text], language))[1]
 
-    def process_batch(self, texts, language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False,
-                      terms: regex.Pattern | None = None):
+    def process_batch(
+        self,
+        texts,
+        language: str,
+        batch_size: int = 1,
+        n_process: int = 1,
+        as_tuples: bool = False,
+        terms: regex.Pattern | None = None,
+    ):
         """Tokenize whole texts; entities come from per-sentence NER (computed here if not cached). NER spans that lie
         inside a declared non-personal term (a product name) are dropped."""
         if not self.lean or as_tuples:
-            yield from super().process_batch(texts, language, batch_size=batch_size, n_process=n_process, as_tuples=as_tuples)
+            yield from super().process_batch(
+                texts, language, batch_size=batch_size, n_process=n_process, as_tuples=as_tuples
+            )
             return
         texts = [str(t) for t in texts]
         if n_process > 1:
@@ -143,8 +154,11 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
                 found = self._entities.get(text[start:end], ())
                 if found and terms is not None:
                     inside = [(m.start(), m.end()) for m in terms.finditer(text, start, end)]
-                    found = [(a, b, label) for a, b, label in found
-                             if not any(s <= start + a and start + b <= e for s, e in inside)]
+                    found = [
+                        (a, b, label)
+                        for a, b, label in found
+                        if not any(s <= start + a and start + b <= e for s, e in inside)
+                    ]
                 for a, b, label in found:
                     span = doc.char_span(start + a, start + b, label=label, alignment_mode="expand")
                     if span is not None:
@@ -173,16 +187,27 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         self._entities.clear()
         self._generation += 1
 
-    def recognize_entities(self, texts: Sequence[str], language: str, *, batch_size: int = 256, n_process: int = 1,
-                           terms: regex.Pattern | None = None, keep_docs: dict | None = None) -> int:
+    def recognize_entities(
+        self,
+        texts: Sequence[str],
+        language: str,
+        *,
+        batch_size: int = 256,
+        n_process: int = 1,
+        terms: regex.Pattern | None = None,
+        keep_docs: dict | None = None,
+    ) -> int:
         """Run NER on the distinct candidate sentences of `texts` not seen before; returns how many. `keep_docs`
         (one process only) receives the docs of the sentences that are a whole text, by text."""
         pending: dict[str, None] = {}
         for text in texts:
             for start, end in sentence_spans(text):
                 sentence = text[start:end]
-                if (sentence not in self._entities and sentence not in pending
-                        and needs_ner(sentence, terms, self.identifiers)):
+                if (
+                    sentence not in self._entities
+                    and sentence not in pending
+                    and needs_ner(sentence, terms, self.identifiers)
+                ):
                     pending[sentence] = None
         if not pending:
             return 0
@@ -209,9 +234,15 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         entities, scores = presidio_entities(self.ner_model_configuration, doc)
         if self.artifact_builder is not None:
             return self.artifact_builder(self, doc, language, entities, scores)
-        return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=[token.idx for token in doc],
-                            lemmas=[token.lemma_ or token.lower_ for token in doc], nlp_engine=self, language=language,
-                            scores=scores)
+        return NlpArtifacts(
+            entities=entities,
+            tokens=doc,
+            tokens_indices=[token.idx for token in doc],
+            lemmas=[token.lemma_ or token.lower_ for token in doc],
+            nlp_engine=self,
+            language=language,
+            scores=scores,
+        )
 
 
 def presidio_entities(config: NerModelConfiguration, doc) -> tuple[list, list[float]]:
@@ -231,6 +262,7 @@ def presidio_entities(config: NerModelConfiguration, doc) -> tuple[list, list[fl
         entities.append(ent)
         scores.append(score)
     return entities, scores
+
 
 def _ner(engine: OfflineSpacyNlpEngine, sentences: list[str], language: str, batch_size: int) -> list[tuple]:
     """(start, end, label) of each entity spaCy finds in each sentence, on one BLAS thread (parallelism comes from

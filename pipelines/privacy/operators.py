@@ -56,8 +56,13 @@ def _stripped(value: str) -> str:
 
 
 _NORMALIZERS: dict[str, Callable[[str], str]] = {
-    "EMAIL_ADDRESS": _email, "PERSON": _person, "PHONE_NUMBER": _phone, "US_SSN": _digits,
-    "CREDIT_CARD": _digits, "IBAN_CODE": _compact_upper, "EMPLOYEE_ID": _compact_upper,
+    "EMAIL_ADDRESS": _email,
+    "PERSON": _person,
+    "PHONE_NUMBER": _phone,
+    "US_SSN": _digits,
+    "CREDIT_CARD": _digits,
+    "IBAN_CODE": _compact_upper,
+    "EMPLOYEE_ID": _compact_upper,
 }
 
 
@@ -90,7 +95,7 @@ def pseudonyms(secret: bytes, domain: str, values: pd.Series) -> list[str]:
         if hashed is not None:
             return [f"{label}_{h}" for h in hashed]
     base = hmac.new(secret, digestmod=hashlib.sha256)
-    prefix, out = f"{domain}\x1f".encode("utf-8"), []
+    prefix, out = f"{domain}\x1f".encode(), []
     for value in normalized:
         h = base.copy()
         h.update(prefix + value.encode("utf-8"))
@@ -111,7 +116,9 @@ def _hmac_sha256_column_wise(secret: bytes, prefix: str, values: list[str]) -> l
     inner, outer = bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
     con = duckdb.connect()
     try:
-        con.register("hmac_input", pa.table({"i": pa.array(range(len(values)), pa.int64()), "v": pa.array(values, pa.string())}))
+        con.register(
+            "hmac_input", pa.table({"i": pa.array(range(len(values)), pa.int64()), "v": pa.array(values, pa.string())})
+        )
         rows = con.execute(
             "SELECT left(sha256($outer || unhex(sha256($inner || encode($prefix || v)))), $chars) AS h FROM hmac_input ORDER BY i",
             {"outer": outer, "inner": inner, "prefix": prefix, "chars": PSEUDONYM_HEX_CHARS},
@@ -125,7 +132,7 @@ def _hmac_sha256_column_wise(secret: bytes, prefix: str, values: list[str]) -> l
 
 def pseudonym(secret: bytes, domain: str, value: str) -> str:
     """Keyed pseudonym of a value: `<domain>_<hex>`, HMAC-SHA256 over the domain and normalized value."""
-    message = f"{domain}\x1f{normalize(domain, value)}".encode("utf-8")
+    message = f"{domain}\x1f{normalize(domain, value)}".encode()
     digest = hmac.new(secret, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
     return f"{domain.lower()}_{digest}"
 
@@ -175,7 +182,9 @@ def _map_distinct(values: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
 def _map_distinct_many(values: pd.Series, fn: Callable[[pd.Series], list]) -> pd.Series:
     """Like _map_distinct, with `fn` mapping all distinct values at once."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = np.array(fn(pd.Series(np.asarray(uniques, dtype=object)).astype(str)) if len(uniques) else [], dtype=object)
+    mapped = np.array(
+        fn(pd.Series(np.asarray(uniques, dtype=object)).astype(str)) if len(uniques) else [], dtype=object
+    )
     out = np.empty(len(values), dtype=object)
     valid = codes >= 0
     out[valid] = mapped[codes[valid]]
@@ -219,8 +228,14 @@ def _truncated(distinct: pd.Series, keep: int) -> list[str]:
     return pc.binary_join_element_wise(pc.utf8_slice_codeunits(a, start=0, stop=keep), stars, "").to_pylist()
 
 
-def masked(distinct: pd.Series, masking_char: str, *, chars_to_mask: int | None = None, keep_last: int | None = None,
-           from_end: bool = False) -> list[str]:
+def masked(
+    distinct: pd.Series,
+    masking_char: str,
+    *,
+    chars_to_mask: int | None = None,
+    keep_last: int | None = None,
+    from_end: bool = False,
+) -> list[str]:
     """Presidio's `mask` over many values at once (Arrow; code points, as Python slices): `chars_to_mask`
     characters (or all but the last `keep_last`) replaced from the start, or from the end."""
     import pyarrow.compute as pc
@@ -232,7 +247,11 @@ def masked(distinct: pd.Series, masking_char: str, *, chars_to_mask: int | None 
         if from_end:  # text[:len - n] is the first keep_last characters
             rest = pc.utf8_slice_codeunits(a, start=0, stop=keep_last)
         else:  # text[n:] is the last keep_last characters
-            rest = pc.utf8_slice_codeunits(a, start=-keep_last) if keep_last > 0 else pc.utf8_slice_codeunits(a, start=0, stop=0)
+            rest = (
+                pc.utf8_slice_codeunits(a, start=-keep_last)
+                if keep_last > 0
+                else pc.utf8_slice_codeunits(a, start=0, stop=0)
+            )
     else:
         count = max(chars_to_mask or 0, 0)
         n = pc.min_element_wise(length, count)
@@ -300,9 +319,16 @@ def apply_column(values: pd.Series, column: Column, ctx: OperatorContext) -> tup
         keep_last = spec.keep_last  # type: ignore[union-attr]
         params = {"masking_char": spec.masking_char, "from_end": spec.from_end}  # type: ignore[union-attr]
         params |= {"keep_last": keep_last} if keep_last is not None else {"chars_to_mask": spec.chars_to_mask}  # type: ignore[union-attr]
-        return _map_distinct_many(values, lambda distinct: masked(
-            distinct, spec.masking_char, chars_to_mask=spec.chars_to_mask, keep_last=keep_last, from_end=spec.from_end,  # type: ignore[union-attr]
-        )), params
+        return _map_distinct_many(
+            values,
+            lambda distinct: masked(
+                distinct,
+                spec.masking_char,
+                chars_to_mask=spec.chars_to_mask,
+                keep_last=keep_last,
+                from_end=spec.from_end,  # type: ignore[union-attr]
+            ),
+        ), params
     if op == "pseudonymize":
         domain = spec.domain or column.entity  # type: ignore[union-attr]
         params = {"domain": domain, "algorithm": "HMAC-SHA256", "key_id": ctx.pseudonym_key.key_id}

@@ -33,7 +33,6 @@ def resolve_processes(n_process: int | None = None) -> int:
     return value
 
 
-
 # Worker processes are forked so they inherit the loaded analyzer (and the NER cache) instead of reloading it.
 _FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 _WORKER_JOB: tuple | None = None
@@ -113,8 +112,12 @@ class Background:
                     self._outcome = self._conn.recv()
                 except EOFError:
                     self._process.join()
-                    self._outcome = ("error", RuntimeError(
-                        f"the background worker ended without a result (exit code {self._process.exitcode})"))
+                    self._outcome = (
+                        "error",
+                        RuntimeError(
+                            f"the background worker ended without a result (exit code {self._process.exitcode})"
+                        ),
+                    )
         finally:
             self.cancel()
         kind, value = self._outcome
@@ -145,7 +148,12 @@ def _background_main(conn, fn, args) -> None:
     try:
         conn.send(outcome)
     except Exception as error:  # noqa: BLE001 (a result or error that cannot be pickled)
-        conn.send(("error", RuntimeError(f"the background worker's {outcome[0]} could not be passed back ({type(error).__name__})")))
+        conn.send(
+            (
+                "error",
+                RuntimeError(f"the background worker's {outcome[0]} could not be passed back ({type(error).__name__})"),
+            )
+        )
     finally:
         conn.close()
 

@@ -24,16 +24,25 @@ AUDIT_FILE = "audit/reidentification.jsonl"
 def reidentify(token: str, *, dataset: str, column: str, reason: str, requested_by: str) -> str:
     """Decrypt one token, after writing the audit record (no record, no clear value)."""
     if os.environ.get("PIPELINES_ENABLE_REIDENTIFICATION") != "1":
-        raise PermissionError("re-identification is disabled; set PIPELINES_ENABLE_REIDENTIFICATION=1 (break-glass only)")
+        raise PermissionError(
+            "re-identification is disabled; set PIPELINES_ENABLE_REIDENTIFICATION=1 (break-glass only)"
+        )
     if len(reason.strip()) < 10 or not requested_by.strip():
         raise ValueError("a break-glass request needs who (--requested-by) and a reason of at least 10 characters")
     data_dir = default_data_dir()
     key = load_key("PIPELINES_REIDENTIFICATION_KEY", data_dir / "keys" / "reidentification.key", create=False)
-    append(data_dir / AUDIT_FILE, {
-        # `key_id` on every record is the audit key's; this names the break-glass key that decrypted
-        "action": "decrypt", "dataset": dataset, "column": column, "reidentification_key_id": key.key_id,
-        "requested_by": requested_by, "reason": reason,
-    })
+    append(
+        data_dir / AUDIT_FILE,
+        {
+            # `key_id` on every record is the audit key's; this names the break-glass key that decrypted
+            "action": "decrypt",
+            "dataset": dataset,
+            "column": column,
+            "reidentification_key_id": key.key_id,
+            "requested_by": requested_by,
+            "reason": reason,
+        },
+    )
     return Decrypt().operate(token, {"key": key.secret[:32].decode("ascii")})
 
 
@@ -43,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args(argv)
     try:
-        print(reidentify(args.token, dataset=args.dataset, column=args.column, reason=args.reason, requested_by=args.requested_by))
+        print(
+            reidentify(
+                args.token, dataset=args.dataset, column=args.column, reason=args.reason, requested_by=args.requested_by
+            )
+        )
     except (PermissionError, ValueError) as error:
         print(f"refused: {error}", file=sys.stderr)
         return 2

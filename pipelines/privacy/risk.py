@@ -176,9 +176,13 @@ def _distinct_l(class_ids: np.ndarray, n_classes: int, values: pd.Series) -> int
     return int(per_class.min())
 
 
-def risk_report(df: pd.DataFrame, quasi_identifiers: str | Sequence[str],
-                sensitive_attributes: str | Sequence[str] = (), risk_threshold: float = 0.2,
-                k: int | None = None) -> RiskReport:
+def risk_report(
+    df: pd.DataFrame,
+    quasi_identifiers: str | Sequence[str],
+    sensitive_attributes: str | Sequence[str] = (),
+    risk_threshold: float = 0.2,
+    k: int | None = None,
+) -> RiskReport:
     """Equivalence classes, k, distinct l-diversity and prosecutor risk of ``df``."""
     qis = _as_names(quasi_identifiers)
     sensitive = _as_names(sensitive_attributes)
@@ -276,8 +280,9 @@ class _Encoded:
 def _level_codes(series: pd.Series, hierarchy: Hierarchy) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
     """Raw codes per row, plus per level the dense code of each raw value and the code count."""
     raw, uniques = pd.factorize(series, use_na_sentinel=False)
-    rows = hierarchy.lookup(pd.Series(uniques, dtype=series.dtype), column=series.name,
-                            counts=np.bincount(raw, minlength=len(uniques)))
+    rows = hierarchy.lookup(
+        pd.Series(uniques, dtype=series.dtype), column=series.name, counts=np.bincount(raw, minlength=len(uniques))
+    )
     is_null = rows < 0  # lookup() has already rejected unknown non-null values
     per_level, cards = [], []
     for level in range(hierarchy.num_levels):
@@ -320,10 +325,7 @@ def _encode(df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hier
     combo, _ = _group_ids(raws, [c[0] for c in cards])
     first = np.unique(combo, return_index=True)[1]
     weights = np.bincount(combo).astype(float)
-    codes = tuple(
-        tuple(mapping[raw[first]] for mapping in per_level)
-        for raw, per_level in zip(raws, levels)
-    )
+    codes = tuple(tuple(mapping[raw[first]] for mapping in per_level) for raw, per_level in zip(raws, levels))
     return _Encoded(len(df), weights, codes, tuple(map(tuple, cards)), tuple(losses))
 
 
@@ -348,8 +350,9 @@ def _lattice_losses(losses: Sequence[np.ndarray], shape: tuple[int, ...]) -> tup
     return total, height
 
 
-def _validate_search(df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hierarchy],
-                     k: int, max_suppression: float) -> None:
+def _validate_search(
+    df: pd.DataFrame, qis: Sequence[str], hierarchies: Mapping[str, Hierarchy], k: int, max_suppression: float
+) -> None:
     """Argument checks shared by the search and apply functions."""
     if not qis:
         raise ValueError("at least one quasi-identifier is required")
@@ -406,7 +409,7 @@ class _Search:
             low, high = current[dim], self.top[dim]
             while low < high:
                 middle = (low + high + 1) // 2
-                candidate = tuple(current[:dim] + [middle] + current[dim + 1:])
+                candidate = tuple(current[:dim] + [middle] + current[dim + 1 :])
                 if self.is_anonymous(candidate):
                     high = middle - 1
                 else:
@@ -414,9 +417,13 @@ class _Search:
             current[dim] = low
 
 
-def find_minimal_generalization(df: pd.DataFrame, quasi_identifiers: str | Sequence[str],
-                                hierarchies: Mapping[str, Hierarchy], k: int,
-                                max_suppression: float = 0.0) -> GeneralizationResult:
+def find_minimal_generalization(
+    df: pd.DataFrame,
+    quasi_identifiers: str | Sequence[str],
+    hierarchies: Mapping[str, Hierarchy],
+    k: int,
+    max_suppression: float = 0.0,
+) -> GeneralizationResult:
     """Lowest-loss full-domain generalization meeting k-anonymity within the suppression limit."""
     started = time.perf_counter()
     qis = _as_names(quasi_identifiers)
@@ -431,9 +438,7 @@ def find_minimal_generalization(df: pd.DataFrame, quasi_identifiers: str | Seque
     encoded = _encode(df, qis, hierarchies)
     search = _Search(encoded, shape, int(k), _max_outliers(len(df), max_suppression))
     if not search.is_anonymous(search.top):
-        raise NoGeneralizationError(
-            f"no generalization reaches k={k} within {max_suppression:.2%} suppression"
-        )
+        raise NoGeneralizationError(f"no generalization reaches k={k} within {max_suppression:.2%} suppression")
 
     loss, height = _lattice_losses(encoded.losses, shape)
     # The loss is known for every node before touching the data, so visit nodes in final
@@ -474,8 +479,7 @@ def find_minimal_generalization(df: pd.DataFrame, quasi_identifiers: str | Seque
     )
 
 
-def generalization_loss(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
-                        levels: Mapping[str, int]) -> float:
+def generalization_loss(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy], levels: Mapping[str, int]) -> float:
     """Non-uniform entropy loss (``LOSS_DEFINITION``) of generalizing ``df`` to ``levels``."""
     qis = tuple(levels)
     _validate_search(df, qis, hierarchies, 1, 0.0)
@@ -487,9 +491,15 @@ def generalization_loss(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
     return total
 
 
-def apply_generalization(df: pd.DataFrame, hierarchies: Mapping[str, Hierarchy],
-                         levels: Mapping[str, int], k: int, max_suppression: float = 0.0,
-                         *, suppressed: Literal["drop", "flag"] = "drop") -> pd.DataFrame:
+def apply_generalization(
+    df: pd.DataFrame,
+    hierarchies: Mapping[str, Hierarchy],
+    levels: Mapping[str, int],
+    k: int,
+    max_suppression: float = 0.0,
+    *,
+    suppressed: Literal["drop", "flag"] = "drop",
+) -> pd.DataFrame:
     """Generalize the quasi-identifiers to ``levels`` and suppress records in classes below k."""
     # "drop" removes suppressed records; "flag" keeps them with every quasi-identifier set
     # to the hierarchy root (as ARX outputs them) plus a boolean SUPPRESSED_COLUMN. Needing

@@ -81,8 +81,11 @@ def matrix_products(nlp) -> str:
     ops = {type(getattr(component, "model", None) and component.model.ops).__name__ for _, component in nlp.pipeline}
     if NumpyBlasOps.__name__ not in ops:
         return "blis (thinc's default)"
-    blas = [f"{lib['internal_api']} {lib.get('version') or ''}".strip() for lib in blas_threads().info()
-            if lib["user_api"] == "blas"]
+    blas = [
+        f"{lib['internal_api']} {lib.get('version') or ''}".strip()
+        for lib in blas_threads().info()
+        if lib["user_api"] == "blas"
+    ]
     return f"numpy ({', '.join(blas) or 'its BLAS'}), 1 thread per process"
 
 
@@ -108,8 +111,15 @@ class LeanArtifactBuilder:
             lemmas.append(token.lemma_ or token.lower_)
             indices.append(token.idx)
             ends.append(token.idx + len(token))
-        artifacts = _MemoNlpArtifacts(entities=entities, tokens=doc, tokens_indices=indices, lemmas=lemmas,
-                                      nlp_engine=(engine, self), language=language, scores=scores)
+        artifacts = _MemoNlpArtifacts(
+            entities=entities,
+            tokens=doc,
+            tokens_indices=indices,
+            lemmas=lemmas,
+            nlp_engine=(engine, self),
+            language=language,
+            scores=scores,
+        )
         artifacts.nlp_engine = engine
         artifacts.token_ends = ends
         return artifacts
@@ -152,12 +162,18 @@ def _shortest_valid_number() -> int:
     national prefix, an extension), so a candidate with fewer digits is never VALID, whatever region it is parsed for."""
     from phonenumbers import PhoneMetadata
 
-    lengths = [PhoneMetadata.metadata_for_region(r).general_desc.possible_length for r in phonenumbers.SUPPORTED_REGIONS]
-    lengths += [PhoneMetadata.metadata_for_nongeo_region(c).general_desc.possible_length
-                for c in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS]
+    lengths = [
+        PhoneMetadata.metadata_for_region(r).general_desc.possible_length for r in phonenumbers.SUPPORTED_REGIONS
+    ]
+    lengths += [
+        PhoneMetadata.metadata_for_nongeo_region(c).general_desc.possible_length
+        for c in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS
+    ]
     if any(not possible for possible in lengths):
         return 0  # a region without possible lengths: no bound
-    transforms = any(PhoneMetadata.metadata_for_region(r).national_prefix_transform_rule for r in phonenumbers.SUPPORTED_REGIONS)
+    transforms = any(
+        PhoneMetadata.metadata_for_region(r).national_prefix_transform_rule for r in phonenumbers.SUPPORTED_REGIONS
+    )
     # a national-prefix transform (Argentina's '9$1') can add a digit: keep one digit of margin for it
     return max(0, min(min(possible) for possible in lengths) - (1 if transforms else 0))
 
@@ -198,15 +214,21 @@ class RememberingPhoneRecognizer(PrefilteredPhoneRecognizer):
         super().__init__(**kwargs)
         self.memo = PhoneMemo()
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         if not self.has_enough_digits(text):
             return []
         results = []
         candidates: dict[int, tuple[int, str] | None] = {}  # the regions' matchers share the candidate search
         for region in self.supported_regions:
-            for match in _RememberingPhoneMatcher(text, region, leniency=self.leniency, candidates=candidates, memo=self.memo):
+            for match in _RememberingPhoneMatcher(
+                text, region, leniency=self.leniency, candidates=candidates, memo=self.memo
+            ):
                 named = self.memo.region_named_by(text[match.start : match.end])
-                results.append(self._get_recognizer_result(match, text, region if named is None else named, nlp_artifacts))
+                results.append(
+                    self._get_recognizer_result(match, text, region if named is None else named, nlp_artifacts)
+                )
         return EntityRecognizer.remove_duplicates(results)
 
 
@@ -219,7 +241,9 @@ class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
     candidate's start and trimmed text).
     """
 
-    def __init__(self, text, region, *, leniency, candidates: dict[int, tuple[int, str] | None], memo: PhoneMemo) -> None:
+    def __init__(
+        self, text, region, *, leniency, candidates: dict[int, tuple[int, str] | None], memo: PhoneMemo
+    ) -> None:
         super().__init__(text, region, leniency=leniency)
         self._candidates = candidates
         self._memo = memo
@@ -231,7 +255,10 @@ class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
         match = _PHONE_CANDIDATE.search(self.text, index)
         found = None
         if match is not None:
-            found = match.start(), self._trim_after_first_match(_SECOND_NUMBER_START, self.text[match.start():match.end()])
+            found = (
+                match.start(),
+                self._trim_after_first_match(_SECOND_NUMBER_START, self.text[match.start() : match.end()]),
+            )
         self._candidates[index] = found
         return found
 
@@ -254,9 +281,18 @@ class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
         end = offset + len(candidate)
         # A number written with its country code ('+44 ...') parses and verifies the same whatever the region: parse
         # takes the country from the number, and VALID leniency looks only at the number and the candidate.
-        region = None if candidate[:1] in _PLUS_SIGNS and self.leniency == phonenumbers.Leniency.VALID else self.preferred_region
-        key = (candidate, self.text[offset - 1] if offset > 0 else None, self.text[end] if end < len(self.text) else None,
-               region, self.leniency)
+        region = (
+            None
+            if candidate[:1] in _PLUS_SIGNS and self.leniency == phonenumbers.Leniency.VALID
+            else self.preferred_region
+        )
+        key = (
+            candidate,
+            self.text[offset - 1] if offset > 0 else None,
+            self.text[end] if end < len(self.text) else None,
+            region,
+            self.leniency,
+        )
         verdicts = self._memo.verdicts
         number = verdicts.get(key, _UNSEEN)
         if number is _UNSEEN:
@@ -319,12 +355,16 @@ class SkipWithoutMatch:
         if key not in self._plans:
             union = alternation([self.recognizer.patterns[i].regex for i in eligible], self._flags) if short else None
             # conditions shared by several patterns (the URL ones) are searched once
-            self._plans[key] = (union,) if union is not None else tuple(
-                {self._conditions[i].pattern: self._conditions[i] for i in eligible}.values())
+            self._plans[key] = (
+                (union,)
+                if union is not None
+                else tuple({self._conditions[i].pattern: self._conditions[i] for i in eligible}.values())
+            )
         return self._plans[key]
 
-    def __call__(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None,
-                 regex_flags: int | None = None) -> list[RecognizerResult]:
+    def __call__(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
         flags = regex_flags if regex_flags else self.recognizer.global_regex_flags
         patterns = self.recognizer.patterns
         for pattern in patterns:
@@ -437,7 +477,7 @@ def necessary_condition(text: str, flags: int):
     top-level domains side by side: the condition looks for just that, case-insensitively (which can only let more
     texts through)."""
     at = text.find(_URL_HOST_RUN)
-    group = text[at + len(_URL_HOST_RUN):] if at >= 0 else ""
+    group = text[at + len(_URL_HOST_RUN) :] if at >= 0 else ""
     if not group.startswith("(?:"):
         return None
     depth = 0
@@ -497,7 +537,9 @@ class ShallowCopyContextEnhancer(LemmaContextAwareEnhancer):
             return super()._extract_surrounding_words(nlp_artifacts, word, start)
         token_index = bisect.bisect_right(ends, start)
         if token_index == len(ends):
-            raise ValueError("Did not find word '" + word + "' in the list of tokens although it is expected to be found")
+            raise ValueError(
+                "Did not find word '" + word + "' in the list of tokens although it is expected to be found"
+            )
         keywords = nlp_artifacts.keywords
         backward = self._add_n_words_backward(token_index, self.context_prefix_count, nlp_artifacts.lemmas, keywords)
         forward = self._add_n_words_forward(token_index, self.context_suffix_count, nlp_artifacts.lemmas, keywords)
@@ -533,9 +575,13 @@ class FastAnalyzerEngine(AnalyzerEngine):
             own = list(by_recognizer.get(recognizer_id, ()))
             if _enhances_context(recognizer):
                 others = [r for r in raw_results if r.recognition_metadata[key] != recognizer_id]
-                own = recognizer.enhance_using_context(text=text, raw_recognizer_results=own,
-                                                       other_raw_recognizer_results=others,
-                                                       nlp_artifacts=nlp_artifacts, context=context)
+                own = recognizer.enhance_using_context(
+                    text=text,
+                    raw_recognizer_results=own,
+                    other_raw_recognizer_results=others,
+                    nlp_artifacts=nlp_artifacts,
+                    context=context,
+                )
             results.extend(own)
         return self.context_aware_enhancer.enhance_using_context(
             text=text, raw_results=results, nlp_artifacts=nlp_artifacts, recognizers=recognizers, context=context
@@ -570,8 +616,10 @@ class _RecognizerLookup:
 
 def _enhances_context(recognizer: EntityRecognizer) -> bool:
     """Whether the recognizer overrides EntityRecognizer.enhance_using_context (which returns its input unchanged)."""
-    return ("enhance_using_context" in vars(recognizer)
-            or type(recognizer).enhance_using_context is not EntityRecognizer.enhance_using_context)
+    return (
+        "enhance_using_context" in vars(recognizer)
+        or type(recognizer).enhance_using_context is not EntityRecognizer.enhance_using_context
+    )
 
 
 def clear_memos(analyzer: AnalyzerEngine) -> None:

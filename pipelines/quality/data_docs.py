@@ -24,7 +24,9 @@ MARKER = '<meta name="pipelines-offline" content="1">'
 STYLESHEET = "static/styles/offline.css"
 
 _SCRIPT = re.compile(r"<script\b.*?</script\s*>", re.S | re.I)
-_EXTERNAL_TAG = re.compile(r"<(?:link|img|iframe|source)\b[^>]*?(?:href|src)\s*=\s*[\"']?(?:https?:)?//[^>]*>", re.S | re.I)
+_EXTERNAL_TAG = re.compile(
+    r"<(?:link|img|iframe|source)\b[^>]*?(?:href|src)\s*=\s*[\"']?(?:https?:)?//[^>]*>", re.S | re.I
+)
 _CSS_URL = re.compile(r"url\(\s*['\"]?(?:https?:)?//[^)]*\)", re.I)  # a logo in GE's inline styles
 _FOOTER = re.compile(r"<footer\b.*?</footer\s*>", re.S | re.I)
 _ICONS = (
@@ -76,9 +78,13 @@ def offline_html(text: str, depth: int) -> str:
     text = _CSS_URL.sub("none", _EXTERNAL_TAG.sub("", text))
     for pattern, replacement in _ICONS:
         text = pattern.sub(replacement, text)
-    text = _FOOTER.sub('<footer><p>Offline copy: no asset is loaded from the internet.</p></footer>', text)
+    text = _FOOTER.sub("<footer><p>Offline copy: no asset is loaded from the internet.</p></footer>", text)
     head = f'{MARKER}<link rel="stylesheet" href="{"../" * depth}{STYLESHEET}">'
-    return re.sub(r"</head\s*>", head + "</head>", text, count=1, flags=re.I) if re.search(r"</head\s*>", text, re.I) else head + text
+    return (
+        re.sub(r"</head\s*>", head + "</head>", text, count=1, flags=re.I)
+        if re.search(r"</head\s*>", text, re.I)
+        else head + text
+    )
 
 
 @dataclass
@@ -107,8 +113,16 @@ def _validations(gx_root: Path) -> list[Validation]:
         meta = result.get("meta") or {}
         run_time = str((meta.get("run_id") or {}).get("run_time") or relative.parts[-2])
         suite = meta.get("expectation_suite_name") or ".".join(relative.parts[1:-3])
-        out.append(Validation(str(relative), suite, run_time, result.get("success"),
-                              stats.get("evaluated_expectations"), stats.get("unsuccessful_expectations")))
+        out.append(
+            Validation(
+                str(relative),
+                suite,
+                run_time,
+                result.get("success"),
+                stats.get("evaluated_expectations"),
+                stats.get("unsuccessful_expectations"),
+            )
+        )
     return sorted(out, key=lambda v: (v.run_time, v.suite), reverse=True)
 
 
@@ -119,18 +133,20 @@ def index_html(validations: list[Validation]) -> str:
         rows.append(
             f'<tr><td>{html.escape(v.run_time)}</td><td><a href="{html.escape(v.page)}">{html.escape(v.suite)}</a></td>'
             f'<td><span class="status {status}">{status}</span></td><td>{"" if v.evaluated is None else v.evaluated}</td>'
-            f'<td>{"" if v.failed is None else v.failed}</td></tr>'
+            f"<td>{'' if v.failed is None else v.failed}</td></tr>"
         )
-    return "\n".join([
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Data Docs: validations</title>",
-        f'{MARKER}<link rel="stylesheet" href="{STYLESHEET}"></head><body>',
-        "<h1>Great Expectations validations</h1>",
-        f"<p>{len(validations)} stored validation results, newest first. Each page shows every expectation with its "
-        "threshold and observed counts (no cell values).</p>",
-        "<table><thead><tr><th>run time (UTC)</th><th>suite</th><th>status</th><th>expectations</th><th>failed</th></tr></thead><tbody>",
-        *rows,
-        "</tbody></table></body></html>",
-    ])
+    return "\n".join(
+        [
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Data Docs: validations</title>',
+            f'{MARKER}<link rel="stylesheet" href="{STYLESHEET}"></head><body>',
+            "<h1>Great Expectations validations</h1>",
+            f"<p>{len(validations)} stored validation results, newest first. Each page shows every expectation with its "
+            "threshold and observed counts (no cell values).</p>",
+            "<table><thead><tr><th>run time (UTC)</th><th>suite</th><th>status</th><th>expectations</th><th>failed</th></tr></thead><tbody>",
+            *rows,
+            "</tbody></table></body></html>",
+        ]
+    )
 
 
 def make_offline(gx_root: Path) -> None:

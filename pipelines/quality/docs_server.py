@@ -12,7 +12,9 @@ from pipelines.quality import data_docs
 from pipelines.resources import default_data_dir
 
 # the pages are offline copies; this makes sure a browser fetches nothing else, whatever a future GE version adds
-POLICY = "default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'none'"
+POLICY = (
+    "default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'none'"
+)
 
 
 class DocsHandler(SimpleHTTPRequestHandler):

@@ -26,7 +26,9 @@ def with_group_risk_features(frame: pd.DataFrame, quasi_identifiers: list[str], 
     if frame.empty:
         return out
     if quasi_identifiers:
-        out[CLASS_SIZE] = out.groupby(quasi_identifiers, dropna=False, sort=False)[weight_column].transform("sum").astype("int64")
+        out[CLASS_SIZE] = (
+            out.groupby(quasi_identifiers, dropna=False, sort=False)[weight_column].transform("sum").astype("int64")
+        )
     else:
         out[CLASS_SIZE] = int(out[weight_column].sum())
     out[RECORD_RISK] = 1.0 / out[CLASS_SIZE]

@@ -122,7 +122,9 @@ def _observed(kind: str, column: str | None, result: dict[str, Any]) -> dict[str
     table_level = column is None and kind in _OBSERVED_IS_SAFE
     if "observed_value" in result and (table_level or is_risk_feature(column)):
         value = result["observed_value"]
-        out["observed_value"] = sorted(value) if isinstance(value, (set, list)) and kind.endswith("match_set") else value
+        out["observed_value"] = (
+            sorted(value) if isinstance(value, (set, list)) and kind.endswith("match_set") else value
+        )
     if kind == "expect_table_columns_to_match_set" and "details" in result:
         mismatched = result["details"].get("mismatched", {})
         out |= {k: sorted(v) for k, v in mismatched.items()}
@@ -157,8 +159,10 @@ def _validate_ephemeral(expectations: list[Any], name: str, frame: pd.DataFrame)
     source = context.data_sources.add_pandas(f"source_{name}")
     gx_suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     try:
-        batch = source.add_dataframe_asset(f"asset_{name}").add_batch_definition_whole_dataframe(name).get_batch(
-            batch_parameters={"dataframe": frame}
+        batch = (
+            source.add_dataframe_asset(f"asset_{name}")
+            .add_batch_definition_whole_dataframe(name)
+            .get_batch(batch_parameters={"dataframe": frame})
         )
         return batch.validate(gx_suite, result_format=RESULT_FORMAT)
     finally:
@@ -173,12 +177,20 @@ def _validate_with_docs(expectations: list[Any], name: str, frame: pd.DataFrame,
     context = _file_context(str(root))
     source = context.data_sources.add_or_update_pandas("frames")
     asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
-    batch_definition = next((b for b in asset.batch_definitions if b.name == "batch"), None) or asset.add_batch_definition_whole_dataframe("batch")
+    batch_definition = next(
+        (b for b in asset.batch_definitions if b.name == "batch"), None
+    ) or asset.add_batch_definition_whole_dataframe("batch")
     gx_suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
-    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch_definition, suite=gx_suite))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=gx_suite)
+    )
     checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(name=name, validation_definitions=[definition], result_format=RESULT_FORMAT,
-                      actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")])
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            result_format=RESULT_FORMAT,
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+        )
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame})
     identifier, validation = next(iter(result.run_results.items()))

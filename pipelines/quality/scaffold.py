@@ -48,7 +48,9 @@ def scaffold_marts(manifest_path: Path, out_dir: Path = EXPECTATIONS_DIR, *, ove
     return written
 
 
-def scaffold(contracts_dir: Path = CONTRACTS_DIR, out_dir: Path = EXPECTATIONS_DIR, *, overwrite: bool = False) -> list[Path]:
+def scaffold(
+    contracts_dir: Path = CONTRACTS_DIR, out_dir: Path = EXPECTATIONS_DIR, *, overwrite: bool = False
+) -> list[Path]:
     """Write a quality and a privacy suite per contract; existing (reviewed) suites are kept unless overwritten."""
     written = []
     for contract in load_contracts(contracts_dir):
@@ -90,18 +92,28 @@ def check_marts(manifest_path: Path, out_dir: Path = EXPECTATIONS_DIR) -> list[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="regenerate reviewed suites, keeping their notes (review the diff!)")
-    mode.add_argument("--check", action="store_true", help="list disagreements between suites and contracts; exit 1 if any")
+    mode.add_argument(
+        "--overwrite", action="store_true", help="regenerate reviewed suites, keeping their notes (review the diff!)"
+    )
+    mode.add_argument(
+        "--check", action="store_true", help="list disagreements between suites and contracts; exit 1 if any"
+    )
     parser.add_argument("--no-marts", action="store_true", help="only the departments' suites (needs no dbt manifest)")
     parser.add_argument("--contracts", type=Path, default=CONTRACTS_DIR, help="contracts directory")
     parser.add_argument("--expectations", type=Path, default=EXPECTATIONS_DIR, help="suites directory")
     args = parser.parse_args(argv)
     manifest = None if args.no_marts else _manifest_path()
     if args.check:
-        drift = check(args.contracts, args.expectations) + (check_marts(manifest, args.expectations) if manifest else [])
+        drift = check(args.contracts, args.expectations) + (
+            check_marts(manifest, args.expectations) if manifest else []
+        )
         for line in drift:
             print(line)
-        print(f"{len(drift)} disagreement(s) between suites and contracts" if drift else "suites agree with their contracts")
+        print(
+            f"{len(drift)} disagreement(s) between suites and contracts"
+            if drift
+            else "suites agree with their contracts"
+        )
         return 1 if drift else 0
     written = scaffold(args.contracts, args.expectations, overwrite=args.overwrite)
     written += scaffold_marts(manifest, args.expectations, overwrite=args.overwrite) if manifest else []

@@ -48,22 +48,49 @@ def quality_suite(contract: Contract) -> dict[str, Any]:
     """Schema, nulls, uniqueness, value sets, ranges and row-count bounds, from the contract."""
     q = contract.quality
     items = [
-        _expectation("expect_table_columns_to_match_set", "schema", column_set=[c.name for c in contract.columns], exact_match=True),
-        _expectation("expect_table_row_count_to_be_between", "row-count bounds", min_value=q.min_rows, max_value=q.max_rows),
+        _expectation(
+            "expect_table_columns_to_match_set",
+            "schema",
+            column_set=[c.name for c in contract.columns],
+            exact_match=True,
+        ),
+        _expectation(
+            "expect_table_row_count_to_be_between", "row-count bounds", min_value=q.min_rows, max_value=q.max_rows
+        ),
     ]
     for c in contract.columns:
         limit = null_limit(contract, c)
         if limit == 0:
-            items.append(_expectation("expect_column_values_to_not_be_null", "null rate" if c.nullable else None, column=c.name))
+            items.append(
+                _expectation("expect_column_values_to_not_be_null", "null rate" if c.nullable else None, column=c.name)
+            )
         else:
-            items.append(_expectation("expect_column_values_to_not_be_null", "null rate", column=c.name, mostly=round(1 - limit, 6)))
+            items.append(
+                _expectation(
+                    "expect_column_values_to_not_be_null", "null rate", column=c.name, mostly=round(1 - limit, 6)
+                )
+            )
         if c.unique:
             items.append(_expectation("expect_column_values_to_be_unique", None, column=c.name))
         if c.allowed_values is not None:
-            items.append(_expectation("expect_column_values_to_be_in_set", None, column=c.name, value_set=c.allowed_values))
+            items.append(
+                _expectation("expect_column_values_to_be_in_set", None, column=c.name, value_set=c.allowed_values)
+            )
         if c.min_value is not None or c.max_value is not None:
-            items.append(_expectation("expect_column_values_to_be_between", None, column=c.name, min_value=c.min_value, max_value=c.max_value))
-    return {"name": f"{contract.dataset}.quality", "meta": {"dataset": contract.dataset, "layer": "raw"}, "expectations": items}
+            items.append(
+                _expectation(
+                    "expect_column_values_to_be_between",
+                    None,
+                    column=c.name,
+                    min_value=c.min_value,
+                    max_value=c.max_value,
+                )
+            )
+    return {
+        "name": f"{contract.dataset}.quality",
+        "meta": {"dataset": contract.dataset, "layer": "raw"},
+        "expectations": items,
+    }
 
 
 def privacy_suite(contract: Contract) -> dict[str, Any]:
@@ -85,7 +112,12 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
     quasi = [c.name for c in published if c.role == Role.quasi_identifier]
     if quasi:
         items += [
-            _expectation("expect_column_min_to_be_between", f"k-anonymity over {quasi}", column=CLASS_SIZE, min_value=p.k_anonymity),
+            _expectation(
+                "expect_column_min_to_be_between",
+                f"k-anonymity over {quasi}",
+                column=CLASS_SIZE,
+                min_value=p.k_anonymity,
+            ),
             _expectation(
                 "expect_column_values_to_be_between",
                 "sample uniqueness: share of records in classes of size 1",
@@ -93,7 +125,12 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                 min_value=2,
                 mostly=round(1 - p.max_sample_uniqueness, 6),
             ),
-            _expectation("expect_column_max_to_be_between", "highest prosecutor risk", column=RECORD_RISK, max_value=p.max_prosecutor_risk),
+            _expectation(
+                "expect_column_max_to_be_between",
+                "highest prosecutor risk",
+                column=RECORD_RISK,
+                max_value=p.max_prosecutor_risk,
+            ),
         ]
         for c in published:
             if c.role == Role.sensitive_attribute:
@@ -107,8 +144,12 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                 )
     return {
         "name": f"{contract.dataset}.privacy",
-        "meta": {"dataset": contract.dataset, "layer": "deidentified", "quasi_identifiers": quasi,
-                 "sensitive_attributes": [c.name for c in published if c.role == Role.sensitive_attribute]},
+        "meta": {
+            "dataset": contract.dataset,
+            "layer": "deidentified",
+            "quasi_identifiers": quasi,
+            "sensitive_attributes": [c.name for c in published if c.role == Role.sensitive_attribute],
+        },
         "expectations": items,
     }
 
@@ -147,24 +188,44 @@ def write_suite(directory: Path, suite: dict[str, Any], *, overwrite: bool = Fal
 def load_suite(directory: Path, name: str) -> dict[str, Any]:
     path = suite_path(directory, name)
     if not path.exists():
-        raise FileNotFoundError(f"expectation suite {path.name} is missing; scaffold it with: python -m pipelines.quality.scaffold")
+        raise FileNotFoundError(
+            f"expectation suite {path.name} is missing; scaffold it with: python -m pipelines.quality.scaffold"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def mart_privacy_suite(mart: str, approval: Any, columns: dict[str, str]) -> dict[str, Any]:
     """A mart publishes exactly its approved columns, in groups of at least the approved size, with no PII patterns."""
     items = [
-        _expectation("expect_table_columns_to_match_set", "only the approved columns (plus the derived risk features)",
-                     column_set=[*approval.publishes, CLASS_SIZE, RECORD_RISK], exact_match=True),
-        _expectation("expect_column_min_to_be_between", "minimum group size (distinct people)",
-                     column=approval.group_size_column, min_value=approval.min_group_size),
-        _expectation("expect_column_min_to_be_between", f"k over published quasi-identifiers {approval.quasi_identifiers}",
-                     column=CLASS_SIZE, min_value=approval.min_group_size),
+        _expectation(
+            "expect_table_columns_to_match_set",
+            "only the approved columns (plus the derived risk features)",
+            column_set=[*approval.publishes, CLASS_SIZE, RECORD_RISK],
+            exact_match=True,
+        ),
+        _expectation(
+            "expect_column_min_to_be_between",
+            "minimum group size (distinct people)",
+            column=approval.group_size_column,
+            min_value=approval.min_group_size,
+        ),
+        _expectation(
+            "expect_column_min_to_be_between",
+            f"k over published quasi-identifiers {approval.quasi_identifiers}",
+            column=CLASS_SIZE,
+            min_value=approval.min_group_size,
+        ),
     ]
     for name, data_type in columns.items():
         if data_type.lower().startswith(("varchar", "text", "string")):
-            items.append(_expectation("expect_column_values_to_not_match_regex_list", "no direct identifier pattern",
-                                      column=name, regex_list=list(PII_PATTERNS.values())))
+            items.append(
+                _expectation(
+                    "expect_column_values_to_not_match_regex_list",
+                    "no direct identifier pattern",
+                    column=name,
+                    regex_list=list(PII_PATTERNS.values()),
+                )
+            )
     return {"name": f"{mart}.privacy", "meta": {"mart": mart, "layer": "mart"}, "expectations": items}
 
 
@@ -203,7 +264,9 @@ def _contract_field(contract: Contract, key: Key, kwarg: str | None) -> str:
     if kind == _SCHEMA:
         return "columns"
     if kind == "expect_table_row_count_to_be_between":
-        return {"min_value": "quality.min_rows", "max_value": "quality.max_rows"}.get(kwarg, "quality.min_rows/max_rows")
+        return {"min_value": "quality.min_rows", "max_value": "quality.max_rows"}.get(
+            kwarg, "quality.min_rows/max_rows"
+        )
     if column == CLASS_SIZE:
         return "privacy.k_anonymity" if kind == _MIN else "privacy.max_sample_uniqueness"
     if column == RECORD_RISK:
@@ -312,12 +375,23 @@ def _extra_drift(expected: dict[Key, Any], actual: dict[Key, Any], known: set[st
     return out
 
 
-def _drift(expected: dict[str, Any], suite: dict[str, Any], columns: list[str], known: set[str], absent: str, field: Any,
-           meta_keys: tuple[str, ...]) -> list[str]:
+def _drift(
+    expected: dict[str, Any],
+    suite: dict[str, Any],
+    columns: list[str],
+    known: set[str],
+    absent: str,
+    field: Any,
+    meta_keys: tuple[str, ...],
+) -> list[str]:
     """Every disagreement between a suite built from the declarations and a reviewed one, prefixed by the suite's name."""
     want, _ = _index(expected)
     have, twice = _index(suite)
-    out = [f"name is {suite.get('name')!r}, expected {expected['name']!r}"] if suite.get("name") != expected["name"] else []
+    out = (
+        [f"name is {suite.get('name')!r}, expected {expected['name']!r}"]
+        if suite.get("name") != expected["name"]
+        else []
+    )
     for k in meta_keys:
         if (problem := _value_drift(f"meta.{k}", expected["meta"].get(k), suite.get("meta", {}).get(k))) is not None:
             out.append(problem)
@@ -335,8 +409,15 @@ def suite_drift(contract: Contract, suite: dict[str, Any]) -> list[str]:
         expected = privacy_suite(contract)
         published = {c.name for c in contract.published_columns}
         known = published | {CLASS_SIZE, RECORD_RISK} | {DISTINCT_PREFIX + c for c in published}
-        return _drift(expected, suite, sorted(published), known, "the contract does not publish", field,
-                      ("dataset", "quasi_identifiers", "sensitive_attributes"))
+        return _drift(
+            expected,
+            suite,
+            sorted(published),
+            known,
+            "the contract does not publish",
+            field,
+            ("dataset", "quasi_identifiers", "sensitive_attributes"),
+        )
     names = [c.name for c in contract.columns]
     return _drift(quality_suite(contract), suite, names, set(names), "the contract does not have", field, ("dataset",))
 

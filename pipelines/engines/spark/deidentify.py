@@ -61,8 +61,10 @@ def _naive_timestamps(table):
     """Spark hands timestamps out with the session's zone (UTC); DuckDB's raw tables hold them without a zone."""
     import pyarrow as pa
 
-    fields = [pa.field(f.name, pa.timestamp(f.type.unit)) if pa.types.is_timestamp(f.type) and f.type.tz else f
-              for f in table.schema]
+    fields = [
+        pa.field(f.name, pa.timestamp(f.type.unit)) if pa.types.is_timestamp(f.type) and f.type.tz else f
+        for f in table.schema
+    ]
     return table.cast(pa.schema(fields)) if fields != list(table.schema) else table
 
 
@@ -116,9 +118,15 @@ def _batch_function(names, contract, ctx, model_name, known_broadcast, terms, sc
             out = out.select(data_schema.names).cast(data_schema)
             out = out.append_column(META_COLUMN, pa.nulls(len(out), pa.string()))
             yield from out.to_batches()
-            meta = json.dumps({"first_row": int(rows.min()) if len(rows) else None, "rows": len(rows),
-                               "peak_rss_mib": _peak_rss_mib(),
-                               "records": [r.to_dict() for r in chunk.records], "residual": chunk.residual})
+            meta = json.dumps(
+                {
+                    "first_row": int(rows.min()) if len(rows) else None,
+                    "rows": len(rows),
+                    "peak_rss_mib": _peak_rss_mib(),
+                    "records": [r.to_dict() for r in chunk.records],
+                    "residual": chunk.residual,
+                }
+            )
             yield pa.RecordBatch.from_pylist([{META_COLUMN: meta}], schema=schema)
 
     return apply
@@ -216,9 +224,12 @@ def deidentify_parquet(
         return to_pandas(spark.sql(f"SELECT DISTINCT {q(name)} FROM {view} WHERE {q(name)} IS NOT NULL")).iloc[:, 0]
 
     def frequent(name: str, k: int, limit: int) -> pd.Series:
-        return to_pandas(spark.sql(
-            f"SELECT CAST({q(name)} AS STRING) AS v FROM {view} WHERE {q(name)} IS NOT NULL GROUP BY v "
-            f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}")).iloc[:, 0]
+        return to_pandas(
+            spark.sql(
+                f"SELECT CAST({q(name)} AS STRING) AS v FROM {view} WHERE {q(name)} IS NOT NULL GROUP BY v "
+                f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}"
+            )
+        ).iloc[:, 0]
 
     clock = _Clock()
     values = {c.name: distinct(c.name) for c in columns_to_classify(contract)}
@@ -260,12 +271,22 @@ def deidentify_parquet(
         _delete(spark, staging)
         _delete(spark, fresh)
     return DeidentifiedTable(
-        None, records, rows_in=rows_in, rows_out=rows_in - suppressed, rows_suppressed=suppressed,
-        detector=_detector(contract, model_name), k_anonymity=k_params,
-        residual_scan={"passed": True, "known_identifiers": known.size if known else 0, "columns": residual,
-                       "engine": "spark", "batches": len(meta),
-                       "worker_peak_rss_mib": max((m.get("peak_rss_mib", 0) for m in meta), default=0),
-                       "seconds": clock.laps},
+        None,
+        records,
+        rows_in=rows_in,
+        rows_out=rows_in - suppressed,
+        rows_suppressed=suppressed,
+        detector=_detector(contract, model_name),
+        k_anonymity=k_params,
+        residual_scan={
+            "passed": True,
+            "known_identifiers": known.size if known else 0,
+            "columns": residual,
+            "engine": "spark",
+            "batches": len(meta),
+            "worker_peak_rss_mib": max((m.get("peak_rss_mib", 0) for m in meta), default=0),
+            "seconds": clock.laps,
+        },
         classification=[c.to_dict() for c in classification],
     )
 

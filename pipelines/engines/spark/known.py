@@ -33,7 +33,9 @@ def known_identifiers_from_parquet(spark, tables: dict[str, str], contracts: Ite
         frame = spark.read.parquet(tables[contract.dataset])
         columns = contract.columns_with_role(Role.direct_identifier, Role.join_key)
         expressions = [(c.entity, f"CAST({_q(c.name)} AS STRING)") for c in columns if c.entity in SEARCHABLE]
-        expressions += [("PERSON", e) for e in _full_name_expressions([c.name for c in columns if c.entity == "PERSON"])]
+        expressions += [
+            ("PERSON", e) for e in _full_name_expressions([c.name for c in columns if c.entity == "PERSON"])
+        ]
         for entity, expression in expressions:
             values = frame.selectExpr(f"{expression} AS v").where("v IS NOT NULL").distinct()
             known.add(entity, (row[0] for row in values.toLocalIterator()))

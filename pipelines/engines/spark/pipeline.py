@@ -94,8 +94,20 @@ def build_models(spark, project_dir: Path, work: Path) -> dict:
         shutil.rmtree(run_dir)
     shutil.copytree(project_dir, run_dir, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {WAREHOUSE_SCHEMA}")
-    args = ["build", "--project-dir", str(run_dir), "--profiles-dir", str(run_dir), "--target", "spark",
-            "--target-path", str(run_dir / "target"), "--log-path", str(run_dir / "logs"), "--quiet"]
+    args = [
+        "build",
+        "--project-dir",
+        str(run_dir),
+        "--profiles-dir",
+        str(run_dir),
+        "--target",
+        "spark",
+        "--target-path",
+        str(run_dir / "target"),
+        "--log-path",
+        str(run_dir / "logs"),
+        "--quiet",
+    ]
     result = dbtRunner().invoke(args)
     if not result.success:
         failed = [r.node.name for r in (result.result or []) if getattr(r, "status", None) in ("error", "fail")]
@@ -120,7 +132,9 @@ def publish_marts(spark, names: list[str], paths: TablePaths, marts_db: Path | N
         try:
             con.execute("BEGIN")
             for name in names:  # all together, in one transaction (local Parquet; object storage needs httpfs)
-                con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM read_parquet('{paths.mart(name)}/*.parquet')")
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM read_parquet('{paths.mart(name)}/*.parquet')"
+                )
             con.execute("COMMIT")
         finally:
             con.close()
@@ -129,8 +143,17 @@ def publish_marts(spark, names: list[str], paths: TablePaths, marts_db: Path | N
 
 
 def run_spark_pipeline(
-    spark, raw_con, contracts: list[Contract], ctx: OperatorContext, paths: TablePaths, work: Path, *,
-    project_dir: Path, model_name: str | None = None, marts_db: Path | None = None, keep_going: bool = False,
+    spark,
+    raw_con,
+    contracts: list[Contract],
+    ctx: OperatorContext,
+    paths: TablePaths,
+    work: Path,
+    *,
+    project_dir: Path,
+    model_name: str | None = None,
+    marts_db: Path | None = None,
+    keep_going: bool = False,
 ) -> SparkRun:
     """Raw tables (DuckDB) -> Parquet -> index -> de-identified Parquet -> dbt-spark -> marts. `keep_going`: a table
     refused by a gate is recorded in `failed` (its message names columns and counts, never values), the others go on,
@@ -154,7 +177,14 @@ def run_spark_pipeline(
         t = time.perf_counter()
         try:
             run.results[contract.dataset] = deidentify_parquet(
-                spark, tables[contract.dataset], paths.deidentified(contract.dataset), contract, ctx, model_name=model_name, known=known)
+                spark,
+                tables[contract.dataset],
+                paths.deidentified(contract.dataset),
+                contract,
+                ctx,
+                model_name=model_name,
+                known=known,
+            )
         except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
             if not keep_going:
                 raise

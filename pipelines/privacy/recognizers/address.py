@@ -79,8 +79,10 @@ _ADDRESS_ANCHORS: tuple[tuple[str, str, float], ...] = (
     ),
     (
         "corner of",
-        (rf"(?i:\b(?:the[ \t]+)?corner[ \t]+of)[ \t]+[^\n,;?!]{{2,60}}?[ \t]+and"
-         rf"[ \t]+(?:{_NAME}|\d+)(?:[ \t]+(?:{_NAME}|\d+)){{0,4}}"),
+        (
+            rf"(?i:\b(?:the[ \t]+)?corner[ \t]+of)[ \t]+[^\n,;?!]{{2,60}}?[ \t]+and"
+            rf"[ \t]+(?:{_NAME}|\d+)(?:[ \t]+(?:{_NAME}|\d+)){{0,4}}"
+        ),
         0.6,
     ),
     ("name + number (needs context)", rf"(?<![\p{{L}}\d])(?:{_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Z]?\b(?![:/\-.]\d)", 0.3),

@@ -17,16 +17,107 @@ LANGUAGE = "en"
 # words are, "Sophie Lang") is a person's name, unless NER found something else there (an organisation, a place...),
 # or it lies in an address.
 _RUN_TOKEN = regex.compile(r"[^\s]+")
-_NAME_PARTICLES = frozenset({"de", "del", "della", "di", "da", "do", "dos", "das", "du", "des", "la", "le", "van",
-                             "von", "der", "den", "ten", "ter", "ben", "bin", "al", "el", "y", "zu", "af", "av"})
+_NAME_PARTICLES = frozenset(
+    {
+        "de",
+        "del",
+        "della",
+        "di",
+        "da",
+        "do",
+        "dos",
+        "das",
+        "du",
+        "des",
+        "la",
+        "le",
+        "van",
+        "von",
+        "der",
+        "den",
+        "ten",
+        "ter",
+        "ben",
+        "bin",
+        "al",
+        "el",
+        "y",
+        "zu",
+        "af",
+        "av",
+    }
+)
 _TITLE_WORD = regex.compile(r"\p{Lu}[\p{Ll}\p{M}]+(?:['’\-]\p{L}[\p{Ll}\p{M}]*)*")
 _INITIAL = regex.compile(r"\p{Lu}\.?")
 POSSESSIVE = regex.compile(r"['’]s\Z")
 
 
 # Words that make a run of names an organisation's name ("Abt Associates", "Round Stones Inc", "Arpin Van Lines").
-ORGANISATION_WORDS = frozenset(["inc", "incorporated", "ltd", "llc", "llp", "plc", "corp", "corporation", "co", "company", "companies", "group", "holdings", "associates", "partners", "technologies", "technology", "systems", "solutions", "services", "labs", "laboratories", "industries", "enterprises", "international", "consulting", "lines", "airlines", "bank", "insurance", "foundation", "institute", "university", "college", "school", "hospital", "clinic", "agency", "studio", "studios", "media", "networks", "software", "capital", "ventures", "investments", "trust", "fund", "brothers", "sons", "gmbh", "ag", "sa", "nv", "bv", "oy", "ab", "as"])
-NAME_RUN_BLOCKING_LABELS = frozenset({"WORK_OF_ART", "PRODUCT", "EVENT", "LAW", "LANGUAGE"})  # NER labels a run yields to
+ORGANISATION_WORDS = frozenset(
+    [
+        "inc",
+        "incorporated",
+        "ltd",
+        "llc",
+        "llp",
+        "plc",
+        "corp",
+        "corporation",
+        "co",
+        "company",
+        "companies",
+        "group",
+        "holdings",
+        "associates",
+        "partners",
+        "technologies",
+        "technology",
+        "systems",
+        "solutions",
+        "services",
+        "labs",
+        "laboratories",
+        "industries",
+        "enterprises",
+        "international",
+        "consulting",
+        "lines",
+        "airlines",
+        "bank",
+        "insurance",
+        "foundation",
+        "institute",
+        "university",
+        "college",
+        "school",
+        "hospital",
+        "clinic",
+        "agency",
+        "studio",
+        "studios",
+        "media",
+        "networks",
+        "software",
+        "capital",
+        "ventures",
+        "investments",
+        "trust",
+        "fund",
+        "brothers",
+        "sons",
+        "gmbh",
+        "ag",
+        "sa",
+        "nv",
+        "bv",
+        "oy",
+        "ab",
+        "as",
+    ]
+)
+NAME_RUN_BLOCKING_LABELS = frozenset(
+    {"WORK_OF_ART", "PRODUCT", "EVENT", "LAW", "LANGUAGE"}
+)  # NER labels a run yields to
 
 
 class NameRunRecognizer(LocalRecognizer):
@@ -36,25 +127,39 @@ class NameRunRecognizer(LocalRecognizer):
     SCORE = 0.6
 
     def __init__(self, supported_language: str = LANGUAGE) -> None:
-        super().__init__(supported_entities=[self.ENTITY], supported_language=supported_language, name="NameRunRecognizer")
+        super().__init__(
+            supported_entities=[self.ENTITY], supported_language=supported_language, name="NameRunRecognizer"
+        )
 
     def load(self) -> None:
         """Nothing to load: the word lists are read by `gazetteer.load`."""
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         if self.ENTITY not in entities:
             return []
-        taken = [(e.start_char, e.end_char) for e in getattr(getattr(nlp_artifacts, "tokens", None), "ents", ())
-                 if e.label_ in NAME_RUN_BLOCKING_LABELS]
+        taken = [
+            (e.start_char, e.end_char)
+            for e in getattr(getattr(nlp_artifacts, "tokens", None), "ents", ())
+            if e.label_ in NAME_RUN_BLOCKING_LABELS
+        ]
         results = []
         for start, end in name_runs(text):
             if not any(a < end and start < b for a, b in taken):
-                explanation = AnalysisExplanation(recognizer=self.name, original_score=self.SCORE, pattern_name="name run")
-                metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}
+                explanation = AnalysisExplanation(
+                    recognizer=self.name, original_score=self.SCORE, pattern_name="name run"
+                )
+                metadata = {
+                    RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                    RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                }
                 results.append(RecognizerResult(self.ENTITY, start, end, self.SCORE, explanation, metadata))
         return results
 
-    def enhance_using_context(self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None):
+    def enhance_using_context(
+        self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None
+    ):
         """Drop runs that overlap what another recognizer found (an address, a place NER saw, an identifier)."""
         others = [r for r in other_raw_recognizer_results if r.entity_type != self.ENTITY]
         return [r for r in raw_recognizer_results if not any(o.start < r.end and r.start < o.end for o in others)]
@@ -78,8 +183,13 @@ def name_runs(text: str) -> list[tuple[int, int]]:
         if any(text[a:b].lower() in ORGANISATION_WORDS for a, b, _ in names):
             current.clear()
             return
-        if len(names) >= 2 and (all(t[2] != "common" for t in names) or (names[0][2] == "known" and all(
-                t[2] != "common" or _census_name(text[t[0] : t[1]].lower()) for t in names))):
+        if len(names) >= 2 and (
+            all(t[2] != "common" for t in names)
+            or (
+                names[0][2] == "known"
+                and all(t[2] != "common" or _census_name(text[t[0] : t[1]].lower()) for t in names)
+            )
+        ):
             runs.append((current[0][0], current[-1][1]))
         current.clear()
 
@@ -94,15 +204,18 @@ def name_runs(text: str) -> list[tuple[int, int]]:
         lead = len(token) - len(core)
         stripped = core.rstrip(".,;:!?)\"'”’]")
         stripped = POSSESSIVE.sub("", stripped)
-        tail = core[len(stripped):]
+        tail = core[len(stripped) :]
         start = match.start() + lead
         kind = None
         if lead and current:
             close()
         if _TITLE_WORD.fullmatch(stripped):
             lower = stripped.lower()
-            kind = ("known" if gazetteer.is_proper_noun(lower) or gazetteer.is_listed_name(lower)
-                    else ("common" if gazetteer.is_common_word(lower) else "name"))
+            kind = (
+                "known"
+                if gazetteer.is_proper_noun(lower) or gazetteer.is_listed_name(lower)
+                else ("common" if gazetteer.is_common_word(lower) else "name")
+            )
         elif _INITIAL.fullmatch(stripped + tail[:1]) or _INITIAL.fullmatch(stripped):
             kind = "initial" if current else None
         elif stripped in _NAME_PARTICLES and current:

@@ -27,8 +27,18 @@ _NOT_A_DATE = regex.compile(
 )
 _CONTAINED_IN_ADDRESS = {"DATE_TIME", "PERSON", "NRP", "LOCATION"}
 # A NER date overlapping one of these (found by their own recognizers) is that number, not a date.
-_NUMBER_ENTITIES = {"PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_BANK_NUMBER", "US_PASSPORT",
-                    "US_DRIVER_LICENSE", "IP_ADDRESS", "UK_NHS", "US_ITIN"}
+_NUMBER_ENTITIES = {
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "US_BANK_NUMBER",
+    "US_PASSPORT",
+    "US_DRIVER_LICENSE",
+    "IP_ADDRESS",
+    "UK_NHS",
+    "US_ITIN",
+}
 
 
 _NAMED = {"PERSON", "LOCATION", "NRP"}  # entities NER infers from words: a name, a place, a group
@@ -61,7 +71,9 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
                 results.append(r)
         return results
 
-    identifier_cues: Mapping[str, frozenset[str]] = MappingProxyType({})  # set per analyzer: organisation identifier entity -> its context words
+    identifier_cues: Mapping[str, frozenset[str]] = MappingProxyType(
+        {}
+    )  # set per analyzer: organisation identifier entity -> its context words
 
     def enhance_using_context(
         self, text, raw_recognizer_results, other_raw_recognizer_results, nlp_artifacts, context=None
@@ -74,8 +86,10 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         return [
             r
             for r in raw_recognizer_results
-            if (r.entity_type not in _CONTAINED_IN_ADDRESS
-                or not (any(r.contained_in(a) for a in addresses) or self._identifier_with_cue(text, r, identifiers)))
+            if (
+                r.entity_type not in _CONTAINED_IN_ADDRESS
+                or not (any(r.contained_in(a) for a in addresses) or self._identifier_with_cue(text, r, identifiers))
+            )
             and not (r.entity_type == "DATE_TIME" and any(n.start < r.end and r.start < n.end for n in numbers))
         ]
 
@@ -102,8 +116,13 @@ def _person_without_common_words(text: str, start: int, end: int) -> tuple[int, 
 
     def common(match) -> bool:
         word = lower(match)
-        return (len(word) > 1 and word not in _TITLES and gazetteer.is_common_word(word)
-                and not gazetteer.is_given_name(word) and not gazetteer.is_surname(word))
+        return (
+            len(word) > 1
+            and word not in _TITLES
+            and gazetteer.is_common_word(word)
+            and not gazetteer.is_given_name(word)
+            and not gazetteer.is_surname(word)
+        )
 
     if not words:
         return start, end
@@ -120,6 +139,8 @@ def _person_without_common_words(text: str, start: int, end: int) -> tuple[int, 
 
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "lady", "lord", "dame"})
 _LEADING_NOISE = regex.compile(r"[^\p{L}\p{N}]+")
+
+
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     """The span without leading non-word characters and trailing spaces or punctuation; a final period stays after
     a letter ("Jr."), a closing bracket when the span opened it ("Jane Doe (HR)")."""
@@ -128,8 +149,11 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
         start = lead.end()
     while start < end:
         last = text[end - 1]
-        if (last.isalnum() or (last == "." and end - 2 >= start and text[end - 2].isalpha())
-                or (last == ")" and "(" in text[start : end - 1])):
+        if (
+            last.isalnum()
+            or (last == "." and end - 2 >= start and text[end - 2].isalpha())
+            or (last == ")" and "(" in text[start : end - 1])
+        ):
             break
         end -= 1
     return start, end

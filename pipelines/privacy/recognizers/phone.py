@@ -22,7 +22,9 @@ class PrefilteredPhoneRecognizer(PhoneRecognizer):
     def has_enough_digits(self, text: str) -> bool:
         return sum(c.isdigit() for c in text) >= self.min_digits
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         if not self.has_enough_digits(text):
             return []
         return super().analyze(text, entities, nlp_artifacts)

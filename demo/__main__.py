@@ -1,4 +1,4 @@
-"""CLI: python -m pipelines.demo --rows N --seed S --out DIR [--departments hr,finance,it,support]."""
+"""CLI: python -m demo --rows N --seed S --out DIR [--departments hr,finance,it,support]."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.demo.generator import DEPARTMENTS, MAX_ROWS, generate_files
+from demo.generator import DEPARTMENTS, MAX_ROWS, generate_files
 
 
 def row_count(text: str) -> int:
@@ -44,12 +44,16 @@ def department_list(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse command-line arguments."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--rows", type=row_count, required=True, help="employees (base row count), >= 1")
     parser.add_argument("--seed", type=seed_value, required=True, help="random seed; same seed, same bytes")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--departments", type=department_list, default=None,
-                        help=f"comma-separated subset of {','.join(DEPARTMENTS)} (default: all)")
+    parser.add_argument(
+        "--departments",
+        type=department_list,
+        default=None,
+        help=f"comma-separated subset of {','.join(DEPARTMENTS)} (default: all)",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,6 @@
 """Token-level PII detection accuracy on the presidio-research synthetic dataset.
 
-Run as ``python -m pipelines.privacy.eval_pii [--data PATH] [--out FILE.md]``.
+Run as ``python -m bench.eval_pii [--data PATH] [--out FILE.md]``.
 
 The metric re-implements presidio-evaluator 0.3.2's ``TokenEvaluator`` (IO tags on
 spaCy tokens, default skip words, generic-entity leniency, any non-O tag counts as
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "pii-text" / "synth_dataset_v2.json"
 BETA = 2.0
 OUTSIDE = "O"
@@ -426,8 +426,9 @@ class Scaling:
         return self.speed_up(processes) / processes
 
 
-def measure_scaling(texts: Sequence[str], model_name: str | None = None, processes: Sequence[int] = (1, 2),
-                    reps: int = 3) -> Scaling:
+def measure_scaling(
+    texts: Sequence[str], model_name: str | None = None, processes: Sequence[int] = (1, 2), reps: int = 3
+) -> Scaling:
     """Wall time of `scan_texts` (cold) at each process count, interleaved (order reversed every other repeat), and
     its CPU-seconds (this process and its workers). Parallel efficiency = speed-up / processes; on a shared machine
     compare it with the CPU ratio, which load does not change."""
@@ -447,11 +448,14 @@ def measure_scaling(texts: Sequence[str], model_name: str | None = None, process
     return Scaling(len(texts), {n: min(v) for n, v in wall.items()}, {n: min(v) for n, v in cpu.items()})
 
 
-def speed_markdown(corpora: dict[str, Sequence[str]], model_name: str | None = None, reps: int = 3,
-                   processes: Sequence[int] = (1, 2)) -> str:
+def speed_markdown(
+    corpora: dict[str, Sequence[str]], model_name: str | None = None, reps: int = 3, processes: Sequence[int] = (1, 2)
+) -> str:
     """The speed table (texts per CPU-second, ratios measured in the same run) and the scaling table."""
-    lines = ["| corpus | texts | project | Presidio per text | Presidio batch | x per text | x batch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| corpus | texts | project | Presidio per text | Presidio batch | x per text | x batch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     scaling_rows = []
     for name, texts in corpora.items():
         speed = measure_speed(texts, model_name, reps)
@@ -462,15 +466,28 @@ def speed_markdown(corpora: dict[str, Sequence[str]], model_name: str | None = N
             for n in processes[1:]:
                 scaling_rows.append(
                     f"| {name} | {n} | {scaling.wall[1]:.2f} | {scaling.wall[n]:.2f} | {scaling.speed_up(n):.2f} | "
-                    f"{scaling.efficiency(n):.2f} | {scaling.cpu[1]:.2f} | {scaling.cpu[n]:.2f} |")
-    lines += ["", ("Texts per CPU-second of one process (best of each method's repeats, interleaved, order rotated; the "
-                   "project starts cold every repeat).")]
+                    f"{scaling.efficiency(n):.2f} | {scaling.cpu[1]:.2f} | {scaling.cpu[n]:.2f} |"
+                )
+    lines += [
+        "",
+        (
+            "Texts per CPU-second of one process (best of each method's repeats, interleaved, order rotated; the "
+            "project starts cold every repeat)."
+        ),
+    ]
     if scaling_rows:
-        lines += ["", "| corpus | processes | wall, 1 process (s) | wall, n (s) | speed-up | efficiency | CPU-s, 1 | CPU-s, n |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|", *scaling_rows, "",
-                  (f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
-                   f"{os.cpu_count()} cores (efficiency is only meaningful on an otherwise idle machine; the CPU-seconds "
-                   "show the work added by the processes).")]
+        lines += [
+            "",
+            "| corpus | processes | wall, 1 process (s) | wall, n (s) | speed-up | efficiency | CPU-s, 1 | CPU-s, n |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *scaling_rows,
+            "",
+            (
+                f"Load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+                f"{os.cpu_count()} cores (efficiency is only meaningful on an otherwise idle machine; the CPU-seconds "
+                "show the work added by the processes)."
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -532,19 +549,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", action="store_true", help="score Presidio's default recognizers instead (README baseline)"
     )
-    parser.add_argument("--n-process", type=int, default=None, help="worker processes (default: $PIPELINES_NLP_PROCESSES or the cores)")
+    parser.add_argument(
+        "--n-process", type=int, default=None, help="worker processes (default: $PIPELINES_NLP_PROCESSES or the cores)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N records")
-    parser.add_argument("--half", choices=(*HALVES, "both"), default="both", help="which half to report (default: both)")
+    parser.add_argument(
+        "--half", choices=(*HALVES, "both"), default="both", help="which half to report (default: both)"
+    )
     parser.add_argument("--summary", action="store_true", help="print only one line per set (overall and per entity)")
-    parser.add_argument("--speed", action="store_true", help="only measure speed on the held-out half (and its "
-                        "lowercased copy) against Presidio side by side, and scaling from 1 to --speed-processes")
+    parser.add_argument(
+        "--speed",
+        action="store_true",
+        help="only measure speed on the held-out half (and its "
+        "lowercased copy) against Presidio side by side, and scaling from 1 to --speed-processes",
+    )
     parser.add_argument("--speed-processes", type=int, default=2)
     parser.add_argument("--speed-reps", type=int, default=3)
     args = parser.parse_args(argv)
     if args.speed:
-        records = [r for r in load_records(args.data, args.limit) if "template_id" not in r or split_half(r["template_id"]) == "held_out"]
-        corpora = {"held-out half": [r["full_text"] for r in records],
-                   "held-out half, lowercased": [lowercased(r["full_text"]) for r in records]}
+        records = [
+            r
+            for r in load_records(args.data, args.limit)
+            if "template_id" not in r or split_half(r["template_id"]) == "held_out"
+        ]
+        corpora = {
+            "held-out half": [r["full_text"] for r in records],
+            "held-out half, lowercased": [lowercased(r["full_text"]) for r in records],
+        }
         report = speed_markdown(corpora, args.model, args.speed_reps, tuple(range(1, args.speed_processes + 1)))
         print(report)
         if args.out:
@@ -560,7 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for half in HALVES if args.half == "both" else (args.half,):
         sets = subsets(records, half)
         results, rate, cpu_rate = run_detector(sets["all"], args.baseline, args.model, args.n_process)
-        lower_results, lower_rate, lower_cpu = run_detector(sets["lowercased copy"], args.baseline, args.model, args.n_process)
+        lower_results, lower_rate, lower_cpu = run_detector(
+            sets["lowercased copy"], args.baseline, args.model, args.n_process
+        )
         by_text = dict(zip((s.text for s in sets["all"]), results))
         by_text.update(zip((s.text for s in sets["lowercased copy"]), lower_results))
         for name, samples in sets.items():
@@ -569,16 +602,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary.append(_summary_line(label, pii, per_entity))
             notes = []
             if name == "all":
-                notes.append(f"Speed: {rate:,.0f} texts/s, {cpu_rate:,.0f} texts per CPU-second "
-                             f"({analyzer.resolve_processes(args.n_process)} process(es), cold NER cache, incl. spaCy).")
+                notes.append(
+                    f"Speed: {rate:,.0f} texts/s, {cpu_rate:,.0f} texts per CPU-second "
+                    f"({analyzer.resolve_processes(args.n_process)} process(es), cold NER cache, incl. spaCy)."
+                )
             if name == "lowercased copy":
                 notes.append(f"Speed: {lower_rate:,.0f} texts/s, {lower_cpu:,.0f} texts per CPU-second.")
             sections.append(markdown_report(label, pii, per_entity, notes, footer=False))
     model = info["nlp_model"] if info else {"name": analyzer.resolve_model_name(args.model), "version": ""}
     mapping = ", ".join(f"{k}->{v}" for k, v in ENTITY_MAPPING.items())
     sections += [
-        "| reference (PII, whole file) | precision | recall | F2 |", "|---|---:|---:|---:|",
-        *[f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} |" for name, (p, r, f) in REFERENCE_FIGURES.items()], "",
+        "| reference (PII, whole file) | precision | recall | F2 |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {p:.3f} | {r:.3f} | {f:.3f} |" for name, (p, r, f) in REFERENCE_FIGURES.items()],
+        "",
         f"Data: {args.data.name}, {len(records)} records, split by template_id: held out when the lowest bit of "
         "SHA-256(template_id)'s first byte is 1. Detection is tuned on the tuning half only. 'lowercased copy': every "
         "text of the half lowercased, gold spans unchanged.",

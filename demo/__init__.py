@@ -1,5 +1,5 @@
 """Seeded demo-data generator: realistic departmental landing CSVs plus PII ground truth."""
 
-from pipelines.demo.generator import DEPARTMENTS, MAX_ROWS, SPECS, WrittenFile, generate, generate_files
+from demo.generator import DEPARTMENTS, MAX_ROWS, SPECS, WrittenFile, generate, generate_files
 
 __all__ = ["DEPARTMENTS", "MAX_ROWS", "SPECS", "WrittenFile", "generate", "generate_files"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.bench.common import BENCH_KEY, PROJECT_ROOT, fmt_rate, fmt_s, md_table, stamp
-from pipelines.demo.generator import dataset_rows
+from bench.common import BENCH_KEY, PROJECT_ROOT, fmt_rate, fmt_s, md_table, stamp
+from demo.generator import dataset_rows
 
 STAGES = (
     ("ingest (raw_*)", lambda k: k.startswith("raw_") and not k.endswith("_quality_suite")),
@@ -65,13 +65,15 @@ class PipelineResult:
 
 def _env(data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PIPELINES_DATA_DIR": str(data_dir),
-        "DAGSTER_HOME": str(data_dir / "dagster_home"),
-        "PIPELINES_PSEUDONYM_KEY": BENCH_KEY,
-        "PYTHONUNBUFFERED": "1",
-        "TQDM_DISABLE": "1",
-    })
+    env.update(
+        {
+            "PIPELINES_DATA_DIR": str(data_dir),
+            "DAGSTER_HOME": str(data_dir / "dagster_home"),
+            "PIPELINES_PSEUDONYM_KEY": BENCH_KEY,
+            "PYTHONUNBUFFERED": "1",
+            "TQDM_DISABLE": "1",
+        }
+    )
     return env
 
 
@@ -86,12 +88,16 @@ def _vm_hwm_mib(pid: int) -> float | None:
     return None
 
 
-def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int | None, float, float, bool, float | None]:
+def _run(
+    cmd: list[str], env: dict[str, str], log: Path, timeout: float
+) -> tuple[int | None, float, float, bool, float | None]:
     """Run in its own process group; return (exit code, wall s, ru_maxrss MiB, timed out, own peak RSS MiB)."""
     started = time.perf_counter()
     own_peak = None
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = started + timeout
         timed_out = False
         while True:
@@ -167,15 +173,31 @@ def run_pipeline(rows: int, seed: int, workdir: Path, timeout: float, log) -> Pi
     result = PipelineResult(rows=rows, status="error")
     result.landed_rows = {d: dataset_rows(d, rows) for d in ("hr", "finance", "it", "support")}
     log(f"  section 5: generating {rows:,} rows per department")
-    code, wall, *_ = _run([sys.executable, "-m", "pipelines.demo", "--rows", str(rows), "--seed", str(seed),
-                             "--out", str(data_dir / "landing")], env, workdir / f"generate_{rows}.log", timeout)
+    code, wall, *_ = _run(
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            "--rows",
+            str(rows),
+            "--seed",
+            str(seed),
+            "--out",
+            str(data_dir / "landing"),
+        ],
+        env,
+        workdir / f"generate_{rows}.log",
+        timeout,
+    )
     result.generate_seconds = wall
     if code != 0:
         result.tail = _tail(workdir / f"generate_{rows}.log")
         return result
     log(f"  section 5: running the pipeline at {rows:,} rows (separate process, timeout {timeout / 60:.0f} min)")
     run_log = workdir / f"run_{rows}.log"
-    code, wall, rss, timed_out, own = _run([sys.executable, "-m", "pipelines", "run", "--data-dir", str(data_dir)], env, run_log, timeout)
+    code, wall, rss, timed_out, own = _run(
+        [sys.executable, "-m", "pipelines", "run", "--data-dir", str(data_dir)], env, run_log, timeout
+    )
     result.wall_seconds, result.max_rss_mib, result.own_peak_mib = wall, rss, own
     result.status = "timeout" if timed_out else "success" if code == 0 else "failed"
     try:
@@ -194,7 +216,11 @@ def run_pipeline(rows: int, seed: int, workdir: Path, timeout: float, log) -> Pi
 
 def _tail(path: Path) -> str:
     try:
-        lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if "Calculating Metrics" not in ln]
+        lines = [
+            ln
+            for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if "Calculating Metrics" not in ln
+        ]
     except OSError:
         return ""
     return "\n".join(lines[-TAIL_LINES:])
@@ -205,12 +231,13 @@ def section_pipeline(cfg, log) -> tuple[str, dict]:
     for rows in cfg.pipeline_sizes:
         r = run_pipeline(rows, cfg.seed, cfg.workdir, cfg.pipeline_timeout, log)
         results.append(r)
-        log(f"  section 5: {rows:,} rows -> {r.status}, wall {fmt_s(r.wall_seconds)} s, peak RSS {fmt_s(r.max_rss_mib)} MiB")
+        log(
+            f"  section 5: {rows:,} rows -> {r.status}, wall {fmt_s(r.wall_seconds)} s, peak RSS {fmt_s(r.max_rss_mib)} MiB"
+        )
     return render_pipeline(results, cfg.seed, cfg.pipeline_timeout), pipeline_data(results)
 
 
 def pipeline_data(results: list[PipelineResult]) -> dict:
-    base = next((r for r in results if r.status == "success"), None)
     largest = next((r for r in reversed(results) if r.status == "success"), None)
     data = {}
     for r in results:
@@ -236,9 +263,19 @@ def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) ->
     base = next((r for r in results if r.status == "success"), None)
     largest = next((r for r in reversed(results) if r.status == "success"), None)
     stage_names = [name for name, _ in STAGES]
-    header = ["rows per department (HR / finance / IT / support)", "status", "generate (s)", "process wall (s)", "run (s)",
-              *[f"{s} (s)" for s in stage_names], "startup + teardown (s)", "peak RSS, largest process (MiB)",
-              "peak RSS, pipeline process (MiB)", "total rows/s", f"wall vs {base.rows:,}" if base else "wall ratio"]
+    header = [
+        "rows per department (HR / finance / IT / support)",
+        "status",
+        "generate (s)",
+        "process wall (s)",
+        "run (s)",
+        *[f"{s} (s)" for s in stage_names],
+        "startup + teardown (s)",
+        "peak RSS, largest process (MiB)",
+        "peak RSS, pipeline process (MiB)",
+        "total rows/s",
+        f"wall vs {base.rows:,}" if base else "wall ratio",
+    ]
     rows_md = []
     for r in results:
         stages = r.stages
@@ -250,16 +287,26 @@ def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) ->
             value = stages.get(name)
             partial = any(stage_of(k) == name for k in cut)
             stage_cells.append(fmt_s(value) + (" (cut off)" if partial else "") if value is not None else "-")
-        rows_md.append([
-            f"{r.rows:,} ({' / '.join(f'{v:,}' for v in r.landed_rows.values())})",
-            r.status if r.status == "success" else f"**{r.status}**",
-            fmt_s(r.generate_seconds), fmt_s(r.wall_seconds), fmt_s(r.run_seconds),
-            *stage_cells, fmt_s(overhead), fmt_s(r.max_rss_mib), fmt_s(r.own_peak_mib),
-            fmt_rate(total_rows / r.wall_seconds) if r.status == "success" and r.wall_seconds else "-", _ratio_cell(r, base),
-        ])
+        rows_md.append(
+            [
+                f"{r.rows:,} ({' / '.join(f'{v:,}' for v in r.landed_rows.values())})",
+                r.status if r.status == "success" else f"**{r.status}**",
+                fmt_s(r.generate_seconds),
+                fmt_s(r.wall_seconds),
+                fmt_s(r.run_seconds),
+                *stage_cells,
+                fmt_s(overhead),
+                fmt_s(r.max_rss_mib),
+                fmt_s(r.own_peak_mib),
+                fmt_rate(total_rows / r.wall_seconds) if r.status == "success" and r.wall_seconds else "-",
+                _ratio_cell(r, base),
+            ]
+        )
     step_rows = []
-    keys = sorted({k for r in results for k in r.steps} | {k for r in results for k in r.interrupted},
-                  key=lambda k: (stage_names.index(stage_of(k)), k))
+    keys = sorted(
+        {k for r in results for k in r.steps} | {k for r in results for k in r.interrupted},
+        key=lambda k: (stage_names.index(stage_of(k)), k),
+    )
     for key in keys:
         cells = []
         for r in results:
@@ -281,37 +328,43 @@ def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) ->
             estimate = ""
             if largest:
                 est = largest.wall_seconds * r.rows / largest.rows
-                estimate = (f" A linear extrapolation of the {largest.rows:,}-row run gives ~{est / 3600:.1f} h "
-                            f"({fmt_s(est)} s) for this size (an estimate, not a measurement).")
-            problems.append(f"- **{r.rows:,} rows: {r.status}** after {fmt_s(r.wall_seconds)} s wall (largest process "
-                            f"{fmt_s(r.max_rss_mib)} MiB); cut off in: {', '.join(r.interrupted) or '-'}; failures: "
-                            f"{'; '.join(r.failures) or 'none recorded'}.{estimate}")
+                estimate = (
+                    f" A linear extrapolation of the {largest.rows:,}-row run gives ~{est / 3600:.1f} h "
+                    f"({fmt_s(est)} s) for this size (an estimate, not a measurement)."
+                )
+            problems.append(
+                f"- **{r.rows:,} rows: {r.status}** after {fmt_s(r.wall_seconds)} s wall (largest process "
+                f"{fmt_s(r.max_rss_mib)} MiB); cut off in: {', '.join(r.interrupted) or '-'}; failures: "
+                f"{'; '.join(r.failures) or 'none recorded'}.{estimate}"
+            )
             if r.tail:
                 problems.append("  Last lines of its log:\n\n```\n" + r.tail + "\n```")
     align = "ll" + "r" * (len(header) - 2)
-    return "\n".join([
-        "## 5. The whole pipeline (`python -m pipelines run`, job `integrate_all`)",
-        "",
-        f"Per size: the demo generator (seed {seed}) writes the landing files into a temporary data directory, then the "
-        "main job runs in a **separate process** (`python -m pipelines run --data-dir DIR`, with `PIPELINES_DATA_DIR` and "
-        "`DAGSTER_HOME` pointing into that directory and a fixed `PIPELINES_PSEUDONYM_KEY`). Stage times are the sums of "
-        "step durations (STEP_START to STEP_SUCCESS/FAILURE) from that run's Dagster event log; steps run one at a time "
-        "(in-process executor), so stages add up to the run. \"Startup + teardown\" is process wall minus run (imports, "
-        "definitions, dbt manifest; the spaCy model loads inside the first de-identification step). Peak RSS, largest "
-        "process: `ru_maxrss` from `wait4` (the pipeline process or any subprocess it waited for, e.g. dbt); pipeline "
-        "process: its own `VmHWM`, polled every 0.5 s (\"-\" where not recorded). Rows per department: the generator's "
-        "`--rows` (HR and support that many, finance twice, IT half). Timeout per run: "
-        f"{timeout / 60:.0f} min (SIGTERM to the process group). Below ~2,000 rows the k-anonymity gates fail by design. "
-        "De-identification streams each raw table in chunks of `PIPELINES_CHUNK_ROWS` (default 100,000) rows and scans "
-        "free text in all usable cores (forked workers; their memory is shared with the pipeline process until written).",
-        "",
-        md_table(header, rows_md, align),
-        "",
-        "Per step (ratio to the smallest successful run):",
-        "",
-        step_table,
-        "",
-        *problems,
-        "",
-        stamp(seed),
-    ])
+    return "\n".join(
+        [
+            "## 5. The whole pipeline (`python -m pipelines run`, job `integrate_all`)",
+            "",
+            f"Per size: the demo generator (seed {seed}) writes the landing files into a temporary data directory, then the "
+            "main job runs in a **separate process** (`python -m pipelines run --data-dir DIR`, with `PIPELINES_DATA_DIR` and "
+            "`DAGSTER_HOME` pointing into that directory and a fixed `PIPELINES_PSEUDONYM_KEY`). Stage times are the sums of "
+            "step durations (STEP_START to STEP_SUCCESS/FAILURE) from that run's Dagster event log; steps run one at a time "
+            '(in-process executor), so stages add up to the run. "Startup + teardown" is process wall minus run (imports, '
+            "definitions, dbt manifest; the spaCy model loads inside the first de-identification step). Peak RSS, largest "
+            "process: `ru_maxrss` from `wait4` (the pipeline process or any subprocess it waited for, e.g. dbt); pipeline "
+            'process: its own `VmHWM`, polled every 0.5 s ("-" where not recorded). Rows per department: the generator\'s '
+            "`--rows` (HR and support that many, finance twice, IT half). Timeout per run: "
+            f"{timeout / 60:.0f} min (SIGTERM to the process group). Below ~2,000 rows the k-anonymity gates fail by design. "
+            "De-identification streams each raw table in chunks of `PIPELINES_CHUNK_ROWS` (default 100,000) rows and scans "
+            "free text in all usable cores (forked workers; their memory is shared with the pipeline process until written).",
+            "",
+            md_table(header, rows_md, align),
+            "",
+            "Per step (ratio to the smallest successful run):",
+            "",
+            step_table,
+            "",
+            *problems,
+            "",
+            stamp(seed),
+        ]
+    )

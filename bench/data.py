@@ -8,9 +8,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from pipelines.bench.common import BENCH_KEY, RUN_DATE, timed
+from bench.common import BENCH_KEY, RUN_DATE, timed
+from demo.generator import SPECS, dataset_rows, generate
 from pipelines.contracts import Contract, load_contracts
-from pipelines.demo.generator import SPECS, dataset_rows, generate
 from pipelines.ingest import SOURCE_FILE_COLUMN, ingest_file, newest_landed_file, quote_ident
 from pipelines.privacy.keys import SecretKey, fingerprint
 from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 
 import pandas as pd
 
-from pipelines.bench.common import fmt_s, md_table
+from bench.common import fmt_s, md_table
 from pipelines.contracts import Contract
 from pipelines.privacy import deidentify as deid
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
+
 
 def _components() -> list[tuple[str, object]]:
     """(label, function): cumulative time of these functions (they nest: shares overlap)."""
@@ -66,7 +67,7 @@ def _timed_passes(passes: list[tuple[int, float]]):
 
 
 def profile_project(frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> dict:
-    from pipelines.bench.methods import k_anonymity_reachable, one_process, relaxed, run_project
+    from bench.methods import k_anonymity_reachable, one_process, relaxed, run_project
 
     if not k_anonymity_reachable(frame, contract, ctx):
         contract = relaxed(contract)
@@ -88,19 +89,25 @@ def profile_project(frame: pd.DataFrame, contract: Contract, ctx: OperatorContex
 def profile_markdown(profile: dict, rows: int, dataset: str) -> str:
     total = profile["components"]["whole de-identification (deidentify_frame)"] or 1.0
     pass_rows = [
-        [f"pass {i}" + (" (first scan)" if i == 0 else " (rescan of texts that changed)"), f"{n:,}", fmt_s(s),
-         f"{100 * s / profile['wall']:.0f}%"]
+        [
+            f"pass {i}" + (" (first scan)" if i == 0 else " (rescan of texts that changed)"),
+            f"{n:,}",
+            fmt_s(s),
+            f"{100 * s / profile['wall']:.0f}%",
+        ]
         for i, (n, s) in enumerate(profile["passes"])
     ]
     comp_rows = [[label, fmt_s(s), f"{100 * s / total:.0f}%"] for label, s in profile["components"].items()]
-    return "\n".join([
-        f"### Where the project's time goes ({dataset}, {rows:,} rows)",
-        "",
-        f"Scan passes over the free-text column (wall time in 1 process, no profiler; whole run {fmt_s(profile['wall'])} s):",
-        "",
-        md_table(["pass", "distinct texts scanned", "seconds", "share of run"], pass_rows),
-        "",
-        "Components (cProfile cumulative time, a second run in 1 process so the profiler sees all the work; the profiler inflates Python-heavy parts, nested rows overlap):",
-        "",
-        md_table(["component", "seconds (profiled)", "share"], comp_rows),
-    ])
+    return "\n".join(
+        [
+            f"### Where the project's time goes ({dataset}, {rows:,} rows)",
+            "",
+            f"Scan passes over the free-text column (wall time in 1 process, no profiler; whole run {fmt_s(profile['wall'])} s):",
+            "",
+            md_table(["pass", "distinct texts scanned", "seconds", "share of run"], pass_rows),
+            "",
+            "Components (cProfile cumulative time, a second run in 1 process so the profiler sees all the work; the profiler inflates Python-heavy parts, nested rows overlap):",
+            "",
+            md_table(["component", "seconds (profiled)", "share"], comp_rows),
+        ]
+    )

@@ -19,7 +19,13 @@ from typing import Any
 import pandas as pd
 
 from pipelines.contracts import Contract, Role
-from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentify_frame, enforce_k_anonymity, scan_text_column
+from pipelines.privacy.deidentify import (
+    PrivacyThresholdError,
+    ResidualPIIError,
+    deidentify_frame,
+    enforce_k_anonymity,
+    scan_text_column,
+)
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext, apply_column
 
@@ -85,6 +91,7 @@ def as_text_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ tables
+
 
 def k_anonymity_reachable(frame: pd.DataFrame, contract: Contract, ctx: OperatorContext) -> bool:
     """Cheap exact pre-check (quasi-identifiers only): would the contract's k-anonymity gate pass?"""
@@ -168,7 +175,9 @@ def structured_only(contract: Contract) -> Contract:
     return contract.model_copy(update={"columns": [c for c in contract.columns if c.deidentify.operator != "scan"]})
 
 
-def frame_method(name: str, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> Callable[[pd.DataFrame], Output]:
+def frame_method(
+    name: str, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers
+) -> Callable[[pd.DataFrame], Output]:
     """The method as a function of the frame (for the project, pass a contract that can pass on this frame)."""
     threshold = contract.privacy.score_threshold
     return {
@@ -181,8 +190,15 @@ def frame_method(name: str, contract: Contract, ctx: OperatorContext, known: Kno
 
 # ------------------------------------------------------------------------------------ free text alone
 
-def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext, known: KnownIdentifiers | None,
-                terms_from: pd.DataFrame | None = None) -> Callable[[list[str]], list[Any]]:
+
+def text_method(
+    name: str,
+    contract: Contract,
+    column: str,
+    ctx: OperatorContext,
+    known: KnownIdentifiers | None,
+    terms_from: pd.DataFrame | None = None,
+) -> Callable[[list[str]], list[Any]]:
     """`terms_from`: the rows' columns the contract names as non-personal terms (the pipeline reads them per table)."""
     from pipelines.privacy.deidentify import declared_terms
 
@@ -192,8 +208,15 @@ def text_method(name: str, contract: Contract, column: str, ctx: OperatorContext
 
     def project(texts: list[str]) -> list[Any]:
         cold_start()
-        out, *_ = scan_text_column(pd.Series(texts, dtype=object), spec, ctx, score_threshold=threshold, model_name=None,
-                                   known=known, terms=terms)
+        out, *_ = scan_text_column(
+            pd.Series(texts, dtype=object),
+            spec,
+            ctx,
+            score_threshold=threshold,
+            model_name=None,
+            known=known,
+            terms=terms,
+        )
         return out.tolist()
 
     def project_one_process(texts: list[str]) -> list[Any]:

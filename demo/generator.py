@@ -47,15 +47,64 @@ GROUND_TRUTH_DIR = "_ground_truth"
 PII_VALUES_FILE = "pii_values.csv"
 TEXT_SPANS_FILE = "text_spans.jsonl"
 ENTITY_ORDER = (
-    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "US_SSN", "DATE_TIME", "CREDIT_CARD",
-    "IBAN_CODE", "IP_ADDRESS", "HOSTNAME", "LOCATION", "EMPLOYEE_ID",
+    "PERSON",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "US_SSN",
+    "DATE_TIME",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "HOSTNAME",
+    "LOCATION",
+    "EMPLOYEE_ID",
 )
 
 # Real US area codes and exchange rules so numbers look plausible to phone recognisers.
 AREA_CODES = (
-    201, 202, 206, 212, 213, 214, 215, 303, 305, 310, 312, 313, 404, 408, 410, 415, 469,
-    503, 510, 512, 602, 609, 612, 617, 646, 650, 702, 704, 713, 718, 720, 773, 801, 808,
-    818, 832, 858, 917, 919, 925, 949, 971, 972,
+    201,
+    202,
+    206,
+    212,
+    213,
+    214,
+    215,
+    303,
+    305,
+    310,
+    312,
+    313,
+    404,
+    408,
+    410,
+    415,
+    469,
+    503,
+    510,
+    512,
+    602,
+    609,
+    612,
+    617,
+    646,
+    650,
+    702,
+    704,
+    713,
+    718,
+    720,
+    773,
+    801,
+    808,
+    818,
+    832,
+    858,
+    917,
+    919,
+    925,
+    949,
+    971,
+    972,
 )
 EXCHANGES = np.array([e for e in range(201, 1000) if e % 100 != 11 and e != 555], dtype=np.int64)
 PHONE_FORMATS = ("({a:3}) {e:3}-{l:4}", "+1-{a:3}-{e:3}-{l:4}", "{a:3}-{e:3}-{l:4}", "{a:3}.{e:3}.{l:4}")
@@ -65,9 +114,18 @@ GENDERS = np.array(["F", "M", "X"], dtype=object)
 GENDER_P = (0.49, 0.48, 0.03)
 
 ORG_UNITS = (
-    "Finance Operations", "Financial Planning & Analysis", "IT Security", "IT Infrastructure",
-    "Data Platform", "Software Engineering", "People & Culture", "Talent Acquisition",
-    "Customer Support", "Sales", "Marketing", "Legal & Compliance",
+    "Finance Operations",
+    "Financial Planning & Analysis",
+    "IT Security",
+    "IT Infrastructure",
+    "Data Platform",
+    "Software Engineering",
+    "People & Culture",
+    "Talent Acquisition",
+    "Customer Support",
+    "Sales",
+    "Marketing",
+    "Legal & Compliance",
 )
 FAMILY_UNITS: dict[str, tuple[str, ...]] = {
     "engineering": ("Software Engineering", "Data Platform"),
@@ -147,8 +205,16 @@ PERSONAL_DOMAINS = np.array(
 PERSONAL_DOMAIN_P = (0.42, 0.17, 0.14, 0.1, 0.1, 0.04, 0.03)
 # Phishing senders: mostly free-mail accounts, some look-alike domains.
 EXTERNAL_DOMAINS = np.array(
-    ["gmail.com", "outlook.com", "yahoo.com", "secure-payroll-update.com", "example-corp-support.net",
-     "docs-share-online.com", "mail.ru"], dtype=object
+    [
+        "gmail.com",
+        "outlook.com",
+        "yahoo.com",
+        "secure-payroll-update.com",
+        "example-corp-support.net",
+        "docs-share-online.com",
+        "mail.ru",
+    ],
+    dtype=object,
 )
 EXTERNAL_DOMAIN_P = (0.3, 0.15, 0.1, 0.15, 0.15, 0.1, 0.05)
 EMAIL_SEPARATORS = np.array([".", "", "_", ""], dtype=object)  # last pattern uses the first initial
@@ -159,7 +225,12 @@ PUBLIC_FIRST_OCTETS = np.array([o for o in range(11, 224) if o not in (100, 127,
 HOUR_WEIGHTS = np.array([1, 1, 1, 1, 1, 2, 4, 8, 14, 16, 16, 14, 12, 14, 16, 15, 13, 10, 7, 5, 4, 3, 2, 1], float)
 
 INCIDENT_CATEGORIES = (
-    "phishing", "malware", "lost device", "unauthorized access", "data leak", "suspicious login",
+    "phishing",
+    "malware",
+    "lost device",
+    "unauthorized access",
+    "data leak",
+    "suspicious login",
     "policy violation",
 )
 INCIDENT_CATEGORY_P = (0.3, 0.14, 0.12, 0.12, 0.08, 0.14, 0.1)
@@ -175,8 +246,19 @@ SEVERITY_P = {  # per category, so a data leak is rarely "low"
 }
 
 PRODUCTS = np.array(
-    ["CorpSync Desktop", "CorpSync Mobile", "Billing Portal", "Analytics Dashboard", "Smart Router X2",
-     "Payments API", "Cloud Backup Pro", "TeamChat", "Identity Manager", "Home Security Camera"], dtype=object
+    [
+        "CorpSync Desktop",
+        "CorpSync Mobile",
+        "Billing Portal",
+        "Analytics Dashboard",
+        "Smart Router X2",
+        "Payments API",
+        "Cloud Backup Pro",
+        "TeamChat",
+        "Identity Manager",
+        "Home Security Camera",
+    ],
+    dtype=object,
 )
 PRODUCT_P = (0.18, 0.16, 0.12, 0.08, 0.1, 0.05, 0.1, 0.09, 0.04, 0.08)
 SATISFACTION = np.array(["", "1", "2", "3", "4", "5"], dtype=object)  # index 0 = not answered
@@ -243,8 +325,7 @@ INCIDENT_TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 TICKET_TEMPLATES: tuple[tuple[str, float], ...] = (
-    ("Hi, this is {name}. My {product} stopped syncing after the last update. "
-     "Please call me back at {phone}.", 0.14),
+    ("Hi, this is {name}. My {product} stopped syncing after the last update. Please call me back at {phone}.", 0.14),
     ("Order {order} arrived damaged. Please ship the replacement to {address}. Thanks, {name}", 0.1),
     ("I was charged twice for order {order}. You can reach me at {email}.", 0.1),
     ("Cannot log in to {product}; password reset emails never arrive at {email}. - {name}", 0.1),
@@ -256,16 +337,29 @@ TICKET_TEMPLATES: tuple[tuple[str, float], ...] = (
     ("Please cancel my {product} subscription. {name}", 0.1),
 )
 SLOT_ENTITIES: dict[str, str | None] = {
-    "p1_name": "PERSON", "p2_name": "PERSON", "p1_email": "EMAIL_ADDRESS", "p1_phone": "PHONE_NUMBER",
-    "reporter_name": "PERSON", "reporter_email": "EMAIL_ADDRESS", "other_name": "PERSON",
-    "other_email": "EMAIL_ADDRESS", "external_email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER",
-    "host": "HOSTNAME", "ip": "IP_ADDRESS", "external_ip": "IP_ADDRESS",
-    "name": "PERSON", "email": "EMAIL_ADDRESS", "address": "LOCATION",
-    "order": None, "product": None,  # order numbers and products are not personal data
+    "p1_name": "PERSON",
+    "p2_name": "PERSON",
+    "p1_email": "EMAIL_ADDRESS",
+    "p1_phone": "PHONE_NUMBER",
+    "reporter_name": "PERSON",
+    "reporter_email": "EMAIL_ADDRESS",
+    "other_name": "PERSON",
+    "other_email": "EMAIL_ADDRESS",
+    "external_email": "EMAIL_ADDRESS",
+    "phone": "PHONE_NUMBER",
+    "host": "HOSTNAME",
+    "ip": "IP_ADDRESS",
+    "external_ip": "IP_ADDRESS",
+    "name": "PERSON",
+    "email": "EMAIL_ADDRESS",
+    "address": "LOCATION",
+    "order": None,
+    "product": None,  # order numbers and products are not personal data
 }
 
 
 # ---------------------------------------------------------------------------- dataset specs
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -285,30 +379,64 @@ class DatasetSpec:
 
 SPECS: dict[str, DatasetSpec] = {
     "hr": DatasetSpec(
-        "hr_employees", "hr", "employees",
-        ("employee_id", "full_name", "email", "phone", "ssn", "date_of_birth", "gender", "postcode",
-         "job_title", "org_unit", "salary", "hire_date"),
-        {"employee_id": "EMPLOYEE_ID", "full_name": "PERSON", "email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER",
-         "ssn": "US_SSN", "date_of_birth": "DATE_TIME"},
+        "hr_employees",
+        "hr",
+        "employees",
+        (
+            "employee_id",
+            "full_name",
+            "email",
+            "phone",
+            "ssn",
+            "date_of_birth",
+            "gender",
+            "postcode",
+            "job_title",
+            "org_unit",
+            "salary",
+            "hire_date",
+        ),
+        {
+            "employee_id": "EMPLOYEE_ID",
+            "full_name": "PERSON",
+            "email": "EMAIL_ADDRESS",
+            "phone": "PHONE_NUMBER",
+            "ssn": "US_SSN",
+            "date_of_birth": "DATE_TIME",
+        },
         None,
     ),
     "finance": DatasetSpec(
-        "finance_expense_claims", "finance", "expense_claims",
+        "finance_expense_claims",
+        "finance",
+        "expense_claims",
         ("claim_id", "employee_id", "card_number", "iban", "amount", "currency", "merchant", "claim_date", "memo"),
         {"employee_id": "EMPLOYEE_ID", "card_number": "CREDIT_CARD", "iban": "IBAN_CODE"},
         "memo",
     ),
     "it": DatasetSpec(
-        "it_security_incidents", "it", "security_incidents",
-        ("incident_id", "reported_at", "reporter_email", "host", "ip_address", "category", "severity",
-         "description"),
+        "it_security_incidents",
+        "it",
+        "security_incidents",
+        ("incident_id", "reported_at", "reporter_email", "host", "ip_address", "category", "severity", "description"),
         {"reporter_email": "EMAIL_ADDRESS", "host": "HOSTNAME", "ip_address": "IP_ADDRESS"},
         "description",
     ),
     "support": DatasetSpec(
-        "support_tickets", "support", "tickets",
-        ("ticket_id", "customer_name", "customer_email", "customer_phone", "postcode", "opened_at", "product",
-         "satisfaction", "body"),
+        "support_tickets",
+        "support",
+        "tickets",
+        (
+            "ticket_id",
+            "customer_name",
+            "customer_email",
+            "customer_phone",
+            "postcode",
+            "opened_at",
+            "product",
+            "satisfaction",
+            "body",
+        ),
         {"customer_name": "PERSON", "customer_email": "EMAIL_ADDRESS", "customer_phone": "PHONE_NUMBER"},
         "body",
     ),
@@ -321,6 +449,7 @@ def dataset_rows(department: str, rows: int) -> int:
 
 
 # ---------------------------------------------------------------------------- small helpers
+
 
 def stream(seed: int, name: str) -> np.random.Generator:
     """Independent numpy generator per named stream (crc32, not hash(), so it is stable)."""
@@ -433,6 +562,7 @@ def others(rng: np.random.Generator, subject: np.ndarray, population: int) -> tu
 
 # ---------------------------------------------------------------------------- vocabulary (Faker)
 
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Small seeded pools built with Faker; rows index into them."""
@@ -525,11 +655,11 @@ def build_vocabulary(seed: int) -> Vocabulary:
 
 # ---------------------------------------------------------------------------- people and identifiers
 
+
 def draw_names(rng: np.random.Generator, vocab: Vocabulary, gender: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First-name (matching gender) and last-name pool indices."""
     first = np.empty(len(gender), dtype=np.int64)
-    pools = ((vocab.female, vocab.female_p), (vocab.male, vocab.male_p),
-             (np.arange(len(vocab.first)), vocab.first_p))
+    pools = ((vocab.female, vocab.female_p), (vocab.male, vocab.male_p), (np.arange(len(vocab.first)), vocab.first_p))
     for code, (pool, p) in enumerate(pools):
         mask = gender == code
         first[mask] = rng.choice(pool, size=int(mask.sum()), p=p)
@@ -591,7 +721,7 @@ def card_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     choice = rng.choice(len(CARD_PREFIXES), size=n, p=CARD_PREFIX_P)
     prefix = np.array([p for p, _ in CARD_PREFIXES], dtype=np.int64)[choice]
     free = 15 - np.array([d for _, d in CARD_PREFIXES], dtype=np.int64)[choice]
-    scale = 10 ** free
+    scale = 10**free
     payload = prefix * scale + (rng.random(n) * scale).astype(np.int64)
     return payload * 10 + luhn_check_digits(payload)
 
@@ -623,16 +753,22 @@ def bban_block(rng: np.random.Generator, country: str, n: int) -> np.ndarray:
     if country == "DE":
         return np.hstack([code_block(DE_BANK_CODES, bank), digit_block(rng.integers(0, 10**10, n), 10)])
     if country == "GB":
-        return np.hstack([code_block(GB_BANK_CODES, bank), digit_block(rng.integers(0, 10**6, n), 6),
-                          digit_block(rng.integers(0, 10**8, n), 8)])
+        return np.hstack(
+            [
+                code_block(GB_BANK_CODES, bank),
+                digit_block(rng.integers(0, 10**6, n), 6),
+                digit_block(rng.integers(0, 10**8, n), 8),
+            ]
+        )
     if country == "NL":
         return np.hstack([code_block(NL_BANK_CODES, bank), digit_block(rng.integers(0, 10**10, n), 10)])
     bank_code = np.array([int(c) for c in FR_BANK_CODES], dtype=np.int64)[bank]
     branch = rng.integers(0, 10**5, n)
     account = rng.integers(0, 10**11, n)
     rib_key = 97 - (89 * bank_code + 15 * branch + 3 * account) % 97  # French RIB key, so FR ibans look real
-    return np.hstack([code_block(FR_BANK_CODES, bank), digit_block(branch, 5), digit_block(account, 11),
-                      digit_block(rib_key, 2)])
+    return np.hstack(
+        [code_block(FR_BANK_CODES, bank), digit_block(branch, 5), digit_block(account, 11), digit_block(rib_key, 2)]
+    )
 
 
 def iban_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -664,12 +800,20 @@ OCTETS = objects(map(str, range(256)), 256)
 
 def format_ips(ips: np.ndarray) -> np.ndarray:
     """Dotted-quad strings of int IPv4 addresses."""
-    return (OCTETS[ips >> 24 & 255] + "." + OCTETS[ips >> 16 & 255] + "." + OCTETS[ips >> 8 & 255] + "."
-            + OCTETS[ips & 255])
+    return (
+        OCTETS[ips >> 24 & 255] + "." + OCTETS[ips >> 16 & 255] + "." + OCTETS[ips >> 8 & 255] + "." + OCTETS[ips & 255]
+    )
 
 
-def personal_emails(vocab: Vocabulary, domains: np.ndarray, first: np.ndarray, last: np.ndarray,
-                    pattern: np.ndarray, number: np.ndarray, domain: np.ndarray) -> np.ndarray:
+def personal_emails(
+    vocab: Vocabulary,
+    domains: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    pattern: np.ndarray,
+    number: np.ndarray,
+    domain: np.ndarray,
+) -> np.ndarray:
     """Free-mail style addresses: first.last42, firstlast, first_last, flast7 at a personal domain."""
     head = np.where(pattern == 3, vocab.first_initial[first], vocab.first_slug[first])
     suffix = np.where(number > 0, int_strings(number), "")
@@ -687,19 +831,24 @@ class EmailPlan:
     domain: np.ndarray
 
 
-def draw_email_plan(rng: np.random.Generator, first: np.ndarray, last: np.ndarray,
-                    domain_p: Sequence[float]) -> EmailPlan:
+def draw_email_plan(
+    rng: np.random.Generator, first: np.ndarray, last: np.ndarray, domain_p: Sequence[float]
+) -> EmailPlan:
     """Pattern, number (0 = none) and domain for each personal address."""
     n = len(first)
     number = np.where(rng.random(n) < 0.6, rng.integers(1, 1000, n), 0)
-    return EmailPlan(first, last, rng.choice(len(EMAIL_PATTERN_P), size=n, p=EMAIL_PATTERN_P), number,
-                     rng.choice(len(domain_p), size=n, p=domain_p))
+    return EmailPlan(
+        first,
+        last,
+        rng.choice(len(EMAIL_PATTERN_P), size=n, p=EMAIL_PATTERN_P),
+        number,
+        rng.choice(len(domain_p), size=n, p=domain_p),
+    )
 
 
 def unique_personal_emails(vocab: Vocabulary, domains: np.ndarray, plan: EmailPlan) -> np.ndarray:
     """One address per person, renumbering repeats so no two people share a mailbox."""
-    bare = personal_emails(vocab, domains, plan.first, plan.last, plan.pattern, np.zeros_like(plan.number),
-                           plan.domain)
+    bare = personal_emails(vocab, domains, plan.first, plan.last, plan.pattern, np.zeros_like(plan.number), plan.domain)
     groups = pa.array(bare, type=pa.string()).dictionary_encode().indices.to_numpy()
     rank = rank_within_groups(groups)
     # Repeats take numbers from their own block of a thousand; local parts end in a letter before the
@@ -709,6 +858,7 @@ def unique_personal_emails(vocab: Vocabulary, domains: np.ndarray, plan: EmailPl
 
 
 # ---------------------------------------------------------------------------- employees (shared by all departments)
+
 
 @dataclass(frozen=True)
 class Employees:
@@ -746,8 +896,14 @@ class Employees:
 
     def emails(self, vocab: Vocabulary, idx: np.ndarray) -> np.ndarray:
         """Work emails like jane.doe42@example-corp.com (unique by construction)."""
-        return (vocab.first_slug[self.first[idx]] + "." + vocab.last_slug[self.last[idx]]
-                + int_strings(self.email_number[idx]) + "@" + WORK_DOMAIN)
+        return (
+            vocab.first_slug[self.first[idx]]
+            + "."
+            + vocab.last_slug[self.last[idx]]
+            + int_strings(self.email_number[idx])
+            + "@"
+            + WORK_DOMAIN
+        )
 
 
 def org_units_for(rng: np.random.Generator, title: np.ndarray) -> np.ndarray:
@@ -782,8 +938,24 @@ def build_employees(rng: np.random.Generator, vocab: Vocabulary, n: int) -> Empl
     lo = np.array([t[2] for t in TITLES], dtype=np.int64)[title]
     hi = np.array([t[3] for t in TITLES], dtype=np.int64)[title]
     salary = ((lo + rng.random(n) * (hi - lo)) / 100).round().astype(np.int64) * 100
-    return Employees(number, first, last, gender, email_number, phone, phone_fmt, ssn, dob, hire, zip_idx,
-                     title, org, salary, card_numbers(rng, n), iban_numbers(rng, n))
+    return Employees(
+        number,
+        first,
+        last,
+        gender,
+        email_number,
+        phone,
+        phone_fmt,
+        ssn,
+        dob,
+        hire,
+        zip_idx,
+        title,
+        org,
+        salary,
+        card_numbers(rng, n),
+        iban_numbers(rng, n),
+    )
 
 
 # ---------------------------------------------------------------------------- free text with exact spans
@@ -803,8 +975,17 @@ class RenderedText:
 def span_json(entity: str, start: np.ndarray, end: np.ndarray, values: np.ndarray) -> np.ndarray:
     """One JSON span object per row, built column-wise."""
     quoted = objects(map(json.dumps, values), len(values))
-    return ('{"entity_type": "' + entity + '", "start": ' + int_strings(start) + ', "end": '
-            + int_strings(end) + ', "value": ' + quoted + "}")
+    return (
+        '{"entity_type": "'
+        + entity
+        + '", "start": '
+        + int_strings(start)
+        + ', "end": '
+        + int_strings(end)
+        + ', "value": '
+        + quoted
+        + "}"
+    )
 
 
 def render_texts(templates: Sequence[str], choice: np.ndarray, slots: Mapping[str, SlotFn]) -> RenderedText:
@@ -844,6 +1025,7 @@ def render_texts(templates: Sequence[str], choice: np.ndarray, slots: Mapping[st
 
 
 # ---------------------------------------------------------------------------- department plans and chunks
+
 
 @dataclass
 class Chunk:
@@ -1060,8 +1242,14 @@ def it_chunk(ctx: Context, plan: ItPlan, start: int, stop: int) -> Chunk:
         "other_name": lambda r: emp.names(vocab, other[r]),
         "other_email": lambda r: emp.emails(vocab, other[r]),
         "external_email": lambda r: personal_emails(
-            vocab, EXTERNAL_DOMAINS, ext.first[sl][r], ext.last[sl][r], ext.pattern[sl][r], ext.number[sl][r],
-            ext.domain[sl][r]),
+            vocab,
+            EXTERNAL_DOMAINS,
+            ext.first[sl][r],
+            ext.last[sl][r],
+            ext.pattern[sl][r],
+            ext.number[sl][r],
+            ext.domain[sl][r],
+        ),
         "phone": lambda r: format_phones(plan.phone[sl][r], plan.phone_fmt[sl][r]),
         "host": lambda r: short[r],
         "ip": lambda r: ips[r],
@@ -1151,8 +1339,13 @@ def support_chunk(ctx: Context, plan: SupportPlan, start: int, stop: int) -> Chu
         "email": lambda r: emails[r],
         "phone": lambda r: format_phones(plan.phone[c[r]], plan.body_phone_fmt[sl][r]),
         "order": lambda r: digit_pattern("ORD-{n:8}", n=plan.order[sl][r]),
-        "address": lambda r: (int_strings(plan.house[sl][r]) + " " + vocab.streets[plan.street[sl][r]] + ", "
-                              + vocab.cities[plan.city[sl][r]]),
+        "address": lambda r: (
+            int_strings(plan.house[sl][r])
+            + " "
+            + vocab.streets[plan.street[sl][r]]
+            + ", "
+            + vocab.cities[plan.city[sl][r]]
+        ),
         "product": lambda r: products[r],
     }
     rendered = render_texts([t for t, _ in TICKET_TEMPLATES], plan.template[sl], slots)
@@ -1180,6 +1373,7 @@ def chunk_builder(department: str, ctx: Context, seed: int, rows: int) -> ChunkF
 
 
 # ---------------------------------------------------------------------------- writing
+
 
 @dataclass(frozen=True)
 class WrittenFile:
@@ -1209,8 +1403,8 @@ def string_bytes(values: pa.Array) -> memoryview:
     if len(values) == 0:
         return memoryview(b"")
     _, offsets, data = values.buffers()
-    bounds = np.frombuffer(offsets, dtype=np.int32)[values.offset: values.offset + len(values) + 1]
-    return memoryview(data)[bounds[0]: bounds[-1]]
+    bounds = np.frombuffer(offsets, dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    return memoryview(data)[bounds[0] : bounds[-1]]
 
 
 def csv_records(columns: Sequence[pa.Array], prefix: str = "") -> memoryview:
@@ -1223,8 +1417,9 @@ def csv_records(columns: Sequence[pa.Array], prefix: str = "") -> memoryview:
 PiiValues = dict[tuple[str, str], list[pa.Array]]  # (column, entity type) -> distinct values per chunk
 
 
-def write_dataset(spec: DatasetSpec, n_rows: int, make_chunk: ChunkFn, out_dir: Path,
-                  spans_out: IO[bytes]) -> tuple[int, PiiValues]:
+def write_dataset(
+    spec: DatasetSpec, n_rows: int, make_chunk: ChunkFn, out_dir: Path, spans_out: IO[bytes]
+) -> tuple[int, PiiValues]:
     """Stream a dataset to CSV chunk by chunk; return the span line count and the PII values seen."""
     path = spec.path(out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)

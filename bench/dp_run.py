@@ -1,6 +1,6 @@
 """Measurements for `make bench`: DP release time, and DP error against exact values beside the k-thresholded mart.
 
-    python -m pipelines.dp.bench [--data-dir DIR] [--rows 2000 100000]
+    python -m bench.dp_run [--data-dir DIR] [--rows 2000 100000]
 
 `measure(frame, request, ...)` is the function the benchmark calls; `synthetic_people(n)` builds a person-level
 table shaped like the demo's (16 org unit x job family groups of very unequal size) when no run is at hand.
@@ -22,10 +22,15 @@ from pipelines.dp.release import Request, Statistic, plan, with_intervals
 
 GROUP_SHARES = [0.16, 0.11, 0.10, 0.08, 0.08, 0.07, 0.06, 0.06, 0.05, 0.05, 0.05, 0.04, 0.03, 0.03, 0.02, 0.011]
 DEMO_REQUEST = Request(
-    privacy_unit="employee_key", group_by=("org_unit", "job_family"),
-    statistics=(Statistic("headcount", "count"), Statistic("expense_total_eur", "sum", "expense_total_eur", (0, 1000)),
-                Statistic("security_incidents", "sum", "security_incidents", (0, 4))),
-    epsilon=1.0, delta=1e-7,
+    privacy_unit="employee_key",
+    group_by=("org_unit", "job_family"),
+    statistics=(
+        Statistic("headcount", "count"),
+        Statistic("expense_total_eur", "sum", "expense_total_eur", (0, 1000)),
+        Statistic("security_incidents", "sum", "security_incidents", (0, 4)),
+    ),
+    epsilon=1.0,
+    delta=1e-7,
 )
 
 
@@ -34,13 +39,17 @@ def synthetic_people(n: int, seed: int = 0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     shares = np.array(GROUP_SHARES) / sum(GROUP_SHARES)
     group = rng.choice(len(shares), size=n, p=shares)
-    return pl.DataFrame({
-        "employee_key": [f"e{i:08d}" for i in range(n)],
-        "org_unit": [f"unit_{g // 2}" for g in group], "job_family": [f"family_{g % 2}" for g in group],
-        "age_band": rng.choice(["18-37", "38-57", "58-77"], size=n, p=[0.45, 0.4, 0.15]),
-        "gender": rng.choice(["F", "M", "X"], size=n, p=[0.49, 0.49, 0.02]),
-        "expense_total_eur": rng.gamma(2.0, 70.0, n), "security_incidents": rng.poisson(0.5, n),
-    })
+    return pl.DataFrame(
+        {
+            "employee_key": [f"e{i:08d}" for i in range(n)],
+            "org_unit": [f"unit_{g // 2}" for g in group],
+            "job_family": [f"family_{g % 2}" for g in group],
+            "age_band": rng.choice(["18-37", "38-57", "58-77"], size=n, p=[0.45, 0.4, 0.15]),
+            "gender": rng.choice(["F", "M", "X"], size=n, p=[0.49, 0.49, 0.02]),
+            "expense_total_eur": rng.gamma(2.0, 70.0, n),
+            "security_incidents": rng.poisson(0.5, n),
+        }
+    )
 
 
 def _exact(frame: pl.DataFrame, request: Request) -> pl.DataFrame:
@@ -48,7 +57,11 @@ def _exact(frame: pl.DataFrame, request: Request) -> pl.DataFrame:
     aggs = [pl.len().alias("_exact_people")]
     for s in request.statistics:
         if s.kind == "sum":
-            whole = (pl.col(s.column).cast(pl.Float64).fill_null(0.0) + 0.5).cast(pl.Int64).clip(*[int(b) for b in s.bounds])
+            whole = (
+                (pl.col(s.column).cast(pl.Float64).fill_null(0.0) + 0.5)
+                .cast(pl.Int64)
+                .clip(*[int(b) for b in s.bounds])
+            )
             aggs.append(whole.sum().alias(f"_exact_{s.name}"))
     return frame.group_by(list(request.group_by)).agg(aggs)
 
@@ -63,8 +76,12 @@ def release_time(frame: pl.DataFrame, request: Request = DEMO_REQUEST, repeats: 
         with_intervals(prepared.noisy(frame), prepared)
         plans.append(planned - started)
         releases.append(time.perf_counter() - planned)
-    return {"rows": len(frame), "plan_s": round(float(np.median(plans)), 3), "release_s": round(float(np.median(releases)), 3),
-            "repeats": repeats}
+    return {
+        "rows": len(frame),
+        "plan_s": round(float(np.median(plans)), 3),
+        "release_s": round(float(np.median(releases)), 3),
+        "repeats": repeats,
+    }
 
 
 def demo_request() -> tuple[Request, int]:
@@ -87,19 +104,32 @@ def _errors(draws: pl.DataFrame, exact: pl.DataFrame, request: Request) -> dict[
         truth = "_exact_people" if s.kind == "count" else f"_exact_{s.name}"
         error = (joined[s.name].cast(pl.Float64) - joined[truth].cast(pl.Float64)).abs()
         relative = error / joined[truth].cast(pl.Float64).abs().clip(lower_bound=1.0)
-        out[s.name] = {"mean_abs_error": round(float(error.mean()), 2), "median_relative_error": round(float(relative.median()), 4)}
+        out[s.name] = {
+            "mean_abs_error": round(float(error.mean()), 2),
+            "median_relative_error": round(float(relative.median()), 4),
+        }
     return out
 
 
-def measure(frame: pl.DataFrame, request: Request = DEMO_REQUEST, epsilons=(0.5, 1.0, 2.0), repeats: int = 50,
-            min_group_size: int = 5) -> dict[str, Any]:
+def measure(
+    frame: pl.DataFrame,
+    request: Request = DEMO_REQUEST,
+    epsilons=(0.5, 1.0, 2.0),
+    repeats: int = 50,
+    min_group_size: int = 5,
+) -> dict[str, Any]:
     """DP error against exact values per epsilon, groups released, and what the k-thresholded mart withholds."""
     exact = _exact(frame, request)
     withheld = exact.filter(pl.col("_exact_people") < min_group_size)
     result: dict[str, Any] = {
-        "people": len(frame), "groups": len(exact),
-        "k_mart": {"min_group_size": min_group_size, "groups_withheld": len(withheld),
-                   "people_withheld": int(withheld["_exact_people"].sum() or 0), "error_of_published": 0},
+        "people": len(frame),
+        "groups": len(exact),
+        "k_mart": {
+            "min_group_size": min_group_size,
+            "groups_withheld": len(withheld),
+            "people_withheld": int(withheld["_exact_people"].sum() or 0),
+            "error_of_published": 0,
+        },
         "dp": {},
     }
     for eps in epsilons:
@@ -116,7 +146,9 @@ def measure(frame: pl.DataFrame, request: Request = DEMO_REQUEST, epsilons=(0.5,
             "groups_always_released": int((released["len"] == repeats).sum()),
             "groups_under_twice_threshold": len(small),
             "groups_the_k_mart_withholds_ever_released": len(kept),
-            "accuracy_95": {c: round(a["accuracy"], 1) for c, a in prepared.accuracy.items() if a.get("accuracy") is not None},
+            "accuracy_95": {
+                c: round(a["accuracy"], 1) for c, a in prepared.accuracy.items() if a.get("accuracy") is not None
+            },
             "error": _errors(draws, exact, request),
         }
     return result
@@ -130,7 +162,7 @@ def _from_run(data_dir: Path) -> pl.DataFrame | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.dp.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.dp_run", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="a run's data directory (its person-level join); else synthetic")
     parser.add_argument("--rows", type=int, nargs="*", default=[2000, 100_000])
     parser.add_argument("--repeats", type=int, default=50)
@@ -139,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir and (run := _from_run(args.data_dir)) is not None:
         frames = {"demo_run": run, **frames}
     request, k = demo_request()
-    report = {name: {"time": release_time(f, request), "accuracy": measure(f, request, repeats=args.repeats, min_group_size=k)}
-              for name, f in frames.items()}
+    report = {
+        name: {
+            "time": release_time(f, request),
+            "accuracy": measure(f, request, repeats=args.repeats, min_group_size=k),
+        }
+        for name, f in frames.items()
+    }
     print(json.dumps(report, indent=1))
     return 0
 

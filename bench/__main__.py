@@ -1,4 +1,4 @@
-"""CLI: python -m pipelines.bench --out BENCHMARKS.md [--sizes ...] [--pipeline-sizes ...] [--quick] [--sections 1,4] [--only lifecycle,dp]."""
+"""CLI: python -m bench --out BENCHMARKS.md [--sizes ...] [--pipeline-sizes ...] [--quick] [--sections 1,4] [--only lifecycle,dp]."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.bench import SECTION_NAMES, run
-from pipelines.bench.sections import BenchConfig
+from bench import SECTION_NAMES, run
+from bench.sections import BenchConfig
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -46,26 +46,58 @@ def named_sections(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="markdown report (written after every section)")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--out", type=Path, default=Path("BENCHMARKS.md"), help="markdown report (written after every section)"
+    )
     parser.add_argument("--sizes", type=int_list, default=(10_000, 100_000), help="section 1 table sizes (rows)")
-    parser.add_argument("--pipeline-sizes", type=int_list, default=(10_000, 100_000, 1_000_000),
-                        help="section 5 generator --rows per run (rows per department)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (200-row table, few texts, 300-row pipeline)")
+    parser.add_argument(
+        "--pipeline-sizes",
+        type=int_list,
+        default=(10_000, 100_000, 1_000_000),
+        help="section 5 generator --rows per run (rows per department)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke run (200-row table, few texts, 300-row pipeline)"
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sections", type=section_list, default=tuple(SECTION_NAMES), help="subset, e.g. 1,4 (rewrites the whole report)")
-    parser.add_argument("--only", type=named_sections, default=None,
-                        help="run just these sections (names or numbers, e.g. lifecycle,dp) and splice them into the existing report")
-    parser.add_argument("--lifecycle-rows", type=int_list, default=(100_000,), help="section 7: generator --rows per run")
-    parser.add_argument("--dp-rows", type=int_list, default=(100_000, 1_000_000), help="section 8: synthetic person-level sizes")
+    parser.add_argument(
+        "--sections",
+        type=section_list,
+        default=tuple(SECTION_NAMES),
+        help="subset, e.g. 1,4 (rewrites the whole report)",
+    )
+    parser.add_argument(
+        "--only",
+        type=named_sections,
+        default=None,
+        help="run just these sections (names or numbers, e.g. lifecycle,dp) and splice them into the existing report",
+    )
+    parser.add_argument(
+        "--lifecycle-rows", type=int_list, default=(100_000,), help="section 7: generator --rows per run"
+    )
+    parser.add_argument(
+        "--dp-rows", type=int_list, default=(100_000, 1_000_000), help="section 8: synthetic person-level sizes"
+    )
     parser.add_argument("--dp-repeats", type=int, default=50, help="section 8: releases per epsilon for the error")
-    parser.add_argument("--dataset", default="support_tickets", choices=("support_tickets", "finance_expense_claims", "it_security_incidents"))
-    parser.add_argument("--baseline-rows", type=int, default=2000, help="per-cell/batch Presidio on larger tables: seeded sample of this many rows")
+    parser.add_argument(
+        "--dataset",
+        default="support_tickets",
+        choices=("support_tickets", "finance_expense_claims", "it_security_incidents"),
+    )
+    parser.add_argument(
+        "--baseline-rows",
+        type=int,
+        default=2000,
+        help="per-cell/batch Presidio on larger tables: seeded sample of this many rows",
+    )
     parser.add_argument("--texts", type=int, default=3000, help="section 2: texts per column")
     parser.add_argument("--pipeline-timeout", type=float, default=45.0, help="section 5: minutes per pipeline run")
     parser.add_argument("--repeats", type=int, default=3, help="runs for a median when one run is short")
     parser.add_argument("--no-profile", action="store_true", help="skip the section-1 profile")
-    parser.add_argument("--workdir", type=Path, default=None, help="where generated data goes (default: a temp dir, removed)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where generated data goes (default: a temp dir, removed)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON")
     return parser.parse_args(argv)
 
@@ -76,11 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pipelines-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = BenchConfig(
-        out=args.out.resolve(), workdir=workdir.resolve(), seed=args.seed, sizes=args.sizes,
-        pipeline_sizes=args.pipeline_sizes, sections=args.sections, dataset=args.dataset,
-        baseline_rows=args.baseline_rows, texts=args.texts, pipeline_timeout=args.pipeline_timeout * 60,
-        repeats=args.repeats, profile=not args.no_profile, json_path=args.json,
-        lifecycle_rows=args.lifecycle_rows, dp_rows=args.dp_rows, dp_repeats=args.dp_repeats,
+        out=args.out.resolve(),
+        workdir=workdir.resolve(),
+        seed=args.seed,
+        sizes=args.sizes,
+        pipeline_sizes=args.pipeline_sizes,
+        sections=args.sections,
+        dataset=args.dataset,
+        baseline_rows=args.baseline_rows,
+        texts=args.texts,
+        pipeline_timeout=args.pipeline_timeout * 60,
+        repeats=args.repeats,
+        profile=not args.no_profile,
+        json_path=args.json,
+        lifecycle_rows=args.lifecycle_rows,
+        dp_rows=args.dp_rows,
+        dp_repeats=args.dp_repeats,
     )
     if args.only:
         cfg.sections, cfg.splice = args.only, True

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.bench.common import BENCH_KEY, PROJECT_ROOT, fmt_s, machine, md_table, stamp
+from bench.common import BENCH_KEY, PROJECT_ROOT, fmt_s, machine, md_table, stamp
 
 TITLE = "## 7. Privacy over time: a data subject's request, recorded to proven absent"
 STAGES = (  # step key -> stage, first match wins
@@ -38,15 +38,32 @@ def lifecycle_data_dir(workdir: Path, rows: int) -> Path:
 
 
 def run_measure(rows: int, seed: int, workdir: Path, timeout: float, log) -> dict[str, Any]:
-    """`pipelines.lifecycle.bench` in a process of its own (its memory and dbt's log kept apart); its figures."""
+    """`bench.lifecycle_run` in a process of its own (its memory and dbt's log kept apart); its figures."""
     out, run_log = workdir / f"lifecycle_{rows}.json", workdir / f"lifecycle_{rows}.log"
     env = {**__import__("os").environ, "PIPELINES_PSEUDONYM_KEY": BENCH_KEY, "TQDM_DISABLE": "1"}
     started = time.perf_counter()
     with run_log.open("wb") as f:
         try:
-            code = subprocess.run([sys.executable, "-m", "pipelines.lifecycle.bench", "--rows", str(rows), "--seed", str(seed),
-                                   "--workdir", str(workdir / "lifecycle"), "--out", str(out)], cwd=PROJECT_ROOT, env=env,
-                                  stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.lifecycle_run",
+                    "--rows",
+                    str(rows),
+                    "--seed",
+                    str(seed),
+                    "--workdir",
+                    str(workdir / "lifecycle"),
+                    "--out",
+                    str(out),
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
     wall = time.perf_counter() - started
@@ -55,8 +72,10 @@ def run_measure(rows: int, seed: int, workdir: Path, timeout: float, log) -> dic
         log(f"  section 7: {rows:,} rows -> {code}")
         return {"rows_per_department": rows, "status": str(code), "wall_s": round(wall, 1), "tail": "\n".join(tail)}
     figures = json.loads(out.read_text(encoding="utf-8"))
-    log(f"  section 7: {rows:,} rows: full run {figures['full_run_s']} s, request to proven absence "
-        f"{figures['request_to_proven_absence_s']} s ({figures['cost_vs_full_run']:.2f}x)")
+    log(
+        f"  section 7: {rows:,} rows: full run {figures['full_run_s']} s, request to proven absence "
+        f"{figures['request_to_proven_absence_s']} s ({figures['cost_vs_full_run']:.2f}x)"
+    )
     return {**figures, "status": "success", "wall_s": round(wall, 1)}
 
 
@@ -76,18 +95,25 @@ def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | N
     names = [n for n, _ in STAGES]
     for r in results:
         if r["status"] != "success":
-            notes.append(f"- **{r['rows_per_department']:,} rows: {r['status']}** after {fmt_s(r['wall_s'])} s:\n\n```\n{r.get('tail', '')}\n```")
+            notes.append(
+                f"- **{r['rows_per_department']:,} rows: {r['status']}** after {fmt_s(r['wall_s'])} s:\n\n```\n{r.get('tail', '')}\n```"
+            )
             continue
         request_steps, same_in_full = _same_steps(r)
         apply = next((p for p in r["runs"] if p["run"] == "apply"), None)
         rebuilt = [a for a in (apply or {}).get("assets", []) if a.startswith("deidentified_")]
-        rows_md.append([
-            f"{r['rows_per_department']:,}", fmt_s(r["full_run_s"]), fmt_s(r["request_to_proven_absence_s"]),
-            f"{r['cost_vs_full_run']:.2f}x",
-            " + ".join(f"{p['run']} {fmt_s(p['seconds'])} s ({len(p['assets'])} assets)" for p in r["runs"]),
-            f"{len(rebuilt)} of 4", f"{same_in_full / request_steps:.2f}x" if request_steps else "-",
-            f"{r['peak_rss_mib']:,}",
-        ])
+        rows_md.append(
+            [
+                f"{r['rows_per_department']:,}",
+                fmt_s(r["full_run_s"]),
+                fmt_s(r["request_to_proven_absence_s"]),
+                f"{r['cost_vs_full_run']:.2f}x",
+                " + ".join(f"{p['run']} {fmt_s(p['seconds'])} s ({len(p['assets'])} assets)" for p in r["runs"]),
+                f"{len(rebuilt)} of 4",
+                f"{same_in_full / request_steps:.2f}x" if request_steps else "-",
+                f"{r['peak_rss_mib']:,}",
+            ]
+        )
         full, req = stages(r["full_run_steps"]), stages({k: v for p in r["runs"] for k, v in p["steps"].items()})
         for name in names:
             if name in full or name in req:
@@ -99,36 +125,56 @@ def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | N
             f"- {r['rows_per_department']:,} rows: the de-identified tables the request rebuilt took {100 * share:.0f}% of the full run's "
             f"step time, and their rebuild is {100 * sum(per_step.values()) / (request_steps or 1.0):.0f}% of the request path: the request "
             "path rebuilds whole tables of the departments that hold the person, so it costs about their share of a full run "
-            "(support, which did not hold them, was not rebuilt; ingest was skipped).")
+            "(support, which did not hold them, was not rebuilt; ingest was skipped)."
+        )
         notes.append(
             f"- {r['rows_per_department']:,} rows: the person had rows in {', '.join(sorted(r['person_rows'])) or 'no dataset'} "
             f"and pseudonyms in the text of {', '.join(sorted(r['person_mentioned_in'])) or 'no other dataset'}; state "
-            f"\"{r['state']}\", proven absent in {len(r['proven_absent_in'])} assets ({', '.join(r['proven_absent_in'])}). "
-            "Rebuilt de-identification steps: " + ", ".join(f"`{k}` {fmt_s(v)} s (full run {fmt_s(r['full_run_steps'].get(k))} s)"
-                                                             for k, v in sorted(per_step.items())) + ".")
+            f'"{r["state"]}", proven absent in {len(r["proven_absent_in"])} assets ({", ".join(r["proven_absent_in"])}). '
+            "Rebuilt de-identification steps: "
+            + ", ".join(
+                f"`{k}` {fmt_s(v)} s (full run {fmt_s(r['full_run_steps'].get(k))} s)"
+                for k, v in sorted(per_step.items())
+            )
+            + "."
+        )
     m = machine()
-    return "\n".join([
-        TITLE,
-        "",
-        f"Per size: the demo generator (seed {seed}) writes the landing files, `integrate_all` runs once (the full run), then "
-        "an opt-out of one employee is recorded (`requests add`, by email; the employee has rows in HR, Finance and IT, the "
-        "widest rebuild one person of the demo causes) and applied the way `subject_requests_sensor` does it: each of its "
-        "run requests is executed in turn through `subject_requests_job` until it returns none (first `resolve`: the "
-        "subject_requests step alone; then `apply`: the de-identified tables that held the person and what reads them). "
-        "**Request to proven absence** runs from recording the request to the last absence check passing. Both run in one "
-        "process (`python -m pipelines.lifecycle.bench`), back to back on one Dagster instance, so the ratio compares like "
-        "with like even though the machine is shared with other engineers' work today (read absolute seconds with ~20% "
-        "noise, the ratio as the figure). A deployed sensor adds up to two ticks (30 s each) and the queue's wait.",
-        "",
-        md_table(["rows per department", "full run (s)", "request to proven absence (s)", "cost vs full run", "runs",
-                  "departments rebuilt", "same steps in the full run vs request path", "peak RSS (MiB)"], rows_md),
-        "",
-        "Where the time goes (sum of step durations, STEP_START to STEP_SUCCESS, from each run's event log):",
-        "",
-        md_table(["rows", "stage", "full run (s)", "request path (s)"], stage_rows, "llrr"),
-        "",
-        *notes,
-        "",
-        f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in load or m['load_average_at_start'] or [])}; " + stamp(seed).split("; ", 1)[1],
-    ])
+    return "\n".join(
+        [
+            TITLE,
+            "",
+            f"Per size: the demo generator (seed {seed}) writes the landing files, `integrate_all` runs once (the full run), then "
+            "an opt-out of one employee is recorded (`requests add`, by email; the employee has rows in HR, Finance and IT, the "
+            "widest rebuild one person of the demo causes) and applied the way `subject_requests_sensor` does it: each of its "
+            "run requests is executed in turn through `subject_requests_job` until it returns none (first `resolve`: the "
+            "subject_requests step alone; then `apply`: the de-identified tables that held the person and what reads them). "
+            "**Request to proven absence** runs from recording the request to the last absence check passing. Both run in one "
+            "process (`python -m bench.lifecycle_run`), back to back on one Dagster instance, so the ratio compares like "
+            "with like even though the machine is shared with other engineers' work today (read absolute seconds with ~20% "
+            "noise, the ratio as the figure). A deployed sensor adds up to two ticks (30 s each) and the queue's wait.",
+            "",
+            md_table(
+                [
+                    "rows per department",
+                    "full run (s)",
+                    "request to proven absence (s)",
+                    "cost vs full run",
+                    "runs",
+                    "departments rebuilt",
+                    "same steps in the full run vs request path",
+                    "peak RSS (MiB)",
+                ],
+                rows_md,
+            ),
+            "",
+            "Where the time goes (sum of step durations, STEP_START to STEP_SUCCESS, from each run's event log):",
+            "",
+            md_table(["rows", "stage", "full run (s)", "request path (s)"], stage_rows, "llrr"),
+            "",
+            *notes,
+            "",
+            f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
+            f"{', '.join(f'{x:.1f}' for x in load or m['load_average_at_start'] or [])}; "
+            + stamp(seed).split("; ", 1)[1],
+        ]
+    )
