@@ -244,9 +244,11 @@ class _SortedHashes:
             self._pending = []
 
     def __contains__(self, value: int) -> bool:
-        self.seal()
-        i = int(np.searchsorted(self.array, np.uint64(value)))
-        return i < len(self.array) and int(self.array[i]) == value
+        if self._buffer or self._pending:
+            self.seal()
+        array = self.array
+        i = array.searchsorted(np.uint64(value))  # a Python int would make NumPy cast the whole array
+        return i < len(array) and array.item(i) == value
 
     def __len__(self) -> int:
         self.seal()
@@ -375,16 +377,17 @@ def _result(entity: str, start: int, end: int) -> RecognizerResult:
 
 
 def known_identifiers_from_raw(
-    con, contracts: Iterable, index: type[KnownIdentifiers] = KnownIdentifiers
+    con, contracts: Iterable, index: type[KnownIdentifiers] | None = None
 ) -> KnownIdentifiers:
     """Index the direct identifiers and join keys of every department's raw table present in `con`; name parts held
     in separate columns (first, last) are also indexed joined, as the full names they are together in a record.
-    `index`: the class to fill (CompactKnownIdentifiers for 8 bytes per identifier)."""
+    `index`: the class to fill; by default CompactKnownIdentifiers (8 bytes per identifier, the index both engines
+    use), KnownIdentifiers for 16-byte hashes in Python sets."""
     from pipelines.contracts import Role
     from pipelines.ingest import quote_ident
 
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    known = index()
+    known = (index or CompactKnownIdentifiers)()
     for contract in contracts:
         if contract.dataset not in tables:
             continue
