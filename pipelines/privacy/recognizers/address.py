@@ -95,40 +95,22 @@ _FULL_LINE = regex.compile(
 )
 _LAST_LINE = regex.compile(rf"\n[ \t>?]*(?:,[ \t]*)?(?:{_TOKEN}[ \t]*,?[ \t]+){{0,4}}{_NUMBER}")
 _DIGITS = regex.compile(r"(?<![\d\w])\d")
-ADDRESS_CONTEXT = [
-    "address",
-    "live",
-    "located",
-    "location",
-    "street",
-    "meet",
-    "moved",
-    "deliver",
-    "ship",
-    "send",
-    "sent",
-    "return",
-    "office",
-    "stop",
-    "drop",
-    "station",
-    "enter",
-    "avenue",
-    "road",
-]
 
 
 class StreetAddressRecognizer(LocalRecognizer):
-    """Detect street addresses and whole postal blocks (anchor, then extend)."""
+    """Detect street addresses and whole postal blocks (anchor, then extend). Its context words are configured with
+    its registration (pipelines/privacy/conf/recognizers.yaml)."""
 
     ENTITY = "STREET_ADDRESS"
 
-    def __init__(self, supported_language: str = LANGUAGE, context: list[str] | None = None) -> None:
+    def __init__(
+        self, supported_language: str = LANGUAGE, context: list[str] | None = None, name: str | None = None
+    ) -> None:
         super().__init__(
             supported_entities=[self.ENTITY],
             supported_language=supported_language,
-            name="StreetAddressRecognizer",
-            context=context or ADDRESS_CONTEXT,
+            name=name or "StreetAddressRecognizer",
+            context=context,
         )
         self._anchors = [(name, regex.compile(p), score) for name, p, score in _ADDRESS_ANCHORS]
 

@@ -126,9 +126,9 @@ class NameRunRecognizer(LocalRecognizer):
     ENTITY = "PERSON"
     SCORE = 0.6
 
-    def __init__(self, supported_language: str = LANGUAGE) -> None:
+    def __init__(self, supported_language: str = LANGUAGE, name: str | None = None) -> None:
         super().__init__(
-            supported_entities=[self.ENTITY], supported_language=supported_language, name="NameRunRecognizer"
+            supported_entities=[self.ENTITY], supported_language=supported_language, name=name or "NameRunRecognizer"
         )
 
     def load(self) -> None:
