@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.contracts import Contract, Role
+from pipelines.sql import quote_ident  # also re-exported: older callers import it from here
 
 DUCKDB_TYPES = {
     "string": "VARCHAR",
@@ -418,10 +419,6 @@ def _csv_relation(path: Path, contract: Contract, width: int) -> str:
 
 def _sql_string(text: str) -> str:
     return text.replace("'", "''")
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _load(con: duckdb.DuckDBPyConnection, path: Path, contract: Contract, layout: dict[str, int], width: int) -> None:

@@ -1,5 +1,8 @@
-"""Exact re-identification risk and optimal full-domain generalization (ARX-compatible).
+"""Exact re-identification risk of an in-memory frame and optimal full-domain generalization (ARX-compatible).
 
+Tables in DuckDB (the gates, marts and metadata) are measured by `pipelines.privacy.disclosure` in SQL; this module
+works on data frames already in memory with the integer encoding the lattice search needs, and `risk_report` is the
+numpy reference `tests/test_disclosure.py` holds the SQL against (same `RiskReport`).
 Risk follows the prosecutor model used by the ARX Data Anonymization Tool: a record's risk
 is 1 / size of its equivalence class (records sharing all quasi-identifier values).
 
@@ -19,12 +22,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from pipelines.privacy.disclosure import RiskReport
 from pipelines.privacy.hierarchies import TOP, Hierarchy
 
 __all__ = [
@@ -139,32 +143,6 @@ def _group_sizes(key: np.ndarray, span: int, weights: np.ndarray | None) -> np.n
 
 # ---------------------------------------------------------------------------------------
 # Risk report
-
-
-@dataclass(frozen=True)
-class RiskReport:
-    """Prosecutor re-identification risk of a table for a set of quasi-identifiers."""
-
-    records: int
-    quasi_identifiers: tuple[str, ...]
-    equivalence_classes: int
-    k: int  # smallest equivalence class
-    prosecutor_risk_average: float  # mean of 1/|class| over records = classes / records
-    prosecutor_risk_highest: float  # 1 / smallest class
-    risk_threshold: float
-    records_at_risk_share: float  # share of records whose risk exceeds risk_threshold
-    sample_uniqueness: float  # share of records in classes of size 1
-    l_diversity: dict[str, int] = field(default_factory=dict)  # distinct-l per sensitive attr
-    target_k: int | None = None
-    classes_below_k: int | None = None
-    records_below_k: int | None = None
-
-    def to_metadata(self) -> dict[str, object]:
-        """Plain JSON-compatible dict (e.g. for Dagster asset metadata)."""
-        data = asdict(self)
-        data["quasi_identifiers"] = list(self.quasi_identifiers)
-        data["l_diversity"] = {str(k): int(v) for k, v in self.l_diversity.items()}
-        return data
 
 
 def _distinct_l(class_ids: np.ndarray, n_classes: int, values: pd.Series) -> int:
