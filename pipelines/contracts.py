@@ -11,7 +11,7 @@ import re
 from datetime import date
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -313,6 +313,19 @@ class PrivacyThresholds(_Strict):
                 f"k_anonymity must be at least 2 (got {k}): with k = 1 every person may be alone in their group"
             )
         return k
+
+    # The thresholds the privacy suites take at run time: each suite expectation names one of these in a
+    # {"$PARAMETER": ...}, so the contract is the only place a number is written.
+    SUITE_PARAMETERS: ClassVar[tuple[str, ...]] = (
+        "k_anonymity",
+        "l_diversity",
+        "max_sample_uniqueness",
+        "max_prosecutor_risk",
+    )
+
+    def suite_parameters(self) -> dict[str, int | float]:
+        """The privacy suite's parameter values, by the contract field each one is."""
+        return {name: getattr(self, name) for name in self.SUITE_PARAMETERS}
 
 
 class QualityThresholds(_Strict):

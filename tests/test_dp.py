@@ -10,6 +10,7 @@ import json
 import math
 from datetime import date
 
+import duckdb
 import pandas as pd
 import polars as pl
 import pytest
@@ -20,6 +21,14 @@ from pipelines.dp import budget as budgets
 from pipelines.dp.query import QueryRefused, answer, check, parse
 from pipelines.dp.release import Request, Statistic, plan
 from pipelines.governance.approvals import Approval
+
+
+def _join_risk(frame: pd.DataFrame, quasi_identifiers: list[str], min_k: int) -> dict:
+    """The person-level join gate's figures, over a frame registered in DuckDB (the gate reads the warehouse)."""
+    with duckdb.connect() as con:
+        con.register("person_join", frame)
+        return person_join_risk(con, "person_join", quasi_identifiers, min_k)
+
 
 TODAY = date(2026, 6, 1)
 MART = "mart_test"
@@ -239,8 +248,8 @@ def test_mean_and_quantile_answers_carry_intervals(tmp_path, people):
 
 def test_person_join_risk_blocks_when_departments_together_single_people_out():
     hr = pd.DataFrame({"org_unit": ["Sales"] * 10 + ["Legal"] * 10, "gender": ["F", "M"] * 10})
-    assert person_join_risk(hr, ["org_unit", "gender"], 5)["passed"]
+    assert _join_risk(hr, ["org_unit", "gender"], 5)["passed"]
     joined = hr.assign(incident_months=[f"2025-{m:02d}" for m in range(1, 11)] * 2)  # IT's months, per person
-    risk = person_join_risk(joined, ["org_unit", "gender", "incident_months"], 5)
+    risk = _join_risk(joined, ["org_unit", "gender", "incident_months"], 5)
     assert not risk["passed"] and risk["k"] == 1 and risk["people_in_classes_below_min_k"] == 20
     assert set(risk) >= {"people", "k", "min_k", "quasi_identifiers"} and "2025-01" not in json.dumps(risk)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -12,6 +13,14 @@ from pipelines.defs.marts import person_join_quasi_identifiers, person_join_risk
 from pipelines.governance.approvals import DBT_PROJECT_DIR, Rule, check_project, compile_project, load_manifest
 from pipelines.lineage.dbt import ColumnOrigin
 from tests.test_governance import TODAY
+
+
+def _join_risk(frame: pd.DataFrame, quasi_identifiers: list[str], min_k: int) -> dict:
+    """The person-level join gate's figures, over a frame registered in DuckDB (the gate reads the warehouse)."""
+    with duckdb.connect() as con:
+        con.register("person_join", frame)
+        return person_join_risk(con, "person_join", quasi_identifiers, min_k)
+
 
 PEOPLE = "model.privacy_integration.dp_org_unit_activity_people"
 MART = "model.privacy_integration.mart_org_unit_activity"
@@ -91,6 +100,6 @@ def test_the_gate_counts_every_department_quasi_identifier_the_join_carries_even
     people = pd.DataFrame(
         {"org_unit": ["Sales"] * 10 + ["Ops"] * 10, "first_claim_month": [f"2025-{m:02d}" for m in range(1, 11)] * 2}
     )
-    assert person_join_risk(people, ["org_unit"], 5)["passed"]
-    blocked = person_join_risk(people, columns, 5)
+    assert _join_risk(people, ["org_unit"], 5)["passed"]
+    blocked = _join_risk(people, columns, 5)
     assert not blocked["passed"] and blocked["k"] == 1 and blocked["people_in_classes_below_min_k"] == 20

@@ -2,6 +2,7 @@
 
 import json
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -11,7 +12,13 @@ from pipelines.defs.marts import mart_risk
 from pipelines.governance.approvals import Approval
 from pipelines.quality.features import with_group_risk_features
 from pipelines.quality.runner import run_suite
-from pipelines.quality.suites import load_suite, mart_privacy_suite, privacy_suite
+from pipelines.quality.suites import (
+    load_suite,
+    mart_parameters,
+    mart_privacy_suite,
+    privacy_parameters,
+    privacy_suite,
+)
 from pipelines.resources import EXPECTATIONS_DIR
 
 HR = next(c for c in load_contracts() if c.dataset == "hr_employees")
@@ -34,9 +41,15 @@ def hr_frame(groups: list[tuple[tuple, int, list[str]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(frame: pd.DataFrame, suite: dict) -> dict:
-    outcome = run_suite(suite, privacy_frame(frame, QUASI, ["salary"]))
+def run(frame: pd.DataFrame, suite: dict, contract=HR) -> dict:
+    outcome = run_suite(suite, privacy_frame(frame, QUASI, ["salary"]), parameters=privacy_parameters(contract))
     return {(r.expectation, r.column): r for r in outcome.results}
+
+
+def frame_mart_risk(frame: pd.DataFrame, approval: Approval) -> dict:
+    with duckdb.connect() as con:
+        con.register("mart", frame)
+        return mart_risk(con, "mart", approval)
 
 
 SAFE = [
@@ -68,9 +81,13 @@ def test_sample_uniqueness_and_max_risk_violation():
 
 
 def test_l_diversity_violation():
-    strict = privacy_suite(HR.model_copy(update={"privacy": HR.privacy.model_copy(update={"l_diversity": 2})}))
+    strict = HR.model_copy(update={"privacy": HR.privacy.model_copy(update={"l_diversity": 2})})
     frame = hr_frame([(("20-39", "F", "data", "Data Platform"), 6, ["60000-79999"])] + SAFE[1:])
-    l_check = run(frame, strict)[("expect_column_min_to_be_between", "_class_distinct_salary")]
+    shipped = load_suite(EXPECTATIONS_DIR, "hr_employees.privacy")
+    assert run(frame, shipped)[("expect_column_min_to_be_between", "_class_distinct_salary")].success  # l = 1
+    # the same shipped suite, with the contract's l raised: the threshold comes from the contract alone
+    assert privacy_suite(strict) == privacy_suite(HR)
+    l_check = run(frame, shipped, strict)[("expect_column_min_to_be_between", "_class_distinct_salary")]
     assert not l_check.success and l_check.observed["observed_value"] == 1
 
 
@@ -85,7 +102,8 @@ def test_pii_pattern_in_published_text_is_caught_without_the_value():
             "memo": ["ok"] * 10,
         }
     )
-    outcome = run_suite(suite, privacy_frame(frame, ["claim_date"], []))
+    finance = next(c for c in load_contracts() if c.dataset == "finance_expense_claims")
+    outcome = run_suite(suite, privacy_frame(frame, ["claim_date"], []), parameters=privacy_parameters(finance))
     failed = [r for r in outcome.results if not r.success]
     assert [r.column for r in failed] == ["merchant"]
     assert "555-0142" not in json.dumps(outcome.to_metadata())
@@ -105,13 +123,15 @@ def test_mart_minimum_group_size_and_k_violation():
     )
     suite = mart_privacy_suite("m", approval, {"org_unit": "varchar", "headcount": "bigint"})
     frame = pd.DataFrame({"org_unit": ["A", "B"], "headcount": [12, 3]})
-    outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
+    outcome = run_suite(
+        suite, with_group_risk_features(frame, ["org_unit"], "headcount"), parameters=mart_parameters(approval)
+    )
     failed = {(r.expectation, r.column) for r in outcome.results if not r.success}
     assert failed == {
         ("expect_column_min_to_be_between", "headcount"),
         ("expect_column_min_to_be_between", "_equivalence_class_size"),
     }
-    assert mart_risk(frame, approval)["smallest_group"] == 3
+    assert frame_mart_risk(frame, approval)["smallest_group"] == 3
 
 
 @pytest.mark.parametrize("extra", ["salary_exact"])
@@ -129,7 +149,9 @@ def test_mart_unapproved_column_is_caught(extra):
     )
     suite = mart_privacy_suite("m", approval, {"org_unit": "varchar", "headcount": "bigint"})
     frame = pd.DataFrame({"org_unit": ["A"], "headcount": [12], extra: [1]})
-    outcome = run_suite(suite, with_group_risk_features(frame, ["org_unit"], "headcount"))
+    outcome = run_suite(
+        suite, with_group_risk_features(frame, ["org_unit"], "headcount"), parameters=mart_parameters(approval)
+    )
     assert not outcome.success and outcome.failed[0].expectation == "expect_table_columns_to_match_set"
 
 
@@ -158,18 +180,19 @@ def test_join_risk_safe_alone_identifying_together():
         group_size_column="people_count",
     )
     suite = mart_privacy_suite("m", approval, {"age_band": "varchar", "region": "varchar", "people_count": "bigint"})
-    outcome = run_suite(suite, with_group_risk_features(combined, approval.quasi_identifiers, "people_count"))
+    features = with_group_risk_features(combined, approval.quasi_identifiers, "people_count")
+    outcome = run_suite(suite, features, parameters=mart_parameters(approval))
     k = next(r for r in outcome.results if r.column == "_equivalence_class_size")
     assert not outcome.success and not k.success and k.observed["observed_value"] == 1
-    assert mart_risk(combined, approval)["k_over_quasi_identifiers"] == 1
+    assert frame_mart_risk(combined, approval)["k_over_quasi_identifiers"] == 1
 
 
 def test_suites_draw_no_progress_bars(capfd, tmp_path):
     """GE's per-validation "Calculating Metrics" bars would flood the run logs (ephemeral and Data Docs contexts)."""
     frame = privacy_frame(hr_frame(SAFE), QUASI, ["salary"])
     suite = load_suite(EXPECTATIONS_DIR, "hr_employees.privacy")
-    run_suite(suite, frame)
-    run_suite(suite, frame, docs_root=tmp_path / "gx")
+    run_suite(suite, frame, parameters=privacy_parameters(HR))
+    run_suite(suite, frame, docs_root=tmp_path / "gx", parameters=privacy_parameters(HR))
     captured = capfd.readouterr()
     assert "Calculating Metrics" not in captured.err + captured.out
 

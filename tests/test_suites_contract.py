@@ -12,7 +12,15 @@ from pipelines.contracts import CONTRACTS_DIR, Contract, ContractError, load_con
 from pipelines.governance.approvals import Approval
 from pipelines.quality.runner import run_suite
 from pipelines.quality.scaffold import check, main, scaffold
-from pipelines.quality.suites import load_suite, mart_privacy_suite, mart_suite_drift, quality_suite, suite_drift
+from pipelines.quality.suites import (
+    load_suite,
+    mart_parameters,
+    mart_privacy_suite,
+    mart_suite_drift,
+    privacy_parameters,
+    quality_suite,
+    suite_drift,
+)
 from pipelines.resources import EXPECTATIONS_DIR
 
 HR_YAML = "hr_employees.yaml"
@@ -70,7 +78,7 @@ def test_check_command_exit_codes(dirs, capsys):
     assert main(args) == 1
     out = capsys.readouterr().out
     assert (
-        "hr_employees.privacy: expect_column_min_to_be_between(_equivalence_class_size): min_value is 3 in the suite but 5 in the contract (privacy.k_anonymity)"
+        'hr_employees.privacy: expect_column_min_to_be_between(_equivalence_class_size): min_value is 3 in the suite but must be {"$PARAMETER": "k_anonymity"}, filled from the contract at run time (privacy.k_anonymity)'
         in out
     )
     assert "1 disagreement(s)" in out
@@ -147,19 +155,19 @@ NOT_NULL, IN_SET, BETWEEN, UNIQUE = (
             lambda s: _expectation(s, "expect_column_max_to_be_between", "_record_risk")["kwargs"].update(
                 max_value=0.5
             ),
-            "expect_column_max_to_be_between(_record_risk): max_value is 0.5 in the suite but 0.2 in the contract (privacy.max_prosecutor_risk)",
+            'expect_column_max_to_be_between(_record_risk): max_value is 0.5 in the suite but must be {"$PARAMETER": "max_prosecutor_risk"}, filled from the contract at run time (privacy.max_prosecutor_risk)',
         ),
         (
             "hr_employees.privacy",
             lambda s: _expectation(s, BETWEEN, "_equivalence_class_size")["kwargs"].update(mostly=0.8),
-            "mostly is 0.8 in the suite but 0.95 in the contract (privacy.max_sample_uniqueness)",
+            'mostly is 0.8 in the suite but must be {"$PARAMETER": "1 - max_sample_uniqueness"}, filled from the contract at run time (privacy.max_sample_uniqueness)',
         ),
         (
             "hr_employees.privacy",
             lambda s: _expectation(s, "expect_column_min_to_be_between", "_class_distinct_salary")["kwargs"].update(
                 min_value=2
             ),
-            "expect_column_min_to_be_between(_class_distinct_salary): min_value is 2 in the suite but 1 in the contract (privacy.l_diversity)",
+            'expect_column_min_to_be_between(_class_distinct_salary): min_value is 2 in the suite but must be {"$PARAMETER": "l_diversity"}, filled from the contract at run time (privacy.l_diversity)',
         ),
         (
             "hr_employees.privacy",
@@ -192,14 +200,6 @@ def test_edited_suite_is_drift(dirs, suite, edit, says):
     "edit, says",
     [
         (
-            lambda d: d["privacy"].update(k_anonymity=10),
-            "hr_employees.privacy: expect_column_min_to_be_between(_equivalence_class_size): min_value is 5 in the suite but 10 in the contract (privacy.k_anonymity)",
-        ),
-        (
-            lambda d: d["privacy"].update(l_diversity=2),
-            "min_value is 1 in the suite but 2 in the contract (privacy.l_diversity)",
-        ),
-        (
             lambda d: _column(d, "phone").update(max_null_fraction=0.84),
             "hr_employees.quality: expect_column_values_to_not_be_null(phone): mostly is 0.95 in the suite but 0.16 in the contract (columns.phone.max_null_fraction = 0.84)",
         ),
@@ -230,6 +230,41 @@ def test_edited_contract_is_drift(dirs, edit, says):
     _edit_contract(contracts, edit)
     drift = check(contracts, suites)
     assert any(says in line for line in drift), drift
+
+
+@pytest.mark.parametrize(
+    "edit, parameter, value",
+    [
+        (lambda d: d["privacy"].update(k_anonymity=10), "k_anonymity", 10),
+        (lambda d: d["privacy"].update(l_diversity=2), "l_diversity", 2),
+        (lambda d: d["privacy"].update(max_prosecutor_risk=0.1), "max_prosecutor_risk", 0.1),
+    ],
+)
+def test_privacy_thresholds_live_in_the_contract_alone(dirs, edit, parameter, value):
+    """A changed privacy threshold needs no suite edit: the suite names a parameter the contract fills at run time."""
+    contracts, suites = dirs
+    _edit_contract(contracts, edit)
+    assert check(contracts, suites) == []
+    contract = load_contract(contracts / HR_YAML)
+    assert privacy_parameters(contract)[parameter] == value
+    suite = load_suite(suites, "hr_employees.privacy")
+    literal = [
+        (e["kwargs"]["column"], k)
+        for e in suite["expectations"]
+        if e["kwargs"].get("column", "").startswith("_")
+        for k, v in e["kwargs"].items()
+        if k in ("min_value", "max_value", "mostly") and not isinstance(v, dict)
+    ]
+    assert literal == [("_equivalence_class_size", "min_value")]  # size >= 2: what "not unique" means, no threshold
+
+
+def test_a_suite_run_without_its_contract_parameters_is_refused():
+    suite = load_suite(EXPECTATIONS_DIR, "hr_employees.privacy")
+    with pytest.raises(
+        ValueError,
+        match=r"needs the parameters \['k_anonymity', 'l_diversity', 'max_prosecutor_risk', 'max_sample_uniqueness'\]",
+    ):
+        run_suite(suite, pd.DataFrame({"gender": ["F"]}))
 
 
 def test_missing_suite_is_drift(dirs):
@@ -297,7 +332,8 @@ def test_overwrite_regenerates_thresholds_and_keeps_notes(dirs):
     )
     assert check(contracts, suites)
     written = scaffold(contracts, suites, overwrite=True)
-    assert sorted(p.name for p in written) == ["hr_employees.privacy.json", "hr_employees.quality.json"]
+    # k lives only in the contract: the privacy suite names its parameter and needs no rewrite
+    assert sorted(p.name for p in written) == ["hr_employees.quality.json"]
     assert check(contracts, suites) == []
     suite = load_suite(suites, "hr_employees.quality")
     phone = _expectation(suite, NOT_NULL, "phone")
@@ -335,8 +371,9 @@ def test_mart_suite_drift():
     assert mart_suite_drift("m", approval, columns, suite) == []
     _expectation(suite, "expect_column_min_to_be_between", "headcount")["kwargs"]["min_value"] = 3
     assert mart_suite_drift("m", approval, columns, suite) == [
-        "m.privacy: expect_column_min_to_be_between(headcount): min_value is 3 in the suite but 5 in the approval (approval.min_group_size)"
+        'm.privacy: expect_column_min_to_be_between(headcount): min_value is 3 in the suite but must be {"$PARAMETER": "min_group_size"}, filled from the approval at run time (approval.min_group_size)'
     ]
+    assert mart_parameters(approval) == {"min_group_size": 5}
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,7 @@
-"""Blocking checks: each dataset's Great Expectations suites (from `expectations/`), run on staged tables."""
+"""Blocking checks: each dataset's Great Expectations suites (from `expectations/`), run on staged tables.
+
+The privacy suite reads the table through `pipelines.privacy.disclosure` (risk features computed in DuckDB, only the
+columns the suite names fetched) and takes its thresholds from the contract as suite parameters."""
 
 from pathlib import Path
 
@@ -6,11 +9,13 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.contracts import Contract, Role
-from pipelines.ingest import SOURCE_FILE_COLUMN, quote_ident
-from pipelines.quality.features import with_risk_features
+from pipelines.ingest import SOURCE_FILE_COLUMN
+from pipelines.privacy.disclosure import class_sizes
+from pipelines.quality.features import risk_features, suite_columns, with_risk_features
 from pipelines.quality.runner import SuiteOutcome, run_suite
-from pipelines.quality.suites import load_suite, suite_drift
+from pipelines.quality.suites import load_suite, privacy_parameters, suite_drift
 from pipelines.resources import EXPECTATIONS_DIR, PipelineStorage
+from pipelines.sql import quote_ident, read_frame
 
 
 class SuiteFailed(ValueError):
@@ -46,22 +51,13 @@ def check_result(
 
 
 def read_table(con, table: str, vectors_per_chunk: int = 50) -> pd.DataFrame:
-    """A whole table as pandas, fetched in chunks (about 100,000 rows each): `.df()` in one piece holds DuckDB's
-    result and the frame together, about five times the frame (2,120 MiB for 2M finance claims; chunked: 1,003)."""
-    result = con.execute(f"SELECT * FROM {quote_ident(table)}")
-    parts = []
-    while not (part := result.fetch_df_chunk(vectors_per_chunk)).empty:
-        parts.append(part)
-    if not parts:
-        return con.execute(f"SELECT * FROM {quote_ident(table)} LIMIT 0").df()
-    if any(not part.dtypes.equals(parts[0].dtypes) for part in parts[1:]):  # e.g. a chunk whose column is all null
-        del parts
-        return con.execute(f"SELECT * FROM {quote_ident(table)}").df()  # one piece: the dtypes .df() gives
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    """A whole table as pandas, fetched in chunks (see `pipelines.sql.read_frame`)."""
+    return read_frame(con, f"SELECT * FROM {quote_ident(table)}", vectors_per_chunk)
 
 
 def privacy_frame(frame: pd.DataFrame, quasi: list[str], sensitive: list[str]) -> pd.DataFrame:
-    return with_risk_features(frame, [q for q in quasi if q in frame], [s for s in sensitive if s in frame])
+    """An in-memory frame as the privacy gate gives it to its suite (the same SQL as `privacy_check`)."""
+    return with_risk_features(frame, quasi, sensitive)
 
 
 def quality_spec(contract: Contract, raw_key: dg.AssetKey) -> dg.AssetCheckSpec:
@@ -134,12 +130,15 @@ def privacy_check(
     """The contract's privacy suite on a (staged) de-identified table."""
     quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
     sensitive = [c.name for c in contract.published_columns if c.role == Role.sensitive_attribute]
-    frame = read_table(con, table)
-    outcome = run_suite(
-        _reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir),
-        privacy_frame(frame, quasi, sensitive),
-        storage.gx_dir,
-    )
-    return check_result(
-        outcome, {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}, check_name="privacy_suite"
-    )
+    suite = _reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir)
+    frame = risk_features(con, table, quasi, sensitive, columns=suite_columns(suite))
+    outcome = run_suite(suite, frame, storage.gx_dir, privacy_parameters(contract))
+    extra = {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}
+    present = {row[0] for row in con.execute(f"DESCRIBE {quote_ident(table)}").fetchall()}
+    if quasi and set(quasi + sensitive) <= present and len(frame):
+        p = contract.privacy
+        risk = class_sizes(
+            con, table, quasi, sensitive=sensitive, k=p.k_anonymity, risk_threshold=p.max_prosecutor_risk
+        )
+        extra["risk"] = dg.MetadataValue.json(risk.to_metadata())
+    return check_result(outcome, extra, check_name="privacy_suite")

@@ -10,7 +10,6 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-import pandas as pd
 
 from pipelines import audit
 from pipelines.contracts import Contract, Role, load_contracts
@@ -25,10 +24,11 @@ from pipelines.ingest import quote_ident
 from pipelines.lineage import classification as lineage_cls
 from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.dbt import ColumnOrigin, lineage_for_manifest
+from pipelines.privacy import disclosure
 from pipelines.provenance import provenance
-from pipelines.quality.features import with_group_risk_features
+from pipelines.quality.features import risk_features
 from pipelines.quality.runner import run_suite
-from pipelines.quality.suites import CLASS_SIZE, load_suite
+from pipelines.quality.suites import load_suite, mart_parameters
 from pipelines.resources import CONTRACTS_DIR, EXPECTATIONS_DIR, PipelineStorage
 
 
@@ -43,12 +43,6 @@ def approved_marts(manifest: dict) -> dict[str, Approval]:
     return dict(sorted(out.items()))
 
 
-def read_warehouse_table(storage: PipelineStorage, table: str) -> pd.DataFrame:
-    # default config: dagster-dbt may still hold this file open in-process, and DuckDB refuses a second config
-    with duckdb.connect(str(storage.warehouse_db)) as con:
-        return con.execute(f"SELECT * FROM main.{quote_ident(table)}").df()
-
-
 def _read_person_frame(storage: PipelineStorage, model: str) -> Any:
     """A person-level model as polars, with the same connection config as the checks (one per file per process)."""
     import polars as pl
@@ -57,21 +51,21 @@ def _read_person_frame(storage: PipelineStorage, model: str) -> Any:
         return pl.from_arrow(con.sql(f"SELECT * FROM main.{quote_ident(model)}").to_arrow_table())
 
 
-def mart_risk(frame: pd.DataFrame, approval: Approval) -> dict[str, Any]:
-    """Risk over the quasi-identifiers the mart publishes, counting people (group sizes), not rows."""
-    people = int(frame[approval.group_size_column].sum()) if len(frame) else 0
-    if not len(frame):
+def mart_risk(con: duckdb.DuckDBPyConnection, relation: str, approval: Approval) -> dict[str, Any]:
+    """Risk over the quasi-identifiers the mart publishes, counting people (group sizes), not rows (in DuckDB)."""
+    size = quote_ident(approval.group_size_column)
+    rows, smallest = con.execute(f"SELECT count(*), min({size}) FROM {disclosure.relation_sql(relation)}").fetchall()[0]
+    if not rows:
         return {"rows": 0, "people": 0}
-    features = with_group_risk_features(frame, approval.quasi_identifiers, approval.group_size_column)
-    classes = features.drop_duplicates(approval.quasi_identifiers) if approval.quasi_identifiers else features.head(1)
+    risk = disclosure.class_sizes(con, relation, approval.quasi_identifiers, weight=approval.group_size_column)
     return {
-        "rows": len(frame),
-        "people": people,
-        "smallest_group": int(frame[approval.group_size_column].min()),
-        "k_over_quasi_identifiers": int(features[CLASS_SIZE].min()),
-        "equivalence_classes": len(classes),
-        "prosecutor_risk_average": round(len(classes) / people, 6) if people else None,
-        "prosecutor_risk_highest": round(1 / int(features[CLASS_SIZE].min()), 6),
+        "rows": int(rows),
+        "people": risk.records,
+        "smallest_group": int(smallest),
+        "k_over_quasi_identifiers": risk.k,
+        "equivalence_classes": risk.equivalence_classes,
+        "prosecutor_risk_average": round(risk.prosecutor_risk_average, 6),
+        "prosecutor_risk_highest": round(risk.prosecutor_risk_highest, 6),
     }
 
 
@@ -498,8 +492,8 @@ def _stage(
         columns = published_types(con, mart)
         if mart in contracts:
             _check_types(mart, columns, dict(contracts[mart]))
-        frame = con.execute(f"SELECT * FROM main.{quote_ident(mart)}").df()
-        staged[mart] = {"rows": len(frame), "columns": columns, "risk": mart_risk(frame, approval)}
+        risk = mart_risk(con, disclosure.table(mart, "main"), approval)
+        staged[mart] = {"rows": risk["rows"], "columns": columns, "risk": risk}
     dp = {t: {"rows": len(f), "columns": published_types(con, t)} for t, f in (dp_tables or {}).items()}
     return {"marts": staged, "dp": dp, "dropped": dropped}
 
@@ -808,20 +802,23 @@ def build_publish(
     return publish_approved_marts
 
 
-def person_join_risk(frame: pd.DataFrame, quasi_identifiers: list[str], min_k: int) -> dict[str, Any]:
+def person_join_risk(
+    con: duckdb.DuckDBPyConnection, relation: str, quasi_identifiers: list[str], min_k: int
+) -> dict[str, Any]:
     """k over the quasi-identifiers of every department, joined per person before aggregation (counts only)."""
-    if not len(frame):
+    if not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {disclosure.relation_sql(relation)} LIMIT 1)").fetchall()[
+        0
+    ][0]:
         return {"people": 0, "quasi_identifiers": quasi_identifiers, "min_k": min_k, "k": None, "passed": True}
-    sizes = frame.groupby(quasi_identifiers, dropna=False).size() if quasi_identifiers else pd.Series([len(frame)])
-    k = int(sizes.min())
+    risk = disclosure.class_sizes(con, relation, quasi_identifiers, k=min_k)
     return {
-        "people": len(frame),
+        "people": risk.records,
         "quasi_identifiers": quasi_identifiers,
         "min_k": min_k,
-        "k": k,
-        "equivalence_classes": len(sizes),
-        "people_in_classes_below_min_k": int(sizes[sizes < min_k].sum()),
-        "passed": k >= min_k,
+        "k": risk.k,
+        "equivalence_classes": risk.equivalence_classes,
+        "people_in_classes_below_min_k": risk.records_below_k,
+        "passed": risk.k >= min_k,
     }
 
 
@@ -927,14 +924,23 @@ def _privacy_check(
         "no PII patterns" + (f"; k over the person-level join {gate.model}" if gate else "") + ".",
     )
     def mart_privacy(storage: PipelineStorage) -> dg.AssetCheckResult:
-        frame = read_warehouse_table(storage, mart)
-        features = with_group_risk_features(frame, approval.quasi_identifiers, approval.group_size_column)
-        outcome = run_suite(load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir)
-        extra: dict[str, Any] = {"risk": dg.MetadataValue.json(mart_risk(frame, approval))}
-        if gate is None:
+        # default config: dagster-dbt may still hold this file open in-process, and DuckDB refuses a second config
+        with duckdb.connect(str(storage.warehouse_db)) as con:
+            relation = disclosure.table(mart, "main")
+            features = risk_features(con, relation, approval.quasi_identifiers, weight=approval.group_size_column)
+            risk = mart_risk(con, relation, approval)
+            join = (
+                None
+                if gate is None
+                else person_join_risk(con, disclosure.table(gate.model, "main"), gate.quasi_identifiers, gate.min_k)
+            )
+        outcome = run_suite(
+            load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir, mart_parameters(approval)
+        )
+        extra: dict[str, Any] = {"risk": dg.MetadataValue.json(risk)}
+        if gate is None or join is None:
             return check_result(outcome, extra)
-        risk = person_join_risk(read_warehouse_table(storage, gate.model), gate.quasi_identifiers, gate.min_k)
-        risk |= {"carried_from": gate.carried, "department_quasi_identifiers_not_in_join": gate.not_carried}
+        risk = join | {"carried_from": gate.carried, "department_quasi_identifiers_not_in_join": gate.not_carried}
         result = check_result(outcome, {**extra, "person_join_risk": dg.MetadataValue.json(risk)})
         return result if risk["passed"] else _blocked(result, risk, gate.model)
 

@@ -28,6 +28,7 @@ __all__ = [
     "frame_class_sizes",
     "k_anonymous_query",
     "records_below_k",
+    "relation_sql",
     "risk_features_query",
     "table",
 ]
@@ -47,7 +48,7 @@ def table(name: str, schema: str | None = None) -> SQL:
     return SQL(f"{quote_ident(schema)}.{quote_ident(name)}" if schema else quote_ident(name))
 
 
-def _relation(relation: str) -> str:
+def relation_sql(relation: str) -> str:
     """A plain string is a table name (quoted here); `SQL` is used as given."""
     return relation if isinstance(relation, SQL) else quote_ident(relation)
 
@@ -132,7 +133,7 @@ def class_sizes(
         raise ValueError("risk_threshold must be between 0 and 1")
     if k is not None and k < 1:
         raise ValueError("k must be at least 1")
-    source = _relation(relation)
+    source = relation_sql(relation)
     _check_columns(
         con, source, {"quasi-identifier": qis, "sensitive": sens, "weight": [weight] if weight is not None else []}
     )
@@ -192,20 +193,20 @@ def risk_features_query(
     """SELECT of `columns` (default: all) plus each record's class size, prosecutor risk and distinct sensitive values
     per class (CLASS_SIZE, RECORD_RISK, DISTINCT_PREFIX + name): what a privacy suite's expectations read."""
     window = f"PARTITION BY {', '.join(quote_ident(q) for q in quasi_identifiers)}" if quasi_identifiers else ""
-    size = f"{_size(weight)} OVER w"
+    size = "count(*) OVER w" if weight is None else f"CAST(sum({quote_ident(weight)}) OVER w AS BIGINT)"
     selected = "*" if columns is None else ", ".join(quote_ident(c) for c in columns)
     features = [f"{size} AS {quote_ident(CLASS_SIZE)}", f"1.0::DOUBLE / ({size}) AS {quote_ident(RECORD_RISK)}"]
     for s in sensitive:
         c = quote_ident(s)
         distinct = f"count(DISTINCT {c}) OVER w + CAST(count(*) OVER w > count({c}) OVER w AS BIGINT)"
         features.append(f"{distinct} AS {quote_ident(DISTINCT_PREFIX + s)}")
-    return f"SELECT {', '.join([selected, *features] if selected else features)} FROM {_relation(relation)} WINDOW w AS ({window})"
+    return f"SELECT {', '.join([selected, *features] if selected else features)} FROM {relation_sql(relation)} WINDOW w AS ({window})"
 
 
 def records_below_k(con: duckdb.DuckDBPyConnection, relation: str, quasi_identifiers: Sequence[str], k: int) -> int:
     """Records in equivalence classes smaller than k (what suppression would remove)."""
     result = con.execute(
-        f"SELECT coalesce(sum(size), 0) FROM (SELECT count(*) AS size FROM {_relation(relation)}"
+        f"SELECT coalesce(sum(size), 0) FROM (SELECT count(*) AS size FROM {relation_sql(relation)}"
         f"{_group_by(quasi_identifiers)}) WHERE size < {int(k)}"
     ).fetchall()[0]
     return int(result[0])
@@ -220,6 +221,6 @@ def k_anonymous_query(
     dropped = ", ".join([*(quote_ident(c) for c in exclude), size])
     order = f" ORDER BY {quote_ident(order_by)}" if order_by else ""
     return (
-        f"SELECT * EXCLUDE ({dropped}) FROM (SELECT *, count(*) OVER ({window}) AS {size} FROM {_relation(relation)}) "
+        f"SELECT * EXCLUDE ({dropped}) FROM (SELECT *, count(*) OVER ({window}) AS {size} FROM {relation_sql(relation)}) "
         f"WHERE {size} >= {int(k)}{order}"
     )

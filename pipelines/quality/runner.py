@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import count
@@ -12,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.privacy.disclosure import CLASS_SIZE, DISTINCT_PREFIX, RECORD_RISK
 from pipelines.quality import data_docs
-from pipelines.quality.features import CLASS_SIZE, DISTINCT_PREFIX, RECORD_RISK
+from pipelines.quality.suites import is_parameter
 
 # GE prints progress bars per validation; they would flood run logs
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -24,7 +26,7 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 SAFE_RESULT_KEYS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent")
 # Expectations whose observed value is an aggregate that names no person.
 _OBSERVED_IS_SAFE = {"expect_table_row_count_to_be_between", "expect_table_columns_to_match_set"}
-# Columns that `pipelines.quality.features` derives (class sizes, risks, distinct counts): aggregates, not cells.
+# Columns that `pipelines.privacy.disclosure` derives (class sizes, risks, distinct counts): aggregates, not cells.
 RISK_FEATURES = (CLASS_SIZE, RECORD_RISK)
 RISK_FEATURE_PREFIXES = (DISTINCT_PREFIX,)
 _ids = count()
@@ -112,7 +114,7 @@ def _thresholds(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_risk_feature(column: str | None) -> bool:
-    """Whether `column` is one of the risk features `pipelines.quality.features` adds (never a data column)."""
+    """Whether `column` is one of the risk features `pipelines.privacy.disclosure` adds (never a data column)."""
     return column is not None and (column in RISK_FEATURES or column.startswith(RISK_FEATURE_PREFIXES))
 
 
@@ -150,7 +152,7 @@ def _expectations(suite: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _validate_ephemeral(expectations: list[Any], name: str, frame: pd.DataFrame) -> Any:
+def _validate_ephemeral(expectations: list[Any], name: str, frame: pd.DataFrame, parameters: dict[str, Any]) -> Any:
     """Validate in the in-memory context; the suite is stored there too, so GE gives each expectation its id."""
     import great_expectations as gx
 
@@ -164,13 +166,15 @@ def _validate_ephemeral(expectations: list[Any], name: str, frame: pd.DataFrame)
             .add_batch_definition_whole_dataframe(name)
             .get_batch(batch_parameters={"dataframe": frame})
         )
-        return batch.validate(gx_suite, result_format=RESULT_FORMAT)
+        return batch.validate(gx_suite, result_format=RESULT_FORMAT, expectation_parameters=parameters)
     finally:
         context.suites.delete(name)
         context.data_sources.delete(source.name)
 
 
-def _validate_with_docs(expectations: list[Any], name: str, frame: pd.DataFrame, root: Path) -> tuple[Any, str]:
+def _validate_with_docs(
+    expectations: list[Any], name: str, frame: pd.DataFrame, root: Path, parameters: dict[str, Any]
+) -> tuple[Any, str]:
     """Validate through a checkpoint of a file-backed context, so GE stores the result and rebuilds Data Docs."""
     import great_expectations as gx
 
@@ -192,7 +196,7 @@ def _validate_with_docs(expectations: list[Any], name: str, frame: pd.DataFrame,
             actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters)
     identifier, validation = next(iter(result.run_results.items()))
     gx_root = Path(context.root_directory)  # GE keeps its project in a `gx` folder under the root it is given
     data_docs.make_offline(gx_root)
@@ -250,30 +254,69 @@ def _exception_type(traceback: str) -> str:
     return last.split(":", 1)[0].rsplit(".", 1)[-1].strip() or "error"
 
 
-def _outcome(spec: dict[str, Any], res: Any) -> ExpectationOutcome:
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _parameter_names(suite: dict[str, Any]) -> set[str]:
+    """Every parameter the suite's `{"$PARAMETER": ...}` expressions name."""
+    return {
+        name
+        for e in suite["expectations"]
+        for value in e.get("kwargs", {}).values()
+        if is_parameter(value)
+        for name in _NAME.findall(value["$PARAMETER"])
+    }
+
+
+def _resolved(kwargs: dict[str, Any], res: Any, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The suite's kwargs with each parameter replaced by the value it had in this validation."""
+    validated = getattr(res.expectation_config, "kwargs", {}) or {}
+    out = {}
+    for key, value in kwargs.items():
+        if is_parameter(value):
+            expression = value["$PARAMETER"]
+            value = parameters[expression] if expression in parameters else validated.get(key)
+        out[key] = value
+    return out
+
+
+def _outcome(spec: dict[str, Any], res: Any, parameters: dict[str, Any]) -> ExpectationOutcome:
     """What is safe to publish of one expectation's result: its own column and thresholds, counts, risk aggregates."""
     kwargs = spec["kwargs"]
     return ExpectationOutcome(
         expectation=spec["type"],
         column=kwargs.get("column"),
         success=bool(res.success),
-        threshold=_plain(_thresholds(kwargs)),
+        threshold=_plain(_thresholds(_resolved(kwargs, res, parameters))),
         observed=_plain(_observed(spec["type"], kwargs.get("column"), res.result or {})),
         notes=spec.get("meta", {}).get("notes"),
         error=_error(res),
     )
 
 
-def run_suite(suite: dict[str, Any], frame: pd.DataFrame, docs_root: Path | None = None) -> SuiteOutcome:
+def run_suite(
+    suite: dict[str, Any],
+    frame: pd.DataFrame,
+    docs_root: Path | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> SuiteOutcome:
     """Validate `frame` against a suite (as stored in `expectations/`); results carry no cell values.
 
-    With `docs_root`, results are kept in a Great Expectations project there and its Data Docs rebuilt.
+    `parameters` fill the suite's `{"$PARAMETER": ...}` thresholds (from the contract or approval; see
+    `suites.privacy_parameters`). With `docs_root`, results are kept in a Great Expectations project there and its
+    Data Docs rebuilt.
     """
+    parameters = dict(parameters or {})
+    missing = sorted(_parameter_names(suite) - set(parameters))
+    if missing:
+        raise ValueError(
+            f"suite {suite['name']} needs the parameters {missing}: pass them from its contract or approval"
+        )
     docs_url = None
     expectations = _expectations(suite)
     if docs_root is None:
-        validation = _validate_ephemeral(expectations, suite["name"], frame)
+        validation = _validate_ephemeral(expectations, suite["name"], frame, parameters)
     else:
-        validation, docs_url = _validate_with_docs(expectations, suite["name"], frame, docs_root)
-    outcomes = [_outcome(spec, res) for spec, res in _pair(suite, expectations, validation.results)]
+        validation, docs_url = _validate_with_docs(expectations, suite["name"], frame, docs_root, parameters)
+    outcomes = [_outcome(spec, res, parameters) for spec, res in _pair(suite, expectations, validation.results)]
     return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes, data_docs=docs_url)

@@ -1,8 +1,10 @@
 """Great Expectations suites: scaffolded from contracts once, then kept in `expectations/` as reviewed files.
 
-Privacy thresholds are expressed as ordinary expectations over exact per-record risk features that
-`pipelines.privacy.risk` derives (equivalence-class size, record risk, distinct sensitive values per
-class), so every threshold lives in a suite file a steward can review, not in code.
+Privacy thresholds are ordinary expectations over the exact per-record risk features that
+`pipelines.privacy.disclosure` derives in SQL (equivalence-class size, record risk, distinct sensitive values per
+class). Their numbers are not in the suite files: each names a Great Expectations suite parameter
+(`{"$PARAMETER": "k_anonymity"}`) that the gate fills from the contract (or, for a mart, its approval) at run
+time, so the contract is the one place a threshold is written and a reviewer still reads every check.
 """
 
 from __future__ import annotations
@@ -13,10 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.contracts import Column, Contract, Role
+from pipelines.privacy.disclosure import CLASS_SIZE, DISTINCT_PREFIX, RECORD_RISK
 
-CLASS_SIZE = "_equivalence_class_size"
-RECORD_RISK = "_record_risk"
-DISTINCT_PREFIX = "_class_distinct_"
+__all__ = ["CLASS_SIZE", "DISTINCT_PREFIX", "RECORD_RISK"]  # re-exported: the suites' column names
+
+
+def parameter(expression: str) -> dict[str, str]:
+    """A threshold Great Expectations fills at validation time from the parameters the gate passes."""
+    return {"$PARAMETER": expression}
+
+
+def privacy_parameters(contract: Contract) -> dict[str, Any]:
+    """The values of a department privacy suite's parameters: its contract's thresholds."""
+    return contract.privacy.suite_parameters()
+
+
+def mart_parameters(approval: Any) -> dict[str, Any]:
+    """The values of a mart privacy suite's parameters: its approval's minimum group size."""
+    return {"min_group_size": approval.min_group_size}
+
 
 # Patterns of direct identifiers that must never survive de-identification (anchored loosely on
 # purpose: a match anywhere in a cell fails).
@@ -95,7 +112,6 @@ def quality_suite(contract: Contract) -> dict[str, Any]:
 
 def privacy_suite(contract: Contract) -> dict[str, Any]:
     """No PII patterns in published text; k, l and uniqueness thresholds over the published quasi-identifiers."""
-    p = contract.privacy
     published = contract.published_columns
     items: list[dict[str, Any]] = []
     for c in published:
@@ -116,20 +132,20 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                 "expect_column_min_to_be_between",
                 f"k-anonymity over {quasi}",
                 column=CLASS_SIZE,
-                min_value=p.k_anonymity,
+                min_value=parameter("k_anonymity"),
             ),
             _expectation(
                 "expect_column_values_to_be_between",
                 "sample uniqueness: share of records in classes of size 1",
                 column=CLASS_SIZE,
                 min_value=2,
-                mostly=round(1 - p.max_sample_uniqueness, 6),
+                mostly=parameter("1 - max_sample_uniqueness"),
             ),
             _expectation(
                 "expect_column_max_to_be_between",
                 "highest prosecutor risk",
                 column=RECORD_RISK,
-                max_value=p.max_prosecutor_risk,
+                max_value=parameter("max_prosecutor_risk"),
             ),
         ]
         for c in published:
@@ -139,7 +155,7 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                         "expect_column_min_to_be_between",
                         f"distinct l-diversity of {c.name}",
                         column=DISTINCT_PREFIX + c.name,
-                        min_value=p.l_diversity,
+                        min_value=parameter("l_diversity"),
                     )
                 )
     return {
@@ -207,13 +223,13 @@ def mart_privacy_suite(mart: str, approval: Any, columns: dict[str, str]) -> dic
             "expect_column_min_to_be_between",
             "minimum group size (distinct people)",
             column=approval.group_size_column,
-            min_value=approval.min_group_size,
+            min_value=parameter("min_group_size"),
         ),
         _expectation(
             "expect_column_min_to_be_between",
             f"k over published quasi-identifiers {approval.quasi_identifiers}",
             column=CLASS_SIZE,
-            min_value=approval.min_group_size,
+            min_value=parameter("min_group_size"),
         ),
     ]
     for name, data_type in columns.items():
@@ -312,8 +328,16 @@ def _list_change(expected: list[Any], actual: list[Any]) -> str | None:
     return ", ".join(parts) or None
 
 
+def is_parameter(value: Any) -> bool:
+    """Whether a suite value is a `{"$PARAMETER": ...}` filled at run time."""
+    return isinstance(value, dict) and set(value) == {"$PARAMETER"}
+
+
 def _value_drift(kwarg: str, expected: Any, actual: Any) -> str | None:
     """How one threshold differs between contract and suite, or None if they agree."""
+    if is_parameter(expected) and actual != expected:
+        # a number written into the suite would shadow the contract's; only the parameter keeps one source
+        return f"{kwarg} is {json.dumps(actual)} in the suite but must be {json.dumps(expected)}, filled from the contract at run time"
     if kwarg == "regex_list":
         # a reviewer may add patterns, never drop one the pipeline relies on
         missing = len(set(map(str, expected)) - set(map(str, actual if isinstance(actual, list) else [])))
