@@ -213,3 +213,28 @@ def test_suites_read_tables_in_chunks_as_one_piece_would():
         expected = con.execute(f"SELECT * FROM {table}").df()
         for vectors in (1, 2, 50):
             pd.testing.assert_frame_equal(read_table(con, table, vectors), expected)
+
+
+@pytest.mark.parametrize(
+    "groups, passed",
+    [
+        (SAFE, True),
+        (SAFE + [(("60-79", "X", "legal", "Legal & Compliance"), 2, ["x"])], False),  # a class of 2 < k = 5
+    ],
+)
+def test_privacy_check_reads_the_table_through_duckdb(tmp_path, groups, passed):
+    """The blocking check itself: risk from SQL over the staged table, thresholds from the contract, no values."""
+    from pipelines.defs.checks import privacy_check
+    from pipelines.resources import PipelineStorage
+
+    frame = hr_frame(groups)
+    with duckdb.connect() as con:
+        con.register("frame", frame)
+        con.execute("CREATE TABLE staged AS SELECT * FROM frame")
+        result = privacy_check(con, "staged", HR, PipelineStorage(data_dir=str(tmp_path)))
+    assert result.passed is passed
+    risk = result.metadata["risk"].value
+    assert risk["k"] == (6 if passed else 2) and risk["target_k"] == 5
+    assert risk["records"] == len(frame) and risk["l_diversity"] == {"salary": 2 if passed else 1}
+    published = json.dumps({k: getattr(v, "value", v) for k, v in result.metadata.items()}, default=str)
+    assert "employee_id_" not in published and "email_address_" not in published
