@@ -72,6 +72,7 @@ eval-pii: install
 bench: install
 	$(PY) -m bench --out BENCHMARKS.md
 	$(PY) -m bench.spark --rows 100000 --out BENCHMARKS.md  # Spark local 1 and 2 cores vs DuckDB (its own section)
+	$(PY) -m bench.known_index --rows 100000,1000000 --out BENCHMARKS.md  # both indexes' memory (its own section)
 
 lock: $(VENV)/.installed
 	{ echo "# Constraints for a reproducible install (pip install -c requirements.lock -e .). Regenerate: make lock"; \

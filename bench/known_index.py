@@ -1,13 +1,14 @@
 """The known-identifier index's memory, old (16-byte hashes in Python sets) against compact (8-byte hashes in sorted
 NumPy arrays), built from the same raw database in fresh processes.
 
-    python -m bench.known_index --rows 100000,1000000 --workdir /tmp/known-index
+    python -m bench.known_index --rows 100000,1000000 --out BENCHMARKS.md   (splices its section into the report)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +69,7 @@ def measure_one(db: Path, index: str) -> dict:
         "index": index,
         "identifiers": known.size,
         "seconds": round(seconds, 2),
+        "held_bytes": held - base,
         "held_mib": round((held - base) / 2**20, 1),
         "peak_mib": round((peak - base) / 2**20, 1),
         "hash_bytes": getattr(known, "nbytes", None),
@@ -87,6 +89,10 @@ def measure(rows: int, workdir: Path, seed: int = 7) -> list[dict]:
         )
         out.append({"rows": rows, **json.loads(done.stdout.strip().splitlines()[-1])})
     return out
+
+
+BEGIN, END = "<!-- known-index:begin -->", "<!-- known-index:end -->"
+TITLE = "## Known-identifier index: memory on both engines"
 
 
 def markdown(results: list[dict]) -> str:
@@ -112,24 +118,61 @@ def markdown(results: list[dict]) -> str:
         "peak while building (MiB)",
     ]
     m = machine()
-    return (
-        md_table(header, rows, "llrrrrr") + f"\n\n_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB._\n"
+    return "\n".join(
+        [
+            BEGIN,
+            TITLE,
+            "",
+            "Every department's direct identifiers and join keys (and name parts joined as full names), indexed from "
+            "the same raw DuckDB database (demo generator, seed 7) in a fresh process per index: the old index "
+            "(16-byte keyed BLAKE2b hashes in Python sets) against the compact one both engines use now (8-byte keyed "
+            "hashes in sorted NumPy arrays; the Spark engine broadcasts it). Held: Python memory the built index "
+            "keeps (tracemalloc; allocator overhead and DuckDB's buffers not counted, so RSS is higher); peak: the "
+            "high-water mark while building. Build time without tracing, on a shared machine (read it loosely).",
+            "",
+            md_table(header, rows, "llrrrrr"),
+            "",
+            f"_Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; `python -m bench.known_index`._",
+            END,
+        ]
     )
+
+
+def splice(path: Path, section: str) -> None:
+    """Replace this section in the report, or put it before the optimizations log (or at the end)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: section, text, flags=re.S)
+    elif "\n## Optimizations" in text:
+        text = text.replace("\n## Optimizations", "\n" + section + "\n\n## Optimizations", 1)
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.known_index", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000", help="comma-separated generator --rows")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/known-index"))
+    parser.add_argument("--out", type=Path, default=None, help="splice the section into this report")
+    parser.add_argument("--json", type=Path, default=None, help="results as JSON (or read them back with --render)")
+    parser.add_argument("--render", action="store_true", help="render --json's results, measuring nothing")
     parser.add_argument("--one", nargs=2, metavar=("DB", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure_one(Path(args.one[0]), args.one[1])))
         return
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    results = [r for rows in args.rows.split(",") for r in measure(int(rows), args.workdir)]
-    print(json.dumps(results, indent=1))
-    print(markdown(results))
+    if args.render:
+        results = json.loads(args.json.read_text())
+    else:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        results = [r for rows in args.rows.split(",") for r in measure(int(rows), args.workdir)]
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    section = markdown(results)
+    if args.out:
+        splice(args.out, section)
+    print(section)
 
 
 if __name__ == "__main__":
