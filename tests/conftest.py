@@ -43,6 +43,15 @@ class PipelineRun:
         )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_scanning_workers_left():
+    """The scanning pool persists across calls (pipelines.privacy.parallel): end it after each test module."""
+    yield
+    from pipelines.privacy import parallel
+
+    parallel.shutdown()
+
+
 def ground_truth(landing: Path, min_length: int = 5) -> list[dict]:
     """The generator's personal values (short ones like 'F' are not meaningful to search for)."""
     with (landing / "_ground_truth" / "pii_values.csv").open(encoding="utf-8") as f:

@@ -146,26 +146,10 @@ def test_truecase_census_names(line, cased):
     ("items", "processes", "min_chunk"),
     [(755, 2, 256), (1510, 2, 256), (257, 2, 256), (100_000, 2, 256), (3_901, 3, 64)],
 )
-def test_chunks_come_in_a_multiple_of_the_processes_and_of_equal_size(monkeypatch, items, processes, min_chunk):
-    seen = []
-
-    class Pool:  # stands in for the forked pool: records the chunks it is handed
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def map(self, fn, chunks):
-            seen.extend(len(c) for c in chunks)
-            return [list(c) for c in chunks]
-
-    monkeypatch.setattr(parallel, "_FORK", type("Fork", (), {"Pool": Pool})())
-    out = an._map_in_processes(lambda chunk, args: chunk, list(range(items)), processes, (), min_chunk)
-    assert out == list(range(items))
+def test_chunks_come_in_a_multiple_of_the_processes_and_of_equal_size(items, processes, min_chunk):
+    chunks = parallel.chunk_items(list(range(items)), processes, min_chunk)
+    assert [x for chunk in chunks for x in chunk] == list(range(items))
+    seen = [len(c) for c in chunks]
     assert len(seen) % processes == 0 and max(seen) - min(seen) <= 1
 
 

@@ -20,7 +20,7 @@ from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, Nl
 
 from pipelines.privacy import speedups
 from pipelines.privacy.ner_candidates import IdentifierShapes, needs_ner, sentence_spans
-from pipelines.privacy.parallel import can_fork, map_in_processes
+from pipelines.privacy.parallel import can_fork, invalidate, map_in_processes
 
 NLP_CONF_FILE = Path(__file__).with_name("conf") / "nlp.yaml"
 NLP_MODEL_ENV = "PIPELINES_NLP_MODEL"
@@ -202,6 +202,7 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
         """Forget the per-line NER results (benchmarks start cold; memory is bounded anyway)."""
         self._entities.clear()
         self._generation += 1
+        invalidate()  # the pool's workers inherited the old cache: they would not hand back what they recompute
 
     def recognize_entities(
         self,

@@ -1,13 +1,37 @@
-"""Scanning in forked worker processes that share the loaded model (and a helper that runs one job beside the caller)."""
+"""Scanning on a persistent pool of forked workers that share the loaded model (and a helper that runs one job beside
+the caller).
+
+The pool is a standard `concurrent.futures.ProcessPoolExecutor` with a fork context. Its workers are forked once, from
+a process that has loaded the model, and kept for the next calls (the chunks of a column, the columns and chunks of a
+run): they share the model's memory copy-on-write and nothing heavy is pickled. A call hands each worker a chunk of
+items plus a small payload: `fn` and `args` pickled with plain data (numbers, strings, containers, dataclasses, compiled
+patterns) by value and every other object (the analyzer, the NLP engine, the known-identifier index, functions) by
+reference to the copy the workers inherited at fork. A call that names an object the workers do not hold (or made after
+`invalidate()`, or with a changed environment, or another process count) first replaces the pool with one forked now.
+`shutdown()` ends it (tests end it after each module; at exit `concurrent.futures` joins it). Where processes cannot
+fork, everything runs in the calling process.
+"""
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import gc
+import io
 import itertools
 import multiprocessing
 import os
+import pickle
+import re
 import signal
+import threading
+import types
+from collections import Counter, OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+
+import regex
 
 NLP_PROCESSES_ENV = "PIPELINES_NLP_PROCESSES"
 MAX_DEFAULT_PROCESSES = 4  # each worker is a forked copy of the loaded model; more cores rarely pay off here
@@ -15,7 +39,7 @@ MAX_DEFAULT_PROCESSES = 4  # each worker is a forked copy of the loaded model; m
 
 def resolve_processes(n_process: int | None = None) -> int:
     """Worker processes for scanning: explicit, else $PIPELINES_NLP_PROCESSES, else the usable cores (max 4).
-    Always 1 inside a worker (pool workers are daemons and may not fork)."""
+    Always 1 inside a worker (workers do not fork workers of their own)."""
     if _IN_WORKER:
         return 1
     if n_process is not None:
@@ -35,34 +59,124 @@ def resolve_processes(n_process: int | None = None) -> int:
 
 # Worker processes are forked so they inherit the loaded analyzer (and the NER cache) instead of reloading it.
 _FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-_WORKER_JOB: tuple | None = None
 _IN_WORKER = False
 
 
-def map_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: int) -> list:
-    """fn(chunk, args) over chunks of items in forked workers; results in input order."""
-    return [result for part in map_chunks_in_processes(fn, items, n_process, args, min_chunk) for result in part]
+def can_fork() -> bool:
+    """Can workers be forked here (they inherit the loaded model; elsewhere everything runs in one process)?"""
+    return _FORK is not None
 
 
-def map_chunks_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: int) -> list:
-    """fn(chunk, args) over chunks of items in forked workers: one result per chunk, in input order."""
-    global _WORKER_JOB
+def chunk_items(items: list, n_process: int, min_chunk: int) -> list[list]:
+    """Items cut into chunks of at least `min_chunk` (fewer if there are not enough), as many as a multiple of the
+    processes and of equal size, give or take one item: 755 texts in chunks of 256 made 3 chunks, and one process
+    scanned two of them while the other sat idle (parallel efficiency at most 0.75)."""
     size = max(min_chunk, -(-len(items) // (n_process * 4)))
-    # as many chunks as a multiple of the processes, of equal size: 755 texts in chunks of 256 made 3 chunks, and one
-    # process scanned two of them while the other sat idle (parallel efficiency at most 0.75)
     count = -(-len(items) // size)
     count = min(len(items), -(-count // n_process) * n_process) or 1
     base, extra = divmod(len(items), count)
     bounds = list(itertools.accumulate([0] + [base + (k < extra) for k in range(count)]))
-    chunks = [items[a:b] for a, b in itertools.pairwise(bounds)]
-    _WORKER_JOB = (fn, args)
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def map_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: int) -> list:
+    """fn(chunk, args) over chunks of items in the forked workers; results in input order."""
+    return [result for part in map_chunks_in_processes(fn, items, n_process, args, min_chunk) for result in part]
+
+
+def map_chunks_in_processes(fn, items: list, n_process: int, args: tuple, min_chunk: int) -> list:
+    """fn(chunk, args) over chunks of items (see `chunk_items`) in the pool's workers: one result per chunk, in input
+    order. Serial where processes cannot fork (or inside a worker)."""
+    chunks = chunk_items(items, n_process, min_chunk)
+    if _FORK is None or _IN_WORKER or n_process < 2:
+        return [fn(chunk, args) for chunk in chunks]
+    payload, objects = _dumps((fn, args))
+    with _LOCK:
+        pool = _pool_for(n_process, objects)
+        futures = []
+        try:
+            futures.extend(pool.executor.submit(_run_in_worker, payload, chunk) for chunk in chunks)
+            return [future.result() for future in futures]
+        except BrokenProcessPool:
+            shutdown()  # a worker died (killed, out of memory): the next call forks a new pool
+            raise
+        except BaseException:
+            for future in futures:  # an error in one chunk: the chunks not started yet are not scanned
+                future.cancel()
+            raise
+
+
+# --- the pool -------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Pool:
+    executor: ProcessPoolExecutor
+    processes: int
+    shared: dict[int, object]  # id -> object: what the workers inherited, by identity (kept alive here)
+    epoch: int
+    environ: dict[str, str]
+    workers: list  # the multiprocessing.Process of each worker
+
+
+_POOL: _Pool | None = None
+_SHARED: dict[int, object] = {}  # in a worker: the objects it inherited (a copy of its pool's `shared`)
+_EPOCH = 0
+_LOCK = threading.RLock()
+
+
+def invalidate() -> None:
+    """The workers' inherited state is out of date (a memo or cache was cleared in this process): the next call
+    forks a new pool."""
+    global _EPOCH
+    _EPOCH += 1
+
+
+def shutdown() -> None:
+    """End the pool's workers and wait for them (idempotent); the next call forks a new pool."""
+    global _POOL
+    with _LOCK:
+        pool, _POOL = _POOL, None
+        if pool is not None:
+            pool.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def pool_pids() -> list[int]:
+    """The process ids of the pool's live workers (none when no pool runs)."""
+    pool = _POOL
+    return [] if pool is None else sorted(p.pid for p in pool.workers if p.is_alive())
+
+
+def _pool_for(n_process: int, objects: dict[int, object]) -> _Pool:
+    """The running pool if its workers hold `objects` and are current, else a new one forked now (which inherits
+    the objects the old one held too, so alternating callers do not fork each time)."""
+    global _POOL, _SHARED
+    pool, environ = _POOL, dict(os.environ)
+    if (
+        pool is not None
+        and pool.processes == n_process
+        and pool.epoch == _EPOCH
+        and pool.environ == environ
+        and objects.keys() <= pool.shared.keys()
+    ):
+        return pool
+    shared = ({**pool.shared} if pool is not None and pool.epoch == _EPOCH else {}) | objects
+    shutdown()
+    executor = ProcessPoolExecutor(max_workers=n_process, mp_context=_FORK, initializer=_quiet_worker)
+    _SHARED, before = shared, set(multiprocessing.active_children())
     try:
         with _frozen_heap():
-            pool = _FORK.Pool(n_process, initializer=_quiet_worker)  # forks its workers now
-        with pool:
-            return pool.map(_run_in_worker, chunks)
+            # fork-context executors start all their workers at the first submit: fork them now, while the shared
+            # objects are in place and the heap is frozen
+            executor.submit(int).result()
     finally:
-        _WORKER_JOB = None
+        _SHARED = {}
+    workers = [p for p in multiprocessing.active_children() if p not in before]
+    _POOL = _Pool(executor, n_process, shared, _EPOCH, environ, workers)
+    return _POOL
+
+
+atexit.register(shutdown)
 
 
 @contextmanager
@@ -78,6 +192,65 @@ def _frozen_heap():
     finally:
         if not already:
             gc.unfreeze()
+
+
+# --- the payload: plain data by value, everything else by reference to the workers' inherited copy ------------------
+
+_BY_VALUE = (str, bytes, int, float, complex, bool, type(None), tuple, list, dict, set, frozenset, Counter, OrderedDict)
+_PATTERNS = (re.Pattern, regex.Pattern)
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.objects: dict[int, object] = {}
+
+    def persistent_id(self, obj):
+        if (
+            type(obj) in _BY_VALUE
+            or isinstance(obj, (type, *_PATTERNS))
+            or (dataclasses.is_dataclass(obj) and not isinstance(obj, type))
+            or isinstance(obj, types.BuiltinFunctionType)
+        ):
+            return None
+        self.objects[id(obj)] = obj
+        return id(obj)
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, key):
+        return _SHARED[key]
+
+
+def _dumps(job) -> tuple[bytes, dict[int, object]]:
+    """The job pickled, and the objects it refers to by reference."""
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer)
+    pickler.dump(job)
+    return buffer.getvalue(), pickler.objects
+
+
+_LAST_JOB: tuple[bytes, object] | None = None  # in a worker: the last payload and what it unpickled to
+
+
+def _run_in_worker(payload: bytes, chunk: list):
+    global _LAST_JOB
+    if _LAST_JOB is None or _LAST_JOB[0] != payload:
+        _LAST_JOB = (payload, _Unpickler(io.BytesIO(payload)).load())
+    fn, args = _LAST_JOB[1]
+    return fn(chunk, args)
+
+
+def _quiet_worker() -> None:
+    """Forked workers drop the parent's interrupt handlers (Dagster's raise in them when the pool ends them), and
+    the parent's pool (its threads did not survive the fork)."""
+    global _IN_WORKER, _POOL
+    _IN_WORKER, _POOL = True, None
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the pool
+
+
+# --- one job beside the caller ---------------------------------------------------------------------------------------
 
 
 def shared_counter():
@@ -156,21 +329,3 @@ def _background_main(conn, fn, args) -> None:
         )
     finally:
         conn.close()
-
-
-def _quiet_worker() -> None:
-    """Forked workers drop the parent's interrupt handlers (Dagster's raise in them when the pool ends them)."""
-    global _IN_WORKER
-    _IN_WORKER = True
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the pool
-
-
-def _run_in_worker(chunk: list) -> list:
-    fn, args = _WORKER_JOB  # inherited from the parent at fork
-    return fn(chunk, args)
-
-
-def can_fork() -> bool:
-    """Can workers be forked here (they inherit the loaded model; elsewhere everything runs in one process)?"""
-    return _FORK is not None

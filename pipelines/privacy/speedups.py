@@ -623,7 +623,11 @@ def _enhances_context(recognizer: EntityRecognizer) -> bool:
 
 
 def clear_memos(analyzer: AnalyzerEngine) -> None:
-    """Forget what the speed-ups remember between texts (phone verdicts, context keywords)."""
+    """Forget what the speed-ups remember between texts (phone verdicts, context keywords), here and in the pool's
+    workers (the next parallel call forks them afresh)."""
+    from pipelines.privacy.parallel import invalidate
+
+    invalidate()
     for recognizer in analyzer.registry.recognizers:
         if isinstance(recognizer, RememberingPhoneRecognizer):
             recognizer.memo.clear()
