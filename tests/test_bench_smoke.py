@@ -17,15 +17,17 @@ SECTIONS = (
     "## 5. The whole pipeline",
     "## 6. Utility: over-masking",
     "## Optimizations",
+    "## 9. Free-text speed and accuracy",
 )
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> str:
-    """Sections 1-4 and section 5 (the pipeline subprocess, the slow part) run side by side to keep this short."""
+    """Sections 1-4 and 6, section 5 (the pipeline subprocess, the slow part) and section 9 run side by side to keep
+    this short."""
     work = tmp_path_factory.mktemp("bench")
-    parts = {"1,2,3,4,6": work / "BENCH_1-4.md", "5": work / "BENCH_5.md"}
+    parts = {"1,2,3,4,6": work / "BENCH_1-4.md", "5": work / "BENCH_5.md", "9": work / "BENCH_9.md"}
     procs = [
         subprocess.Popen(
             [
@@ -50,8 +52,7 @@ def report(tmp_path_factory) -> str:
     for proc in procs:
         output, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, output[-3000:]
-    first, second = (out.read_text(encoding="utf-8") for out in parts.values())
-    return first + "\n" + second
+    return "\n".join(out.read_text(encoding="utf-8") for out in parts.values())
 
 
 def section(report: str, title: str) -> str:
@@ -95,6 +96,18 @@ def test_risk_matches_arx(report):
         pytest.skip("ARX reference data not available")
     text = section(report, SECTIONS[4])
     assert "**NO**" not in text and text.count("| yes |") == 4
+
+
+def test_free_text_speed_puts_the_methods_processes_and_accuracy_side_by_side(report):
+    text = section(report, "## 9. Free-text speed and accuracy")
+    rows = [ln for ln in text.splitlines() if ln.startswith("| held-out") or ln.startswith("| demo")]
+    assert {row.split(" | ")[2] for row in rows} == {"1", "2"} or {row.split(" | ")[2] for row in rows} == {"1"}
+    held_out = next(row for row in rows if row.startswith("| held-out labelled text |"))
+    precision, f2, person_recall = (float(x) for x in held_out.strip(" |").split(" | ")[-3:])
+    assert 0 < precision <= 1 and 0 < f2 <= 1 and 0 <= person_recall <= 1
+    for column in ("texts per CPU-second", "Presidio per text", "Presidio batch", "x batch", "speed-up"):
+        assert column in text
+    assert re.search(r"_Machine: \d+ cores, [\d.]+ GiB;.*seed 7\._", text)
 
 
 def test_small_pipeline_reports_its_outcome(report):

@@ -90,3 +90,32 @@ def test_speedups_change_no_detection_on_the_whole_corpus(corpus):
         f"\nspeed-ups on and off: identical detections on {len(texts):,} texts "
         + ", ".join(f"({name}: {len(t):,})" for name, t in corpus.items())
     )
+
+
+def test_the_per_region_phone_bound_never_drops_a_number_phonenumbers_accepts():
+    """A candidate with fewer digits (and letters) than `speedups.region_min_digits` of its region is never a VALID
+    number there: checked against phonenumbers itself on short candidates written every way the matcher finds them
+    (international and national prefixes, separators, 'x' separators that alpha normalization turns into digits)."""
+    import phonenumbers
+    from phonenumbers.phonenumbermatcher import PhoneNumberMatcher
+
+    regions = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
+    assert {r: speedups.region_min_digits(r) for r in regions} == {
+        "US": 7, "GB": 7, "DE": 4, "FR": 8, "IL": 7, "IN": 8, "CA": 7, "BR": 8,
+    }  # fmt: skip
+    rng = random.Random(11)
+    separators = ["", " ", "-", ".", "(", ")", "/", "x", " ext. "]
+    skipped = 0
+    for _ in range(20_000):
+        prefix = rng.choice(["", "", "0", "00", "011", "1", "44", "0049", "(0)"])
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 8)))
+        candidate = (
+            prefix + "".join(d + (rng.choice(separators) if rng.random() < 0.3 else "") for d in digits)
+        ).strip()
+        region = rng.choice(regions)
+        if len(speedups._PHONE_LETTERS_OR_DIGITS.findall(candidate)) >= speedups.region_min_digits(region):
+            continue
+        skipped += 1
+        matcher = PhoneNumberMatcher(f"call {candidate} now", region, leniency=phonenumbers.Leniency.VALID)
+        assert PhoneNumberMatcher._parse_and_verify(matcher, candidate, 5) is None, (region, candidate)
+    assert skipped > 5_000

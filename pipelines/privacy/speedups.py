@@ -18,7 +18,7 @@ import bisect
 import copy
 import os
 import string
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy
 import phonenumbers
@@ -181,6 +181,68 @@ def _shortest_valid_number() -> int:
 PHONE_MIN_DIGITS = _shortest_valid_number()
 
 
+def _transform_digits(metadata) -> int:
+    """How many digits a region's national-prefix transform rule adds (its literal digits; group references add
+    none): Saint Kitts' '869\\1' adds an area code of 3."""
+    return sum(c.isdigit() for c in regex.sub(r"[\\\\$]\d", "", metadata.national_prefix_transform_rule or ""))
+
+
+def _min_length(metadatas) -> int:
+    lengths = [m.general_desc.possible_length for m in metadatas if m is not None]
+    return 0 if not lengths or any(not possible for possible in lengths) else min(min(p) for p in lengths)
+
+
+def _international_min_digits() -> int:
+    """The fewest digits after an international prefix that can make a VALID number: a calling code and a national
+    number of it (whose main region's transform is the one parsing applies), over every calling code."""
+    from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+
+    fewest = []
+    for code, regions in COUNTRY_CODE_TO_REGION_CODE.items():
+        if regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+            metadatas = [PhoneMetadata.metadata_for_nongeo_region(code)]
+        else:
+            metadatas = [PhoneMetadata.metadata_for_region(r) for r in regions]
+        if not metadatas or metadatas[0] is None:
+            return 0
+        fewest.append(len(str(code)) + max(0, _min_length(metadatas) - _transform_digits(metadatas[0])))
+    return min(fewest, default=0)
+
+
+def _region_min_digits(region: str) -> int:
+    """A bound under which a candidate parsed for `region` (no plus sign) is never VALID: its digits (and letters,
+    which alpha normalization may turn into digits) must hold either a national number of the region's calling code
+    (parsing only strips prefixes, an extension and the calling code itself; the region's own transform may add
+    digits) or the region's international prefix and a number dialled with it (`_international_min_digits`)."""
+    from re import _parser
+
+    from phonenumbers import PhoneMetadata
+
+    metadata = PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return PHONE_MIN_DIGITS
+    sharing = [
+        PhoneMetadata.metadata_for_region(r) for r in phonenumbers.region_codes_for_country_code(metadata.country_code)
+    ]
+    national = _min_length(sharing) - _transform_digits(metadata)
+    if metadata.international_prefix is None:
+        return max(PHONE_MIN_DIGITS, national)
+    try:
+        prefix = _parser.parse(metadata.international_prefix).getwidth()[0]  # the shortest prefix it matches
+    except Exception:  # noqa: BLE001 (an internal that changed: no bound beyond the global one)
+        return PHONE_MIN_DIGITS
+    return max(PHONE_MIN_DIGITS, min(national, prefix + _international_min_digits()))
+
+
+@cache
+def region_min_digits(region: str | None) -> int:
+    return PHONE_MIN_DIGITS if region is None else _region_min_digits(region)
+
+
+_PHONE_LETTERS_OR_DIGITS = regex.compile(r"[\p{Nd}\p{L}]")
+
+
 class PhoneMemo:
     """Verdicts per candidate and regions per number, shared by a process's phone matchers (bounded, in memory)."""
 
@@ -278,6 +340,15 @@ class _RememberingPhoneMatcher(phonenumbers.PhoneNumberMatcher):
     def _parse_and_verify(self, candidate, offset):
         if sum(c.isdecimal() for c in candidate) < PHONE_MIN_DIGITS:
             return None  # fewer digits than the shortest valid number of any region: parse/verify would reject it
+        # Too few digits (or letters) for any number this region's parse could read: see `_region_min_digits`. A plus
+        # sign anywhere, or a ';' (RFC 3966 phone-context), may name another calling code: the global bound only.
+        bound = (
+            PHONE_MIN_DIGITS
+            if any(c in _PLUS_SIGNS or c == ";" for c in candidate)
+            else region_min_digits(self.preferred_region)
+        )
+        if bound > PHONE_MIN_DIGITS and len(_PHONE_LETTERS_OR_DIGITS.findall(candidate)) < bound:
+            return None
         end = offset + len(candidate)
         # A number written with its country code ('+44 ...') parses and verifies the same whatever the region: parse
         # takes the country from the number, and VALID leniency looks only at the number and the candidate.
