@@ -1,13 +1,14 @@
 """Benchmarks: `python -m bench --out BENCHMARKS.md` (the Makefile's `make bench`).
 
-Nine sections, each a markdown table stamped with the machine, versions and seed:
+Nine sections (numbered 1-8 and 10: 9 is the Spark engine's, which `python -m bench.spark` splices), each a
+markdown table stamped with the machine, versions and seed:
 1. de-identifying a generated table (this project vs Presidio per cell, presidio-structured, Presidio batch),
    speed and residual ground-truth PII; 2. free text alone; 3. detection accuracy on presidio-research's
    labelled texts; 4. risk figures on UCI Adult against ARX's; 5. the whole pipeline per size in a separate
    process (stage times from Dagster's event log, peak memory); 6. utility: over-masking of label text and free text;
    7. privacy over time: a data subject's opt-out from recorded to proven absent, against a full run, side by side;
    8. differential privacy: release time per size and the error of DP counts and sums beside the k-thresholded mart;
-   9. free-text detection at 1 and all processes against Presidio per text and batch, with the held-out accuracy and
+   10. free-text detection at 1 and all processes against Presidio per text and batch, with the held-out accuracy and
    a sampling profile (`bench.free_text_speed`).
    Everything is seeded and repeatable. `--only lifecycle,dp` runs sections 7 and 8 alone and splices them into the
    existing report (the other sections, header and findings stay as they are; spliced sections carry their own stamp).
@@ -34,7 +35,7 @@ SECTION_NAMES = {
     6: "utility",
     7: "lifecycle",
     8: "dp",
-    9: "free-text speed",
+    10: "free-text speed",
 }
 
 OPTIMIZATIONS = """## Optimizations
@@ -231,8 +232,8 @@ def findings(cfg: BenchConfig, data: dict) -> str:
                 f"{one.get('groups_released_mean', '-')} of {d['accuracy']['groups']} groups released "
                 f"(the k-mart withholds {d['accuracy']['k_mart']['groups_withheld']})."
             )
-    if 9 in data and not data[9].get("skipped"):
-        d, acc = data[9], data[9]["accuracy"]
+    if 10 in data and not data[10].get("skipped"):
+        d, acc = data[10], data[10]["accuracy"]
         for name, c in d["corpora"].items():
             top = c["by_processes"][max(c["by_processes"])]
             one = c["by_processes"][min(c["by_processes"])]
@@ -269,7 +270,7 @@ def run(cfg: BenchConfig, argv: list[str]) -> str:
         6: section_utility,
         7: section_lifecycle,
         8: section_dp,
-        9: section_free_text_speed,
+        10: section_free_text_speed,
     }
     texts: dict[int, str] = {}
     data: dict[int, dict] = {}
@@ -305,7 +306,7 @@ def _optimizations_log(cfg: BenchConfig) -> str:
 SPLICED_STAMP = (
     7,
     8,
-    9,
+    10,
 )  # sections that can be run alone (--only) and spliced into the report, so carry their own stamp
 
 

@@ -1,4 +1,4 @@
-"""Section 9 of BENCHMARKS.md: free-text scanning at the speed limit of one machine, with its accuracy (issue 24).
+"""Section 10 of BENCHMARKS.md: free-text scanning at the speed limit of one machine, with its accuracy (issue 24).
 
 Detection alone (`scan_texts`, no masking), side by side in one run with Presidio text by text and Presidio's
 `BatchAnalyzerEngine`, each at 1 and at all usable processes, on the demo's free-text columns and on the held-out half
@@ -25,7 +25,7 @@ from bench.common import SHARED_DATA, fmt_rate, fmt_ratio, md_table, stamp
 from bench.methods import processes as usable_processes
 from bench.sections import TEXT_COLUMNS, BenchConfig
 
-TITLE = "## 9. Free-text speed and accuracy"
+TITLE = "## 10. Free-text speed and accuracy"
 METHODS = ("this project", "Presidio per text", "Presidio batch")
 DEMO_COLUMNS = (*TEXT_COLUMNS, ("it_security_incidents", "description"))
 MAX_DEMO_TEXTS = 1000  # per column: Presidio text by text runs ~100 texts per CPU-second
