@@ -293,12 +293,12 @@ def section_free_text_speed(cfg: BenchConfig, log) -> tuple[str, dict]:
             continue
         sample = frame.sample(n=min(cfg.texts, MAX_DEMO_TEXTS, len(frame)), random_state=cfg.seed)
         corpora[f"demo `{dataset}.{column}`"] = sample[column].astype(str).tolist()
-    log("  section 9: held-out accuracy")
+    log("  section 10: held-out accuracy")
     acc = accuracy(records, n_max)
     data: dict = {"processes": counts, "accuracy": acc, "corpora": {}}
     rows, scaling_rows = [], []
     for name, texts in corpora.items():
-        log(f"  section 9: {name}, {len(texts):,} texts")
+        log(f"  section 10: {name}, {len(texts):,} texts")
         kept, forked = measure(texts, counts, reps, log)
         quality = acc["all"] if name.startswith("held-out labelled") else None
         quality = acc["lowercased copy"] if name.startswith("held-out, lowercased") else quality
