@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from pipelines import audit
 from pipelines.contracts import load_contracts
@@ -16,13 +15,21 @@ from pipelines.ingest import purge_quarantine
 from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
 from pipelines.lifecycle.checks import build_mart_checks
 from pipelines.lineage.openlineage import build_openlineage_sensor
+from pipelines.privacy.nlp_engine import NLP_MODEL_ENV
 from pipelines.resources import (
+    CHUNK_ROWS_ENV,
     CONTRACTS_DIR,
+    DATA_DIR_ENV,
     EXPECTATIONS_DIR,
+    PROJECT_ROOT,
+    PSEUDONYM_KEY_ENV,
+    PSEUDONYM_KEY_FILE_ENV,
+    QUARANTINE_RETENTION_ENV,
+    REIDENTIFICATION_KEY_ENV,
     PipelineStorage,
     PrivacySettings,
-    chunk_rows_from_env,
-    default_data_dir,
+    StorageDuckDB,
+    from_env,
 )
 
 MAIN_JOB = "integrate_all"
@@ -59,6 +66,28 @@ def purge_quarantine_job():
     purge_quarantine_op()
 
 
+def build_resources(data_dir: Path | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources, for one data directory (default: `$PIPELINES_DATA_DIR` or `data/`). Settings the environment
+    gives are passed as `dg.EnvVar`s (`from_env`): read when a run starts, shown by name in the UI, never by value."""
+    storage = PipelineStorage(
+        data_dir=str(data_dir) if data_dir else from_env(DATA_DIR_ENV, str(PROJECT_ROOT / "data")),
+        quarantine_retention_days=from_env(QUARANTINE_RETENTION_ENV, 30, integer=True),
+    )
+    privacy = PrivacySettings(
+        nlp_model=from_env(NLP_MODEL_ENV, ""),
+        pseudonym_secret=from_env(PSEUDONYM_KEY_ENV, ""),
+        pseudonym_key_file=from_env(PSEUDONYM_KEY_FILE_ENV, ""),
+        reidentification_secret=from_env(REIDENTIFICATION_KEY_ENV, ""),
+        chunk_rows=from_env(CHUNK_ROWS_ENV, 100_000, integer=True),
+    )
+    return {
+        "storage": storage,
+        "privacy": privacy,
+        "raw_database": StorageDuckDB(storage=storage, file="raw.duckdb"),
+        "deidentified_database": StorageDuckDB(storage=storage, file="deidentified.duckdb"),
+    }
+
+
 def build_definitions(
     data_dir: Path | None = None,
     contracts_dir: Path = CONTRACTS_DIR,
@@ -67,10 +96,6 @@ def build_definitions(
 ) -> dg.Definitions:
     """Everything, for one data directory (default: `$PIPELINES_DATA_DIR` or `data/`), from the contracts in
     `contracts_dir` and the reviewed suites in `suites_dir`."""
-    storage = PipelineStorage(
-        data_dir=str(data_dir or default_data_dir()),
-        quarantine_retention_days=int(dg.EnvVar("PIPELINES_QUARANTINE_RETENTION_DAYS").get_value("30") or 30),
-    )
     main_job = dg.define_asset_job(
         MAIN_JOB,
         # retention is its own daily job: an integration run never purges (the demo's data is dated 2025)
@@ -106,14 +131,7 @@ def build_definitions(
             schedules=[daily, purge_daily],
             sensors=[build_openlineage_sensor()],  # every finished run's OpenLineage events (data/openlineage/)
             executor=dg.in_process_executor,  # one DuckDB writer per file; Presidio loads once per run
-            resources={
-                "storage": storage,
-                "privacy": PrivacySettings(
-                    nlp_model=dg.EnvVar("PIPELINES_NLP_MODEL").get_value("") or "", chunk_rows=chunk_rows_from_env()
-                ),
-                "raw_database": DuckDBResource(database=str(Path(storage.data_dir) / "raw.duckdb")),
-                "deidentified_database": DuckDBResource(database=str(Path(storage.data_dir) / "deidentified.duckdb")),
-            },
+            resources=build_resources(data_dir),
         ),
     )
 

@@ -18,8 +18,7 @@ from pathlib import Path
 from pipelines.contracts import load_contracts
 from pipelines.lifecycle import requests as store
 from pipelines.lifecycle.retention import CONFIRM_TAG, NOW_TAG, parse_now
-from pipelines.privacy.keys import load_key
-from pipelines.resources import CONTRACTS_DIR, default_data_dir
+from pipelines.resources import CONTRACTS_DIR, PipelineStorage, PrivacySettings, default_data_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +61,7 @@ def _paths(data_dir: Path | None) -> store.Paths:
 def _add(args) -> int:
     value = sys.stdin.readline().rstrip("\n") if args.value == "-" else args.value
     data_dir = (args.data_dir or default_data_dir()).resolve()
-    key = load_key("PIPELINES_PSEUDONYM_KEY", data_dir / "keys" / "pseudonym.key")
+    key = PrivacySettings().pseudonym_key(PipelineStorage(data_dir=str(data_dir)))  # as the pipeline finds it
     try:
         rid, created = store.add(
             store.Paths.under(data_dir),

@@ -67,6 +67,12 @@ def _create_key_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def key_from_secret(value: str, source: str) -> SecretKey:
+    """A key given as a value (a Dagster resource's `dg.EnvVar`, resolved when the run starts)."""
+    secret = _check_length(value.strip().encode("utf-8"), source)
+    return SecretKey(fingerprint(secret), source, secret)
+
+
 def load_key(env_var: str, key_file: Path, *, create: bool = True) -> SecretKey:
     """The key from `env_var` if set, else from `key_file` (created with owner-only access if absent)."""
     value = os.environ.get(env_var)
