@@ -16,6 +16,7 @@ from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
 from pipelines.lifecycle.checks import build_mart_checks
 from pipelines.lineage.openlineage import build_openlineage_sensor
 from pipelines.privacy.nlp_engine import NLP_MODEL_ENV
+from pipelines.quality.data_docs import DOCS_URL_ENV
 from pipelines.resources import (
     CHUNK_ROWS_ENV,
     CONTRACTS_DIR,
@@ -72,6 +73,7 @@ def build_resources(data_dir: Path | None = None) -> dict[str, dg.ConfigurableRe
     storage = PipelineStorage(
         data_dir=str(data_dir) if data_dir else from_env(DATA_DIR_ENV, str(PROJECT_ROOT / "data")),
         quarantine_retention_days=from_env(QUARANTINE_RETENTION_ENV, 30, integer=True),
+        data_docs_url=from_env(DOCS_URL_ENV, ""),
     )
     privacy = PrivacySettings(
         nlp_model=from_env(NLP_MODEL_ENV, ""),

@@ -50,6 +50,7 @@ class PipelineStorage(dg.ConfigurableResource):
 
     data_dir: str
     quarantine_retention_days: int = 30  # rejected files hold personal data: purged daily after this
+    data_docs_url: str = ""  # where the Data Docs site is served; empty: see `quality.data_docs.docs_base_url`
 
     @pydantic.field_validator("data_dir")
     @classmethod

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from pipelines.definitions import build_resources
 from pipelines.privacy.keys import fingerprint
 from pipelines.privacy.nlp_engine import NLP_MODEL_ENV
+from pipelines.quality.data_docs import DOCS_URL_ENV
+from pipelines.quality.runner import run_suite
 from pipelines.resources import (
     CHUNK_ROWS_ENV,
     DATA_DIR_ENV,
@@ -33,6 +36,7 @@ ALL = (
     PSEUDONYM_KEY_FILE_ENV,
     REIDENTIFICATION_KEY_ENV,
     CHUNK_ROWS_ENV,
+    DOCS_URL_ENV,
 )
 
 
@@ -54,6 +58,7 @@ def probe(
         metadata={
             "root": str(storage.root),
             "retention": storage.quarantine_retention_days,
+            "docs": storage.data_docs_url,
             "model": privacy.model_name() or "",
             "chunk_rows": privacy.chunk_rows,
             "pseudonym_key_id": privacy.pseudonym_key(storage).key_id,
@@ -77,6 +82,7 @@ def test_environment_settings_are_env_vars_read_when_the_run_starts(clean_env, t
     clean_env.setenv(NLP_MODEL_ENV, "model_at_load")
     clean_env.setenv(CHUNK_ROWS_ENV, "1_000")
     clean_env.setenv(QUARANTINE_RETENTION_ENV, "7")
+    clean_env.setenv(DOCS_URL_ENV, "http://docs-at-load.test")
     resources = build_resources()
     storage, privacy = resources["storage"], resources["privacy"]
     assert isinstance(storage.data_dir, dg.EnvVar) and storage.data_dir.env_var_name == DATA_DIR_ENV
@@ -86,6 +92,7 @@ def test_environment_settings_are_env_vars_read_when_the_run_starts(clean_env, t
     assert privacy.nlp_model.env_var_name == NLP_MODEL_ENV
     assert privacy.chunk_rows.env_var_name == CHUNK_ROWS_ENV
     assert storage.quarantine_retention_days.env_var_name == QUARANTINE_RETENTION_ENV
+    assert storage.data_docs_url.env_var_name == DOCS_URL_ENV
 
     # the values a run sees are the environment's when it starts
     clean_env.setenv(DATA_DIR_ENV, str(tmp_path / "at-run"))
@@ -93,11 +100,13 @@ def test_environment_settings_are_env_vars_read_when_the_run_starts(clean_env, t
     clean_env.setenv(NLP_MODEL_ENV, "model_at_run")
     clean_env.setenv(CHUNK_ROWS_ENV, "2_500")
     clean_env.setenv(QUARANTINE_RETENTION_ENV, "9")
+    clean_env.setenv(DOCS_URL_ENV, "http://docs-at-run.test")
     (tmp_path / "at-run").mkdir()
     metadata, stored = _run(resources)
     assert metadata == {
         "root": str(tmp_path / "at-run"),
         "retention": 9,
+        "docs": "http://docs-at-run.test",
         "model": "model_at_run",
         "chunk_rows": 2500,
         "pseudonym_key_id": fingerprint(SECRET_AT_RUN.encode()),
@@ -159,3 +168,12 @@ def test_a_resource_built_without_the_definitions_finds_the_same_key(clean_env, 
     clean_env.setenv(PSEUDONYM_KEY_ENV, SECRET_AT_RUN)  # the variable holding the key itself comes first
     assert PrivacySettings().pseudonym_key(storage).key_id == fingerprint(SECRET_AT_RUN.encode())
     assert not (tmp_path / "data" / "keys").exists()
+
+
+def test_suite_outcomes_link_the_data_docs_url_the_storage_resource_names(clean_env, tmp_path):
+    suite = {
+        "name": "probe.quality",
+        "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}],
+    }
+    outcome = run_suite(suite, pd.DataFrame({"x": [1, 2]}), tmp_path / "gx", docs_url="http://docs.example:8080/")
+    assert outcome.success and outcome.data_docs.startswith("http://docs.example:8080/validations/")

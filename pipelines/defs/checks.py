@@ -120,6 +120,7 @@ def quality_check(
         _reviewed_suite(contract, f"{contract.dataset}.quality", suites_dir),
         frame.drop(columns=[SOURCE_FILE_COLUMN]),
         storage.gx_dir,
+        docs_url=storage.data_docs_url,
     )
     return check_result(outcome, check_name="quality_suite")
 
@@ -132,7 +133,7 @@ def privacy_check(
     sensitive = [c.name for c in contract.published_columns if c.role == Role.sensitive_attribute]
     suite = _reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir)
     frame = risk_features(con, table, quasi, sensitive, columns=suite_columns(suite))
-    outcome = run_suite(suite, frame, storage.gx_dir, privacy_parameters(contract))
+    outcome = run_suite(suite, frame, storage.gx_dir, privacy_parameters(contract), docs_url=storage.data_docs_url)
     extra = {"quasi_identifiers": quasi, "sensitive_attributes": sensitive}
     present = {row[0] for row in con.execute(f"DESCRIBE {quote_ident(table)}").fetchall()}
     if quasi and set(quasi + sensitive) <= present and len(frame):

@@ -935,7 +935,11 @@ def _privacy_check(
                 else person_join_risk(con, disclosure.table(gate.model, "main"), gate.quasi_identifiers, gate.min_k)
             )
         outcome = run_suite(
-            load_suite(suites_dir, f"{mart}.privacy"), features, storage.gx_dir, mart_parameters(approval)
+            load_suite(suites_dir, f"{mart}.privacy"),
+            features,
+            storage.gx_dir,
+            mart_parameters(approval),
+            docs_url=storage.data_docs_url,
         )
         extra: dict[str, Any] = {"risk": dg.MetadataValue.json(risk)}
         if gate is None or join is None:

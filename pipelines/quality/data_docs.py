@@ -61,13 +61,14 @@ def served_site(gx_dir: Path) -> Path:
     return site_dir(gx_dir / "gx")
 
 
-def docs_base_url() -> str:
-    """Where the Data Docs site is served ($PIPELINES_DATA_DOCS_URL, else `make ui`'s local server)."""
-    return (os.environ.get(DOCS_URL_ENV) or DEFAULT_DOCS_URL).rstrip("/")
+def docs_base_url(url: str | None = None) -> str:
+    """Where the Data Docs site is served: `url` (the storage resource's, a `dg.EnvVar` of $PIPELINES_DATA_DOCS_URL),
+    else $PIPELINES_DATA_DOCS_URL, else `make ui`'s local server."""
+    return (url or os.environ.get(DOCS_URL_ENV) or DEFAULT_DOCS_URL).rstrip("/")
 
 
-def page_url(relative: str) -> str:
-    return f"{docs_base_url()}/{relative.lstrip('/')}"
+def page_url(relative: str, base: str | None = None) -> str:
+    return f"{docs_base_url(base)}/{relative.lstrip('/')}"
 
 
 def offline_html(text: str, depth: int) -> str:

@@ -173,7 +173,12 @@ def _validate_ephemeral(expectations: list[Any], name: str, frame: pd.DataFrame,
 
 
 def _validate_with_docs(
-    expectations: list[Any], name: str, frame: pd.DataFrame, root: Path, parameters: dict[str, Any]
+    expectations: list[Any],
+    name: str,
+    frame: pd.DataFrame,
+    root: Path,
+    parameters: dict[str, Any],
+    docs_url: str | None = None,
 ) -> tuple[Any, str]:
     """Validate through a checkpoint of a file-backed context, so GE stores the result and rebuilds Data Docs."""
     import great_expectations as gx
@@ -200,10 +205,10 @@ def _validate_with_docs(
     identifier, validation = next(iter(result.run_results.items()))
     gx_root = Path(context.root_directory)  # GE keeps its project in a `gx` folder under the root it is given
     data_docs.make_offline(gx_root)
-    return validation, _page(context, identifier, gx_root)
+    return validation, _page(context, identifier, gx_root, docs_url)
 
 
-def _page(context: Any, identifier: Any, gx_root: Path) -> str:
+def _page(context: Any, identifier: Any, gx_root: Path, docs_url: str | None = None) -> str:
     """The http URL of this validation's own page (not the index), where `make ui`'s docs server serves it."""
     from urllib.parse import unquote, urlparse
 
@@ -211,8 +216,8 @@ def _page(context: Any, identifier: Any, gx_root: Path) -> str:
     page = Path(unquote(urlparse(sites[0]["site_url"]).path)) if sites else None
     site = data_docs.site_dir(gx_root).resolve()
     if page is None or not page.resolve().is_relative_to(site):
-        return data_docs.page_url("index.html")
-    return data_docs.page_url(page.resolve().relative_to(site).as_posix())
+        return data_docs.page_url("index.html", docs_url)
+    return data_docs.page_url(page.resolve().relative_to(site).as_posix(), docs_url)
 
 
 class SuitePairingError(RuntimeError):
@@ -299,12 +304,13 @@ def run_suite(
     frame: pd.DataFrame,
     docs_root: Path | None = None,
     parameters: dict[str, Any] | None = None,
+    docs_url: str | None = None,
 ) -> SuiteOutcome:
     """Validate `frame` against a suite (as stored in `expectations/`); results carry no cell values.
 
     `parameters` fill the suite's `{"$PARAMETER": ...}` thresholds (from the contract or approval; see
     `suites.privacy_parameters`). With `docs_root`, results are kept in a Great Expectations project there and its
-    Data Docs rebuilt.
+    Data Docs rebuilt; the outcome links its page on the site served at `docs_url` (see `data_docs.docs_base_url`).
     """
     parameters = dict(parameters or {})
     missing = sorted(_parameter_names(suite) - set(parameters))
@@ -312,11 +318,11 @@ def run_suite(
         raise ValueError(
             f"suite {suite['name']} needs the parameters {missing}: pass them from its contract or approval"
         )
-    docs_url = None
+    page = None
     expectations = _expectations(suite)
     if docs_root is None:
         validation = _validate_ephemeral(expectations, suite["name"], frame, parameters)
     else:
-        validation, docs_url = _validate_with_docs(expectations, suite["name"], frame, docs_root, parameters)
+        validation, page = _validate_with_docs(expectations, suite["name"], frame, docs_root, parameters, docs_url)
     outcomes = [_outcome(spec, res, parameters) for spec, res in _pair(suite, expectations, validation.results)]
-    return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes, data_docs=docs_url)
+    return SuiteOutcome(suite["name"], all(o.success for o in outcomes), outcomes, data_docs=page)
