@@ -19,15 +19,11 @@ from typing import Any
 import pandas as pd
 
 from pipelines.contracts import Contract, Role
-from pipelines.privacy.deidentify import (
-    PrivacyThresholdError,
-    ResidualPIIError,
-    deidentify_frame,
-    enforce_k_anonymity,
-    scan_text_column,
-)
+from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError, deidentify_frame
+from pipelines.privacy.free_text import scan_text_column
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext, apply_column
+from pipelines.privacy.suppression import enforce_k_anonymity
 
 LANGUAGE = "en"
 BATCH_SIZE = 256  # spaCy nlp.pipe batch, as the project's scan_texts
@@ -200,7 +196,7 @@ def text_method(
     terms_from: pd.DataFrame | None = None,
 ) -> Callable[[list[str]], list[Any]]:
     """`terms_from`: the rows' columns the contract names as non-personal terms (the pipeline reads them per table)."""
-    from pipelines.privacy.deidentify import declared_terms
+    from pipelines.privacy.free_text import declared_terms
 
     threshold = contract.privacy.score_threshold
     spec = contract.column(column)

@@ -12,6 +12,7 @@ import pandas as pd
 from bench.common import fmt_s, md_table
 from pipelines.contracts import Contract
 from pipelines.privacy import deidentify as deid
+from pipelines.privacy import free_text, suppression
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
 
@@ -28,7 +29,7 @@ def _components() -> list[tuple[str, object]]:
 
     return [
         ("whole de-identification (deidentify_frame)", deid.deidentify_frame),
-        ("free-text detection (_findings: Presidio + known identifiers)", deid._findings),
+        ("free-text detection (_findings: Presidio + known identifiers)", free_text._findings),
         ("spaCy tokenizer + NER (Language.pipe)", Language.pipe),
         ("Presidio recognizers (AnalyzerEngine.analyze, after NLP)", AnalyzerEngine.analyze),
         ("  phone numbers (PhoneRecognizer: phonenumbers matcher)", PhoneRecognizer.analyze),
@@ -38,7 +39,7 @@ def _components() -> list[tuple[str, object]]:
         ("known identifiers in text (KnownIdentifiers.find_in_text)", KnownIdentifiers.find_in_text),
         ("masking (AnonymizerEngine.anonymize)", AnonymizerEngine.anonymize),
         ("structured operators (apply_column)", operators.apply_column),
-        ("k-anonymity enforcement", deid.enforce_k_anonymity),
+        ("k-anonymity enforcement", suppression.publish_k_anonymous),
         ("residual check of structured columns", deid.residual_in_structured),
     ]
 
@@ -50,8 +51,8 @@ def _key(fn) -> tuple[str, int, str]:
 
 @contextmanager
 def _timed_passes(passes: list[tuple[int, float]]):
-    """Wrap deidentify._findings (one call per scan pass) to record texts and wall time per pass."""
-    original = deid._findings
+    """Wrap free_text._findings (one call per scan pass) to record texts and wall time per pass."""
+    original = free_text._findings
 
     def wrapper(texts, *args, **kwargs):
         started = time.perf_counter()
@@ -59,11 +60,11 @@ def _timed_passes(passes: list[tuple[int, float]]):
         passes.append((len(texts), time.perf_counter() - started))
         return out
 
-    deid._findings = wrapper
+    free_text._findings = wrapper
     try:
         yield
     finally:
-        deid._findings = original
+        free_text._findings = original
 
 
 def profile_project(frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> dict:

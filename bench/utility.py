@@ -52,7 +52,7 @@ def corpus_known():
 
 def mask_labels(labels: list[str], mode: str, ctx, known) -> list[str]:
     """The labels de-identified as `scan_text_column` does in `mode` (own vocabulary: labels held by 5+ records)."""
-    from pipelines.privacy.deidentify import declared_terms, scan_text_column
+    from pipelines.privacy.free_text import declared_terms, scan_text_column
 
     column = label_column(mode)
     counts = Counter(labels)

@@ -17,6 +17,7 @@ from bench.data import bench_context, prepare
 from pipelines.contracts import Column, load_contract
 from pipelines.ingest import SOURCE_FILE_COLUMN, ingest_file, quote_ident
 from pipelines.privacy import deidentify as deid
+from pipelines.privacy import free_text
 from pipelines.privacy.classify import UndeclaredPIIError, classify_frame
 from pipelines.privacy.known import NAME_TOKEN, RECOGNIZER_NAME, KnownIdentifiers, known_identifiers_from_raw
 from pipelines.privacy.operators import pseudonym
@@ -212,7 +213,7 @@ def _detector(entity: str, start: int, end: int, recognizer: str = "FilteredSpac
 
 def test_text_residual_gate_honours_tolerance_and_records_it(monkeypatch):
     """A finding that survives every rescan blocks, unless the column tolerates its entity (a detector's only)."""
-    monkeypatch.setattr(deid, "_findings", lambda texts, *a, **k: [[_detector("LOCATION", 0, 4)] for _ in texts])
+    monkeypatch.setattr(free_text, "_findings", lambda texts, *a, **k: [[_detector("LOCATION", 0, 4)] for _ in texts])
     text = {"name": "notes", "type": "string", "role": "free_text", "deidentify": {"operator": "scan"}}
     frame = pd.DataFrame({"participant_id": ["P1", "P2"], "notes": ["Watts session", "Watts session"]})
     with pytest.raises(deid.ResidualPIIError, match="LOCATION"):
@@ -223,7 +224,7 @@ def test_text_residual_gate_honours_tolerance_and_records_it(monkeypatch):
     assert scan["residual"] == {} and scan["tolerated"] == {"LOCATION": 1}
     assert out.columns[1].params["tolerate_entities"] == ["LOCATION"]
     monkeypatch.setattr(
-        deid, "_findings", lambda texts, *a, **k: [[_detector("LOCATION", 0, 4, RECOGNIZER_NAME)] for _ in texts]
+        free_text, "_findings", lambda texts, *a, **k: [[_detector("LOCATION", 0, 4, RECOGNIZER_NAME)] for _ in texts]
     )
     with pytest.raises(deid.ResidualPIIError, match="LOCATION"):  # a known identifier is never tolerated
         deid.deidentify_frame(frame, tolerant, bench_context(), known=KnownIdentifiers())

@@ -7,6 +7,8 @@ import pytest
 
 import pipelines.privacy.classify as classify
 import pipelines.privacy.deidentify as deid
+import pipelines.privacy.free_text as free_text
+import pipelines.privacy.suppression as suppression
 from pipelines.contracts import Contract, load_contracts
 from pipelines.privacy.analyzer import NLP_PROCESSES_ENV
 from pipelines.privacy.classify import UndeclaredPIIError, classify_frame
@@ -80,7 +82,7 @@ def test_presidio_masks_free_text_entities(text, absent):
 
 
 def test_residual_hits_block_and_name_column_not_value(monkeypatch):
-    monkeypatch.setattr(deid, "RESCAN_PASSES", 0)  # whatever the first look finds counts as left over
+    monkeypatch.setattr(free_text, "RESCAN_PASSES", 0)  # whatever the first look finds counts as left over
     known = KnownIdentifiers()
     known.add("PERSON", ["Quentin Zabrowski"])
     with pytest.raises(deid.ResidualPIIError) as err:
@@ -127,7 +129,7 @@ def _hr_published(rows: list[tuple]) -> pd.DataFrame:
 
 def test_k_enforced_by_suppressing_small_classes():
     frame = _hr_published([("20-39", "F", "data", "A")] * 30 + [("40-59", "M", "hr", "B")] * 2)
-    out, suppressed, params = deid.enforce_k_anonymity(frame, contract("hr_employees"))
+    out, suppressed, params = suppression.enforce_k_anonymity(frame, contract("hr_employees"))
     assert suppressed == 2 and len(out) == 30 and params["blanked"] == []
 
 
@@ -135,7 +137,7 @@ def test_adaptive_blanking_picks_the_quasi_identifier_that_loses_least():
     # gender splits each age band into groups of 3 and 2; blanking gender (1 bit) loses less than blanking
     # the age band (2 bits), and either alone restores k=5 with nothing suppressed
     rows = [(band, g, "data", "A") for band in ("0-19", "20-39", "40-59", "60-79") for g in "FFFMM"]
-    out, suppressed, params = deid.enforce_k_anonymity(_hr_published(rows), contract("hr_employees"))
+    out, suppressed, params = suppression.enforce_k_anonymity(_hr_published(rows), contract("hr_employees"))
     assert params["blanked"] == ["gender"] and suppressed == 0 and set(out["gender"]) == {"*"}
 
 
@@ -144,7 +146,7 @@ def test_without_adaptive_blanking_the_run_stops_with_advice():
     c = c.model_copy(update={"privacy": c.privacy.model_copy(update={"adaptive_suppression": False})})
     rows = [(band, g, "data", "A") for band in ("20-39", "40-59") for g in "FMXFMXFMXF"]
     with pytest.raises(deid.PrivacyThresholdError, match="smaller than k=5"):
-        deid.enforce_k_anonymity(_hr_published(rows), c)
+        suppression.enforce_k_anonymity(_hr_published(rows), c)
 
 
 def test_classification_sample_ignores_row_order_and_batch_split():
@@ -209,8 +211,8 @@ def _body_spec(terms_from: list[str]):
 
 
 def _scan_bodies(texts: list[str], spec, products: list[str] | None):
-    terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(products))
-    return deid.scan_text_column(
+    terms = free_text.declared_terms(spec.deidentify, lambda name: pd.Series(products))
+    return free_text.scan_text_column(
         pd.Series(texts, dtype=object),
         spec,
         CTX,
@@ -247,7 +249,9 @@ def test_a_column_of_too_many_distinct_values_is_no_vocabulary():
 
 def test_declared_terms_must_be_passed():
     with pytest.raises(ValueError, match="names non-personal terms"):
-        deid.scan_text_column(pd.Series(BODIES), _body_spec(["product"]), CTX, score_threshold=0.4, model_name=None)
+        free_text.scan_text_column(
+            pd.Series(BODIES), _body_spec(["product"]), CTX, score_threshold=0.4, model_name=None
+        )
 
 
 @pytest.fixture(scope="module")
@@ -270,20 +274,20 @@ def test_rescans_skip_only_texts_they_could_not_change(generated, monkeypatch, d
     tokens; scanning every changed text instead gives the same output."""
     frame = generated.frame(dataset)
     spec = generated.contract(dataset).column(column)
-    terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
+    terms = free_text.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
 
     def scan():
-        return deid.scan_text_column(
+        return free_text.scan_text_column(
             frame[column], spec, CTX, score_threshold=0.4, model_name=None, known=generated.known, terms=terms
         )
 
     monkeypatch.setenv(NLP_PROCESSES_ENV, "1")  # the skips are counted here, not in workers
     skipped = []
-    real = deid._rescan_can_find
-    monkeypatch.setattr(deid, "_rescan_can_find", lambda *a: real(*a) or skipped.append(1) or False)
+    real = free_text._rescan_can_find
+    monkeypatch.setattr(free_text, "_rescan_can_find", lambda *a: real(*a) or skipped.append(1) or False)
     filtered = scan()
     assert bool(skipped) is skips  # memos and incident reports keep a candidate ("Team dinner with ...") or a digit
-    monkeypatch.setattr(deid, "_rescan_can_find", lambda *a: True)
+    monkeypatch.setattr(free_text, "_rescan_can_find", lambda *a: True)
     full = scan()
     pd.testing.assert_series_equal(filtered[0], full[0])
     assert filtered[1:] == full[1:]
@@ -304,10 +308,10 @@ def test_workers_mask_each_text_as_one_process_does(generated, monkeypatch):
 
     frame = generated.frame("support_tickets")
     spec = generated.contract("support_tickets").column("body")
-    terms = deid.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
+    terms = free_text.declared_terms(spec.deidentify, lambda name: pd.Series(pd.unique(frame[name].dropna())))
     from pipelines.privacy import analyzer
 
-    monkeypatch.setattr(deid, "MIN_TEXTS_PER_WORKER", 40)  # 300 bodies: several chunks per worker
+    monkeypatch.setattr(free_text, "MIN_TEXTS_PER_WORKER", 40)  # 300 bodies: several chunks per worker
     pooled = []
     real_map = analyzer._map_chunks_in_processes
     monkeypatch.setattr(
@@ -317,7 +321,7 @@ def test_workers_mask_each_text_as_one_process_does(generated, monkeypatch):
     def scan(processes: str):
         monkeypatch.setenv(NLP_PROCESSES_ENV, processes)
         get_analyzer().nlp_engine.clear_entity_cache()
-        out = deid.scan_text_column(
+        out = free_text.scan_text_column(
             frame["body"], spec, CTX, score_threshold=0.4, model_name=None, known=generated.known, terms=terms
         )
         return out, get_analyzer().nlp_engine.entity_mark()[1]

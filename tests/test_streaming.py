@@ -1,4 +1,5 @@
-"""Streaming de-identification (DuckDB in, DuckDB out, a chunk at a time) equals the in-memory path."""
+"""Streaming de-identification (DuckDB in, DuckDB out, a chunk at a time): many chunks give what the in-memory frame
+(one chunk, through the same code) gives."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_a_failing_chunk_leaves_the_published_table_as_it_was(prepared, monkeypa
     target = duckdb.connect()
     target.execute("CREATE TABLE finance_expense_claims AS SELECT 'last good version' AS note")
     calls = {"n": 0}
-    original = deid._deidentify_columns
+    original = deid.deidentify_batch
 
     def fail_on_third_chunk(*args, **kwargs):
         calls["n"] += 1
@@ -71,7 +72,7 @@ def test_a_failing_chunk_leaves_the_published_table_as_it_was(prepared, monkeypa
             )
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(deid, "_deidentify_columns", fail_on_third_chunk)
+    monkeypatch.setattr(deid, "deidentify_batch", fail_on_third_chunk)
     with pytest.raises(deid.ResidualPIIError):
         deid.deidentify_table(
             prepared.con,

@@ -4,7 +4,8 @@ Each Arrow batch becomes the pandas frame DuckDB's stream would have made of the
 the executor), goes through `deidentify_batch` and comes back as the Arrow DuckDB makes of the result, so both
 engines write the same values and types. Per-batch figures (values in, entities masked, residuals; counts only)
 travel as one extra row per batch in a metadata column. Everything that needs the whole table (classification,
-declared terms, the residual gate, k-anonymity and the suppression search) runs on the whole table, in Spark SQL.
+declared terms, the residual gate, k-anonymity) runs on the whole table, in Spark SQL; what k-anonymity suppresses is
+decided by `plan_suppression`, as for DuckDB.
 """
 
 from __future__ import annotations
@@ -15,25 +16,22 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.contracts import Contract, Role
+from pipelines.contracts import Contract
 from pipelines.ingest import SOURCE_FILE_COLUMN
 from pipelines.privacy.classify import SharedClassification, columns_to_classify
 from pipelines.privacy.deidentify import (
-    ROW_COLUMN,
+    BatchTotals,
     ColumnRecord,
     DeidentifiedTable,
-    _check_declared,
-    _check_residual,
-    _detector,
-    _merge_records,
-    _merge_residual,
-    _search_suppression,
-    _table_terms,
+    check_declared_columns,
+    check_residual,
     deidentify_batch,
-    k_threshold_error,
+    table_result,
 )
+from pipelines.privacy.free_text import table_terms
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
+from pipelines.privacy.suppression import ROW_COLUMN, Suppression, plan_suppression, quasi_identifiers
 
 MIN_ROWS_PER_TASK = 2_000  # fewer rows than this per task cost more in scheduling than they gain
 TASKS_PER_CORE = 4  # uneven free text (some batches far slower) evens out over several tasks per core
@@ -132,52 +130,38 @@ def _batch_function(names, contract, ctx, model_name, known_broadcast, terms, sc
     return apply
 
 
-def _records(meta: list[dict]) -> tuple[list[ColumnRecord], dict[str, dict[str, Any]], int]:
-    """Merge the batches' figures in row order, as DuckDB's stream merges its chunks."""
-    records: list[ColumnRecord] | None = None
-    residual: dict[str, dict[str, Any]] = {}
-    rows = 0
+def _totals(meta: list[dict]) -> BatchTotals:
+    """Add up the batches' figures in row order, as DuckDB's stream adds up its chunks."""
+    totals = BatchTotals()
     for m in sorted(meta, key=lambda m: (m["first_row"] is None, m["first_row"] or 0)):
-        chunk = [ColumnRecord(**r) for r in m["records"]]
-        records = _merge_records(records, chunk)
-        _merge_residual(residual, m["residual"])
-        rows += m["rows"]
-    return records or [], residual, rows
+        totals.add([ColumnRecord(**r) for r in m["records"]], m["residual"], m["rows"])
+    return totals
 
 
-def k_anonymous(spark, data, contract: Contract, rows: int):
-    """enforce_k_anonymity in Spark SQL over the whole staged table (class sizes by window over all partitions):
-    the rows that may be published, how many were suppressed and the parameters (as DuckDB's `_publish_k_anonymous`)."""
+def k_anonymous(spark, data, contract: Contract, rows: int) -> tuple[Any, Suppression]:
+    """The staged rows that may be published and the suppression `plan_suppression` decided (as DuckDB's
+    `publish_k_anonymous`), with class sizes counted by a window over all partitions in Spark SQL."""
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
-    k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
-    params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit, "blanked": []}
-    if not quasi or k <= 1 or rows == 0:
-        return data, 0, params
-    window = Window.partitionBy(*[F.col(q(n)) for n in quasi])
+    quasi = quasi_identifiers(contract)
 
-    def sized(frame):
+    def sized(blanked: list[str]):
+        frame = data
+        for n in blanked:
+            frame = frame.withColumn(n, F.lit("*").cast("string"))
+        window = Window.partitionBy(*[F.col(q(n)) for n in quasi])
         return frame.withColumn("__class_size", F.count(F.lit(1)).over(window))
 
-    source = data
-    small = sized(source).where(F.col("__class_size") < k).count()
-    if small / rows > limit:
-        levels = None
-        if contract.privacy.adaptive_suppression:
-            quasi_frame = to_pandas(data.orderBy(ROW_COLUMN).select(*[q(n) for n in quasi]))
-            levels = _search_suppression(quasi_frame, quasi, k, limit)
-        if levels is None:
-            raise k_threshold_error(contract, small, rows, quasi)
-        blanked = [n for n, level in levels.items() if level > 0]
-        params["blanked"] = blanked
-        for n in blanked:
-            source = source.withColumn(n, F.lit("*").cast("string"))
-        small = sized(source).where(F.col("__class_size") < k).count()
-    params["suppressed_share"] = round(small / rows, 6)
-    kept = sized(source).where(F.col("__class_size") >= k).drop("__class_size")
-    return kept, small, params
+    def count_small(blanked: list[str]) -> int:
+        return sized(blanked).where(F.col("__class_size") < contract.privacy.k_anonymity).count()
+
+    plan = plan_suppression(
+        contract, rows, count_small, lambda: to_pandas(data.orderBy(ROW_COLUMN).select(*[q(n) for n in quasi]))
+    )
+    if not plan.applies:
+        return data, plan
+    return sized(plan.blanked).where(F.col("__class_size") >= plan.k).drop("__class_size"), plan
 
 
 def replace_path(spark, new: str, target: str) -> None:
@@ -215,7 +199,7 @@ def deidentify_parquet(
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     raw = spark.read.parquet(source)
     names = [n for n in raw.columns if n not in exclude]
-    _check_declared(names, contract)
+    check_declared_columns(names, contract)
     raw = raw.select(*[q(n) for n in names])
     view = f"raw_{contract.dataset}"
     raw.createOrReplaceTempView(view)
@@ -238,7 +222,7 @@ def deidentify_parquet(
     del values
     staging, fresh = target + ".__staging", target + ".__new"
     try:
-        terms = _table_terms(contract, distinct, frequent)
+        terms = table_terms(contract, distinct, frequent)
         schema = _output_schema(raw, names, contract, ctx, terms)
         from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -257,12 +241,12 @@ def deidentify_parquet(
             known_broadcast.unpersist()
         staged = spark.read.parquet(staging)
         meta = [json.loads(r[0]) for r in staged.where(F.col(META_COLUMN).isNotNull()).select(META_COLUMN).collect()]
-        records, residual, rows_in = _records(meta)
+        totals = _totals(meta)
         classification = classifying.result()  # raises UndeclaredPIIError before anything is published
         clock.lap("classification_wait")
-        _check_residual(contract, residual)
+        check_residual(contract, totals.residual)
         data = staged.where(F.col(META_COLUMN).isNull()).drop(META_COLUMN)
-        kept, suppressed, k_params = k_anonymous(spark, data, contract, rows_in)
+        kept, suppression = k_anonymous(spark, data, contract, totals.rows)
         kept.orderBy(ROW_COLUMN).drop(ROW_COLUMN).write.mode("overwrite").parquet(fresh)
         replace_path(spark, fresh, target)
         clock.lap("k_anonymity_and_write")
@@ -270,24 +254,17 @@ def deidentify_parquet(
         classifying.cancel()
         _delete(spark, staging)
         _delete(spark, fresh)
-    return DeidentifiedTable(
-        None,
-        records,
-        rows_in=rows_in,
-        rows_out=rows_in - suppressed,
-        rows_suppressed=suppressed,
-        detector=_detector(contract, model_name),
-        k_anonymity=k_params,
-        residual_scan={
-            "passed": True,
-            "known_identifiers": known.size if known else 0,
-            "columns": residual,
-            "engine": "spark",
-            "batches": len(meta),
-            "worker_peak_rss_mib": max((m.get("peak_rss_mib", 0) for m in meta), default=0),
-            "seconds": clock.laps,
-        },
-        classification=[c.to_dict() for c in classification],
+    return table_result(
+        contract,
+        totals,
+        suppression,
+        classification,
+        model_name=model_name,
+        known=known,
+        engine="spark",
+        batches=len(meta),
+        worker_peak_rss_mib=max((m.get("peak_rss_mib", 0) for m in meta), default=0),
+        seconds=clock.laps,
     )
 
 
