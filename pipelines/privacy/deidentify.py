@@ -16,7 +16,6 @@ import duckdb
 import pandas as pd
 
 from pipelines.contracts import Column, Contract
-from pipelines.ingest import quote_ident
 from pipelines.privacy.classify import ColumnClassification, SharedClassification, columns_to_classify, names_a_person
 from pipelines.privacy.free_text import scan_text_column, table_terms
 from pipelines.privacy.known import NAME_TOKEN, KnownIdentifiers
@@ -27,6 +26,7 @@ from pipelines.privacy.suppression import (
     Suppression,
     publish_k_anonymous,
 )
+from pipelines.sql import quote_ident, read_frame
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -290,7 +290,7 @@ def deidentify_frame(
             known=known,
             chunk_rows=chunk_rows,
         )
-        result.frame = target.execute("SELECT * FROM deidentified").df()
+        result.frame = read_frame(target, "SELECT * FROM deidentified")
     finally:
         source.close()
         target.close()

@@ -11,7 +11,8 @@ import duckdb
 import pandas as pd
 
 from pipelines.contracts import Contract, Role
-from pipelines.ingest import quote_ident
+from pipelines.privacy.disclosure import SQL, k_anonymous_query, records_below_k, table
+from pipelines.sql import quote_ident, read_frame
 
 MISSING = "<missing>"  # nulls are a value of their own in equivalence classes
 ROW_COLUMN = "__deidentify_row"  # keeps the input order through the k-anonymity window
@@ -97,30 +98,28 @@ def plan_suppression(
 
 def publish_k_anonymous(con, staging: str, target: str, contract: Contract, rows: int) -> Suppression:
     """Replace the table `target` with the k-anonymous rows of the table (or view) `staging`, in input order
-    (`ROW_COLUMN`, dropped), all in DuckDB's SQL."""
+    (`ROW_COLUMN`, dropped), in DuckDB's SQL (class sizes as `disclosure` counts them)."""
+    quasi = quasi_identifiers(contract)
     row = quote_ident(ROW_COLUMN)
-    staged, published = quote_ident(staging), quote_ident(target)
-    partition = ", ".join(quote_ident(q) for q in quasi_identifiers(contract))
 
-    def blanked_out(blanked: list[str]) -> str:
+    def blanked_out(blanked: list[str]) -> SQL:
         replace = ", ".join(f"CAST('*' AS VARCHAR) AS {quote_ident(q)}" for q in blanked)
-        return f"(SELECT * REPLACE ({replace}) FROM {staged})" if blanked else staged
-
-    def count_small(blanked: list[str]) -> int:
-        sizes = f"SELECT count(*) OVER (PARTITION BY {partition}) AS n FROM {blanked_out(blanked)}"
-        return con.execute(f"SELECT count(*) FROM ({sizes}) WHERE n < {contract.privacy.k_anonymity}").fetchone()[0]
+        return SQL(f"(SELECT * REPLACE ({replace}) FROM {table(staging)})") if blanked else table(staging)
 
     plan = plan_suppression(
-        contract, rows, count_small, lambda: con.execute(f"SELECT {partition} FROM {staged} ORDER BY {row}").df()
+        contract,
+        rows,
+        lambda blanked: records_below_k(con, blanked_out(blanked), quasi, contract.privacy.k_anonymity),
+        lambda: read_frame(
+            con, f"SELECT {', '.join(quote_ident(q) for q in quasi)} FROM {table(staging)} ORDER BY {row}"
+        ),
     )
-    if not plan.applies:
-        con.execute(f"CREATE OR REPLACE TABLE {published} AS SELECT * EXCLUDE ({row}) FROM {staged} ORDER BY {row}")
-        return plan
-    con.execute(
-        f"CREATE OR REPLACE TABLE {published} AS SELECT * EXCLUDE ({row}, __class_size) FROM "
-        f"(SELECT *, count(*) OVER (PARTITION BY {partition}) AS __class_size FROM {blanked_out(plan.blanked)}) "
-        f"WHERE __class_size >= {plan.k} ORDER BY {row}"
+    published = (
+        k_anonymous_query(blanked_out(plan.blanked), quasi, plan.k, exclude=[ROW_COLUMN], order_by=ROW_COLUMN)
+        if plan.applies
+        else f"SELECT * EXCLUDE ({row}) FROM {table(staging)} ORDER BY {row}"
     )
+    con.execute(f"CREATE OR REPLACE TABLE {quote_ident(target)} AS {published}")
     return plan
 
 
@@ -131,6 +130,6 @@ def enforce_k_anonymity(frame: pd.DataFrame, contract: Contract) -> tuple[pd.Dat
     try:
         con.register("published", frame.reset_index(drop=True).assign(**{ROW_COLUMN: range(len(frame))}))
         plan = publish_k_anonymous(con, "published", "k_anonymous", contract, len(frame))
-        return con.execute("SELECT * FROM k_anonymous").df(), plan.suppressed, plan.params
+        return read_frame(con, "SELECT * FROM k_anonymous"), plan.suppressed, plan.params
     finally:
         con.close()
