@@ -195,8 +195,8 @@ def section_tables(cfg: BenchConfig, log) -> tuple[str, dict]:
             f"## 1. De-identifying a generated table: `{dataset}` (structured + free text)",
             "",
             f"The generator's `{dataset}` ({columns}), "
-            "read from the raw DuckDB table exactly as the pipeline reads it. **This project**: `deidentify_frame` with the "
-            "dataset's contract and `KnownIdentifiers` built from all four departments' raw tables (as the pipeline's "
+            "read from the raw DuckDB table exactly as the pipeline reads it. **This project**: `deidentify_frame` (the pipeline's "
+            "streaming path on an in-memory copy) with the dataset's contract and `KnownIdentifiers` built from all four departments' raw tables (as the pipeline's "
             "de-identification asset does), including the rescan passes and the k-anonymity suppression. **Baselines** "
             "(no contract, so every column is scanned; hits replaced by `<TYPE>`): Presidio's default recognizers "
             "(`get_baseline_analyzer()`: same pinned `en_core_web_sm`, same NER mapping, full spaCy pipeline) called per "
