@@ -273,7 +273,7 @@ def deidentify_frame(
     known: KnownIdentifiers | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> DeidentifiedTable:
-    """`deidentify_table` on an in-memory frame (registered in an in-memory DuckDB): the published rows in `.frame`."""
+    """`deidentify_table` on an in-memory frame (copied into an in-memory DuckDB): the published rows in `.frame`."""
     source, target = duckdb.connect(), duckdb.connect()
     try:
         source.register("frame", frame)
