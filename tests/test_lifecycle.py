@@ -19,6 +19,7 @@ from pipelines.contracts import load_contracts
 from pipelines.lifecycle import requests as store
 from pipelines.lifecycle.assets import REQUESTS_JOB, RETENTION_JOB
 from pipelines.lifecycle.cli import main as lifecycle_cli
+from pipelines.lifecycle.inplace import APPLIED_METADATA, FULL_REBUILD_TAG
 from pipelines.lifecycle.retention import NOW_TAG
 from pipelines.privacy.keys import SecretKey, fingerprint
 from pipelines.privacy.operators import pseudonym
@@ -208,7 +209,30 @@ def add_request(w: World, kind: str, value: str, capsys) -> str:
 # --- the tests, in order: each builds on the state the previous one left ---------------------------------------
 
 
-def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(world, capsys):
+def application(result: dg.ExecuteInProcessResult, dataset: str) -> dict:
+    """How a run's materialization of a de-identified table applied the requests (in place or rebuilt, and why)."""
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == f"deidentified_{dataset}"
+    ]
+    return event.materialization.metadata[APPLIED_METADATA].value
+
+
+def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(world, capsys, monkeypatch):
+    import pipelines.defs.departments as departments
+    import pipelines.privacy.deidentify as deidentify
+
+    assert application(world.baseline, "hr_employees") == {
+        "mode": "full rebuild",
+        "reason": "no previous de-identified table",
+        "requests": [],
+        "free_text_scanned": True,
+    }
+    scans = []  # every call that would de-identify (and scan the free text of) a table again
+    for module, name in ((departments, "deidentify_table"), (deidentify, "scan_text_column")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **kw: scans.append(_n) or _f(*a, **kw))
     person = pick_employee(world)
     world.opted_out = person
     before_hr = world.query("deidentified.duckdb", "SELECT count(*) FROM hr_employees")[0][0]
@@ -227,6 +251,13 @@ def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(worl
 
     rebuilt = {e.asset_key.to_user_string() for e in results[1].get_asset_materialization_events()}
     assert "deidentified_hr_employees" in rebuilt and "raw_hr_employees" not in rebuilt
+    # applied in place: rows deleted in SQL, nothing de-identified or scanned again
+    world.opt_out_run = results[1]
+    assert scans == []
+    for ds in ("hr_employees", "finance_expense_claims", "it_security_incidents"):
+        applied = application(results[1], ds)
+        assert applied["mode"] == "applied in place" and applied["requests"] == [rid], applied
+        assert applied["free_text_scanned"] is False and applied["rows_removed"] >= 1, applied
     after_hr = world.query("deidentified.duckdb", "SELECT count(*) FROM hr_employees")[0][0]
     assert after_hr == expected, (before_hr, expected, after_hr)
     if expected == before_hr - 1:
@@ -264,6 +295,33 @@ def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(worl
     assert person["email"] not in capsys.readouterr().out
 
 
+def snapshot(w: World) -> dict[str, list]:
+    """Every de-identified table and mart, rows sorted (a table's order is not part of what it says)."""
+    tables = {f"deidentified.{t}": w.query("deidentified.duckdb", f"SELECT * FROM {t}") for t in DATASETS}
+    tables |= {f"marts.{t}": w.query("marts.duckdb", f"SELECT * FROM {t}") for t in MARTS}
+    return {name: sorted(rows, key=repr) for name, rows in tables.items()}
+
+
+def test_in_place_gives_what_a_full_rebuild_gives(world):
+    """The same request on the same data and key, applied by de-identifying every row again: the same tables."""
+    opt_out = world.opt_out_run
+    in_place = snapshot(world)
+    rebuild = world.run(
+        REQUESTS_JOB,
+        asset_selection=sorted(opt_out.dagster_run.asset_selection),
+        tags={FULL_REBUILD_TAG: "1"},
+    )
+    applied = application(rebuild, "hr_employees")
+    assert applied["mode"] == "full rebuild" and FULL_REBUILD_TAG in applied["reason"] and applied["free_text_scanned"]
+    full = snapshot(world)
+    assert set(full) == set(in_place)
+    for name in full:
+        assert full[name] == in_place[name], (name, len(full[name]), len(in_place[name]))
+    assert all(len(rows) > 0 for rows in full.values())
+    text = world.all_text("deidentified.duckdb", DATASETS) + world.all_text("marts.duckdb", MARTS)
+    assert not [p for p in pseudonyms_of(world.opted_out) if p in text]
+
+
 def test_erasure_also_removes_raw_rows_and_landed_copies(world, capsys):
     person = pick_employee(world, exclude={world.opted_out["employee_id"]})
     landed = next((world.data_dir / "landing" / "hr").glob("employees_*.csv"))
@@ -287,6 +345,9 @@ def test_erasure_also_removes_raw_rows_and_landed_copies(world, capsys):
     text = world.all_text("deidentified.duckdb", DATASETS)
     assert not [p for p in pseudonyms_of(person) if p in text]
     assert store.status(store.load(world.paths)[rid])["state"].startswith("applied in run")
+    # erased rows change the known-identifier index that masks text: not applied in place, and it says so
+    applied = application(results[-1], "hr_employees")
+    assert applied["mode"] == "full rebuild" and "erasure" in applied["reason"] and applied["requests"] == [rid]
 
 
 def test_a_request_for_nobody_changes_nothing_and_says_so(world, capsys):
@@ -306,6 +367,7 @@ def test_a_rerun_keeps_them_out(world):
     person = world.opted_out
     result = world.run("hr_employees_job")  # re-ingests HR's landed file, which still holds the opted-out employee
     assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert application(result, "hr_employees")["reason"].startswith("a raw table was re-ingested")
     text = world.all_text("deidentified.duckdb", ("hr_employees",)) + world.all_text("marts.duckdb", MARTS)
     assert not [p for p in pseudonyms_of(person) if p in text]
     assert world.query(

@@ -23,6 +23,9 @@ from pipelines.lifecycle import (
     checks as lifecycle_checks,
 )
 from pipelines.lifecycle import (
+    inplace as lifecycle_inplace,
+)
+from pipelines.lifecycle import (
     matching as lifecycle_matching,
 )
 from pipelines.lifecycle import (
@@ -30,6 +33,7 @@ from pipelines.lifecycle import (
 )
 from pipelines.lifecycle.assets import SUBJECT_REQUESTS
 from pipelines.lifecycle.requests import Paths as RequestPaths
+from pipelines.lifecycle.requests import active as active_requests
 from pipelines.lineage import metadata as lineage_md
 from pipelines.lineage.observe import landed_file_observation
 from pipelines.privacy.classify import UndeclaredPIIError
@@ -308,29 +312,47 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         )  # every request ever recorded, keyed
         retention_state = lifecycle_retention.load_state(RequestPaths.under(storage.root).store_dir)
         horizon = lifecycle_retention.enforced_horizon(retention_state, ds)
+        applying = set(in_force.ids)  # a request recorded since waits for the next run, as it does for the checks
+        requests = [r for r in active_requests(RequestPaths.under(storage.root)) if r["id"] in applying]
+        every_contract = load_contracts(contract.path.parent) if contract.path else [contract]
         with connection(raw_database) as raw, connection(deidentified_database) as con:
             excluded = lifecycle_checks.excluded_rows(
                 raw, ds
             )  # opted-out rows stay in raw, flagged, and are never read here
-            # every department's identifiers: a name HR knows is found in Finance's memos too
-            known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
-            try:
-                # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
-                result = deidentify_table(
-                    raw,
-                    lifecycle_matching.view_name(ds),
-                    con,
-                    staged,
-                    contract,
-                    ctx,
-                    model_name=privacy.model_name(),
-                    known=known,
-                    chunk_rows=privacy.chunk_rows,
-                    exclude=(SOURCE_FILE_COLUMN,),
-                )
-            except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
-                drop_staged(con, staged)
-                raise dg.Failure(description=f"{error} {kept}") from None
+            # new opt-outs only, nothing else changed: the person's rows leave the published table in SQL, no text is
+            # scanned again; otherwise (and saying why) the whole table is de-identified again
+            plan = lifecycle_inplace.plan(
+                context, contract, every_contract, ctx.pseudonym_key.key_id, requests, horizon, raw, con
+            )
+            applied: dict = {}
+            if plan.in_place:
+                try:
+                    result, applied = lifecycle_inplace.apply(raw, con, ds, staged, contract, ctx, plan, requests)
+                except lifecycle_inplace.NotInPlace as why:
+                    plan.in_place, plan.reason = False, str(why)
+                except PrivacyThresholdError as error:
+                    raise dg.Failure(description=f"{error} {kept}") from None
+            if not plan.in_place:
+                # every department's identifiers: a name HR knows is found in Finance's memos too
+                known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
+                try:
+                    # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
+                    result = deidentify_table(
+                        raw,
+                        lifecycle_matching.view_name(ds),
+                        con,
+                        staged,
+                        contract,
+                        ctx,
+                        model_name=privacy.model_name(),
+                        known=known,
+                        chunk_rows=privacy.chunk_rows,
+                        exclude=(SOURCE_FILE_COLUMN,),
+                    )
+                except (PrivacyThresholdError, ResidualPIIError, UndeclaredPIIError) as error:
+                    drop_staged(con, staged)
+                    raise dg.Failure(description=f"{error} {kept}") from None
+            application = plan.metadata(**applied, free_text_scanned=not plan.in_place)
             # other departments' mentions of requested people: their pseudonyms and any identifier of theirs become tags
             masked = lifecycle_matching.scrub(con, staged, ctx.pseudonym_key.secret, in_force.keys)
             try:
@@ -372,6 +394,7 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                     "rows_excluded": excluded,
                     "mentions_masked": masked,
                     "retention_horizon": str(horizon) if horizon else None,
+                    "request_application": application,  # in place (rows removed, newly withheld) or rebuilt, and why
                 },
             )
             publish_staged(con, staged, ds)
@@ -393,6 +416,17 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 "entities_masked": result.entities_masked,
                 "subject_requests": dg.MetadataValue.json(
                     {"in_force": len(in_force.ids), "rows_excluded": excluded, "mentions_masked": masked}
+                ),
+                lifecycle_inplace.APPLIED_METADATA: dg.MetadataValue.json(application),
+                lifecycle_inplace.BASIS_METADATA: dg.MetadataValue.json(
+                    lifecycle_inplace.basis(
+                        contract,
+                        ctx.pseudonym_key.key_id,
+                        requests,
+                        lifecycle_inplace.raw_versions(context.instance, every_contract),
+                        horizon,
+                        result,
+                    )
                 ),
                 "retention": dg.MetadataValue.json(lifecycle_retention.metadata(contract, retention_state)),
                 # each column's type, description and PII classification tags (role, entity, operator, state, key id)
