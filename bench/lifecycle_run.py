@@ -68,6 +68,7 @@ def measure(rows: int = 100_000, seed: int = 1, workdir: Path = Path("/tmp/lifec
     from pipelines.definitions import build_definitions
     from pipelines.lifecycle import requests as store
     from pipelines.lifecycle.assets import REQUESTS_JOB, plan_runs
+    from pipelines.lifecycle.inplace import APPLIED_METADATA
     from pipelines.privacy.keys import load_key
 
     os.environ.setdefault("PIPELINES_PSEUDONYM_KEY", BENCH_KEY)
@@ -107,6 +108,12 @@ def measure(rows: int = 100_000, seed: int = 1, workdir: Path = Path("/tmp/lifec
                 }
             )
     proven = time.perf_counter() - recorded
+    applied = {}  # how each de-identified table applied the request: in place (rows removed, newly withheld) or rebuilt
+    for contract in load_contracts():
+        event = instance.get_latest_materialization_event(dg.AssetKey(f"deidentified_{contract.dataset}"))
+        entry = event.asset_materialization.metadata.get(APPLIED_METADATA) if event else None
+        if entry is not None and rid in entry.value.get("requests", []):
+            applied[contract.dataset] = entry.value
     record = store.load(paths)[rid]
     status = store.status(record)
     resolution = record.get("resolution") or {}
@@ -121,6 +128,7 @@ def measure(rows: int = 100_000, seed: int = 1, workdir: Path = Path("/tmp/lifec
         "cost_vs_full_run": round(proven / full, 3),
         "person_rows": resolution.get("rows", {}),
         "person_mentioned_in": resolution.get("mentions", []),
+        "applied": applied,
         "proven_absent_in": sorted(status["proven_absent_in"]),
         "state": status["state"].split(";")[0].split(" in run")[0],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
