@@ -102,6 +102,8 @@ def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | N
         request_steps, same_in_full = _same_steps(r)
         apply = next((p for p in r["runs"] if p["run"] == "apply"), None)
         rebuilt = [a for a in (apply or {}).get("assets", []) if a.startswith("deidentified_")]
+        applied = r.get("applied", {})
+        in_place = sorted(ds for ds, a in applied.items() if a.get("mode") == "applied in place")
         rows_md.append(
             [
                 f"{r['rows_per_department']:,}",
@@ -109,7 +111,7 @@ def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | N
                 fmt_s(r["request_to_proven_absence_s"]),
                 f"{r['cost_vs_full_run']:.2f}x",
                 " + ".join(f"{p['run']} {fmt_s(p['seconds'])} s ({len(p['assets'])} assets)" for p in r["runs"]),
-                f"{len(rebuilt)} of 4",
+                f"{len(rebuilt)} of 4 ({len(in_place)} in place)" if applied else f"{len(rebuilt)} of 4",
                 f"{same_in_full / request_steps:.2f}x" if request_steps else "-",
                 f"{r['peak_rss_mib']:,}",
             ]
@@ -121,12 +123,28 @@ def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | N
         per_step = {k: v for p in r["runs"] for k, v in p["steps"].items() if k.startswith("deidentified_")}
         full_total = sum(r["full_run_steps"].values()) or 1.0
         share = sum(r["full_run_steps"].get(k, 0.0) for k in per_step) / full_total
+        full_deid = sum(r["full_run_steps"].get(k, 0.0) for k in per_step)
         notes.append(
-            f"- {r['rows_per_department']:,} rows: the de-identified tables the request rebuilt took {100 * share:.0f}% of the full run's "
-            f"step time, and their rebuild is {100 * sum(per_step.values()) / (request_steps or 1.0):.0f}% of the request path: the request "
-            "path rebuilds whole tables of the departments that hold the person, so it costs about their share of a full run "
-            "(support, which did not hold them, was not rebuilt; ingest was skipped)."
+            f"- {r['rows_per_department']:,} rows: the de-identified tables the request touched took {100 * share:.0f}% of the full "
+            f"run's step time ({fmt_s(full_deid)} s); applying the request to them took {fmt_s(sum(per_step.values()))} s, "
+            f"{100 * sum(per_step.values()) / (request_steps or 1.0):.0f}% of the request path"
+            + (
+                ": applied in place, the person's rows are deleted in SQL, classes recounted and the gates rerun; no text "
+                "is scanned again (support, which did not hold them, was not touched; ingest was skipped)."
+                if applied and len(in_place) == len(applied)
+                else "."
+            )
         )
+        for ds, a in sorted(applied.items()):
+            notes.append(
+                f"  - `deidentified_{ds}`: {a.get('mode')} ({a.get('reason')})"
+                + (
+                    f"; {a['rows_removed']} row(s) removed, {a['rows_newly_suppressed']} newly withheld for k"
+                    if "rows_removed" in a
+                    else ""
+                )
+                + "."
+            )
         notes.append(
             f"- {r['rows_per_department']:,} rows: the person had rows in {', '.join(sorted(r['person_rows'])) or 'no dataset'} "
             f"and pseudonyms in the text of {', '.join(sorted(r['person_mentioned_in'])) or 'no other dataset'}; state "
@@ -160,7 +178,7 @@ def render(results: list[dict[str, Any]], seed: int, load: tuple[float, ...] | N
                     "request to proven absence (s)",
                     "cost vs full run",
                     "runs",
-                    "departments rebuilt",
+                    "de-identified tables rebuilt",
                     "same steps in the full run vs request path",
                     "peak RSS (MiB)",
                 ],

@@ -299,4 +299,9 @@ def apply(
         k_anonymity=k_params,
         residual_scan=residual,
         classification=(previous.get("column_classification") or {}).get("columns", []),
-    ), {"rows_removed": int(removed), "rows_newly_suppressed": int(small)}
+    ), {
+        "rows_removed": int(removed),
+        "rows_newly_suppressed": int(small),
+        # per-column records (values in, PII found) and the residual scan are those of the build it started from
+        "column_records_from_run": plan_.previous_run,
+    }
