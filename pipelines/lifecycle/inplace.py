@@ -45,7 +45,8 @@ def code_fingerprint() -> str:
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256(str(FORMAT).encode())
     for part in _CODE:
-        for path in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
+        files = (root / part).rglob("*") if (root / part).is_dir() else [root / part]
+        for path in sorted(p for p in files if p.suffix in (".py", ".yaml", ".yml")):  # the analyzer's conf too
             digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     versions = component_versions()
     for name in ("nlp_model", "presidio-analyzer", "presidio-anonymizer", "spacy", "duckdb"):
