@@ -24,6 +24,10 @@ def main() -> None:
     die_with_parent()
     if os.getppid() == 1:  # the parent died before the request took effect
         sys.exit(143)
+    if os.environ.get("PIPELINES_DBT_SPARK_SESSION"):  # the Spark engine: dbt joins a session this process opens
+        from pipelines.engines.spark.dbt_session import run_dbt
+
+        sys.exit(run_dbt(sys.argv[1:]))
     dbt = real_dbt()
     os.execv(dbt, [dbt, *sys.argv[1:]])
 

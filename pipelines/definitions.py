@@ -11,6 +11,7 @@ from pipelines.contracts import load_contracts
 from pipelines.defs.departments import build_department, build_known_identifiers
 from pipelines.defs.integration import build_integration, dbt_project
 from pipelines.defs.marts import build_marts
+from pipelines.engines.tables import engine_resource
 from pipelines.ingest import purge_quarantine
 from pipelines.lifecycle.assets import RETENTION_PURGE, build_lifecycle
 from pipelines.lifecycle.checks import build_mart_checks
@@ -133,7 +134,8 @@ def build_definitions(
             schedules=[daily, purge_daily],
             sensors=[build_openlineage_sensor()],  # every finished run's OpenLineage events (data/openlineage/)
             executor=dg.in_process_executor,  # one DuckDB writer per file; Presidio loads once per run
-            resources=build_resources(data_dir),
+            # PIPELINES_ENGINE=duckdb|spark and the Spark session's settings
+            resources={**build_resources(data_dir), "engine": engine_resource()},
         ),
     )
 

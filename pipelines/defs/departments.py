@@ -10,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 from pipelines import audit
 from pipelines.contracts import Contract, load_contracts
 from pipelines.defs.checks import SuiteFailed, privacy_check, privacy_spec, quality_check, quality_spec
+from pipelines.engines.tables import EngineResource
 from pipelines.ingest import (
     SOURCE_FILE_COLUMN,
     IngestError,
@@ -41,7 +42,6 @@ from pipelines.privacy.deidentify import (
     PrivacyThresholdError,
     ResidualPIIError,
     deidentification_markdown,
-    deidentify_table,
 )
 from pipelines.privacy.known import KnownIdentifiers, known_identifiers_from_raw
 from pipelines.provenance import provenance
@@ -92,14 +92,16 @@ def _contract_metadata(contract: Contract) -> dict:
 _known_cache: dict[tuple, KnownIdentifiers] = {}
 
 
-def cached_known_identifiers(con, raw_db: Path, contracts_dir: Path) -> KnownIdentifiers:
+def cached_known_identifiers(
+    con, raw_db: Path, contracts_dir: Path, index: type[KnownIdentifiers] | None = None
+) -> KnownIdentifiers:
     """One index per state of the raw database in this process: the four de-identification steps of a
     run share it instead of hashing every department's identifiers four times. Memory only, never stored."""
     stat = raw_db.stat()
-    key = (str(raw_db), stat.st_mtime_ns, stat.st_size, str(contracts_dir))
+    key = (str(raw_db), stat.st_mtime_ns, stat.st_size, str(contracts_dir), index)
     if key not in _known_cache:
         _known_cache.clear()
-        _known_cache[key] = known_identifiers_from_raw(con, load_contracts(contracts_dir))
+        _known_cache[key] = known_identifiers_from_raw(con, load_contracts(contracts_dir), index=index)
     return _known_cache[key]
 
 
@@ -303,8 +305,10 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
         privacy: PrivacySettings,
         raw_database: DuckDBResource,
         deidentified_database: DuckDBResource,
+        engine: EngineResource,
     ) -> Iterator:
         ctx = privacy.operator_context(storage, run_date=date.today())
+        tables = engine.tables(storage.root)  # DuckDB's stream, or Spark's Arrow batches (pipelines/engines)
         staged = f"_staged_{ds}"
         kept = "The de-identified table keeps its last good version."
         in_force = lifecycle_checks.InForce.load(
@@ -325,6 +329,8 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 context, contract, every_contract, ctx.pseudonym_key.key_id, requests, horizon, raw, con
             )
             applied: dict = {}
+            if plan.in_place and tables.name != "duckdb":
+                plan.in_place, plan.reason = False, f"the {tables.name} engine de-identifies the whole table again"
             if plan.in_place:
                 try:
                     result, applied = lifecycle_inplace.apply(raw, con, ds, staged, contract, ctx, plan, requests)
@@ -334,10 +340,14 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                     raise dg.Failure(description=f"{error} {kept}") from None
             if not plan.in_place:
                 # every department's identifiers: a name HR knows is found in Finance's memos too
-                known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
+                known = (
+                    cached_known_identifiers(raw, storage.raw_db, contract.path.parent, tables.known_index)
+                    if contract.path
+                    else None
+                )
                 try:
                     # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
-                    result = deidentify_table(
+                    result = tables.deidentify(
                         raw,
                         lifecycle_matching.view_name(ds),
                         con,
@@ -397,7 +407,7 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                     "request_application": application,  # in place (rows removed, newly withheld) or rebuilt, and why
                 },
             )
-            publish_staged(con, staged, ds)
+            stored = tables.publish(con, staged, ds, changed=bool(masked))  # and the engine's copy (Spark: Parquet)
         storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
@@ -446,6 +456,7 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                 ),  # the log's head, outside the log
                 "upstream": [raw_key(contract).to_user_string()],
                 **_contract_metadata(contract),
+                **stored,
                 "provenance": provenance(context),
             }
         )

@@ -13,6 +13,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from pipelines.dbt_child import real_dbt
+from pipelines.engines.tables import DuckDBTables, EngineResource, Tables
 from pipelines.governance.approvals import CompileError, check_project, compile_project, load_manifest
 from pipelines.provenance import provenance
 from pipelines.resources import CONTRACTS_DIR, DBT_PROJECT_DIR, PipelineStorage
@@ -75,8 +76,23 @@ def _check_and_build(
     storage: PipelineStorage,
     contracts_dir: Path,
     graph_manifest: Path,
+    tables: Tables | None = None,
 ) -> Iterator[Any]:
-    env = {"PIPELINES_DATA_DIR": storage.data_dir}  # profiles.yml locates the databases through it
+    tables = tables or DuckDBTables()
+    with tables.dbt_environment() as engine_env:  # the engine's dbt target, for the gate's compile and the build
+        yield from _check_and_build_on(context, run_dir, storage, contracts_dir, graph_manifest, tables, engine_env)
+
+
+def _check_and_build_on(
+    context: dg.AssetExecutionContext,
+    run_dir: Path,
+    storage: PipelineStorage,
+    contracts_dir: Path,
+    graph_manifest: Path,
+    tables: Tables,
+    engine_env: dict[str, str],
+) -> Iterator[Any]:
+    env = {"PIPELINES_DATA_DIR": storage.data_dir, **engine_env}  # profiles.yml locates the databases through it
     try:
         manifest = compile_project(run_dir, run_dir, run_dir / "target", env=env)
     except CompileError as error:
@@ -103,13 +119,19 @@ def _check_and_build(
             )
         )
     os.environ.update(env)  # dagster-dbt's own row-count and column queries read the same profile
-    dbt = DbtCliResource(project_dir=str(run_dir), profiles_dir=str(run_dir), dbt_executable=dbt_executable())
+    dbt = DbtCliResource(
+        project_dir=str(run_dir), profiles_dir=str(run_dir), dbt_executable=dbt_executable(), target=tables.dbt_target
+    )
     run_provenance = provenance(context)
     invocation = dbt.cli(["build"], context=context, manifest=manifest, target_path=run_dir / "target")
-    for event in invocation.stream().fetch_row_counts().fetch_column_metadata():
+    stream = invocation.stream()
+    if tables.fetch_dbt_metadata:  # through an adapter in this process: DuckDB's file, not Spark's session
+        stream = stream.fetch_row_counts().fetch_column_metadata()
+    for event in stream:
         if isinstance(event, (dg.Output, dg.AssetMaterialization)):
             event = event.with_metadata({**event.metadata, "provenance": run_provenance})
         yield event
+    tables.after_dbt_build(load_manifest(manifest), storage.warehouse_db)
 
 
 def build_integration(project: DbtProject | None = None, contracts_dir: Path = CONTRACTS_DIR) -> dg.Definitions:
@@ -119,14 +141,17 @@ def build_integration(project: DbtProject | None = None, contracts_dir: Path = C
     @dbt_assets(
         manifest=project.manifest_path, project=project, dagster_dbt_translator=translator, name="approved_models"
     )
-    def approved_models(context: dg.AssetExecutionContext, storage: PipelineStorage) -> Iterator[Any]:
+    def approved_models(
+        context: dg.AssetExecutionContext, storage: PipelineStorage, engine: EngineResource
+    ) -> Iterator[Any]:
         # The gate checks exactly what is built: the project's current files are copied for this run, compiled
         # by dbt, checked, and built from that same copy and manifest; an edit made meanwhile waits for the next run.
         run_dir = storage.root / "dbt_runs" / context.run_id
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(project.project_dir, run_dir, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
         try:
-            yield from _check_and_build(context, run_dir, storage, contracts_dir, project.manifest_path)
+            tables = engine.tables(storage.root)
+            yield from _check_and_build(context, run_dir, storage, contracts_dir, project.manifest_path, tables)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             release_dbt_duckdb()

@@ -1,0 +1,155 @@
+"""The Spark engine behind the Dagster steps (`pipelines.engines.tables.Tables`): raw rows exported to Parquet,
+de-identified on Spark (`deidentify_parquet`: mapInArrow batches, the residual gate and k over the whole table),
+published as Parquet under the tables root; dbt built with `--target spark` in its own process (its own session,
+the same settings), its tables mirrored into warehouse.duckdb for the marts' checks and publish step."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipelines.engines import Engine
+from pipelines.engines.spark.deidentify import _delete, _naive_timestamps, deidentify_parquet, replace_path
+from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, TablePaths
+from pipelines.engines.spark.session import SparkSessionResource
+from pipelines.ingest import publish_staged, quote_ident
+from pipelines.privacy.known import CompactKnownIdentifiers
+
+_started: list = []  # sessions this module started (stopped when the run's resources are torn down)
+
+
+def stop_sessions() -> None:
+    while _started:
+        _started.pop().stop()
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+class SparkTables:
+    name = Engine.spark.value
+    dbt_target = "spark"
+    known_index = CompactKnownIdentifiers  # 8 bytes per identifier, broadcast to the executors
+    fetch_dbt_metadata = False  # dagster-dbt would query through an in-process adapter, not dbt's session
+
+    def __init__(self, resource: SparkSessionResource, data_dir: Path) -> None:
+        self.resource = resource
+        self.paths = TablePaths(resource.tables_path or str(data_dir / "spark"))
+        self.scratch = data_dir / "spark-scratch"  # shuffle files, broadcast blocks: local, owner-only
+
+    @property
+    def warehouse(self) -> str:
+        """Where dbt-spark writes its managed tables (`warehouse.<model>`)."""
+        return f"{self.paths.root.rstrip('/')}/warehouse"
+
+    def session(self):
+        from pyspark.sql import SparkSession
+
+        fresh = SparkSession.getActiveSession() is None
+        spark = self.resource.session(self.scratch / "driver")
+        if fresh:
+            _started.append(spark)
+        return spark
+
+    def _private_root(self) -> None:
+        if not _is_remote(self.paths.root):
+            Path(self.paths.root).mkdir(parents=True, exist_ok=True, mode=0o700)  # rows, even de-identified: owner-only
+
+    def _export(self, raw, view: str, target: str) -> str:
+        """The rows de-identification may read (the requests' filtered view) as Parquet, replacing the last export."""
+        self._private_root()
+        select = f"SELECT * FROM {quote_ident(view)}"
+        if _is_remote(target):
+            spark = self.session()
+            spark.createDataFrame(raw.sql(select).to_arrow_table()).write.mode("overwrite").parquet(target + ".__new")
+            replace_path(spark, target + ".__new", target)
+            return target
+        path = Path(target)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, mode=0o700)
+        raw.execute(f"COPY ({select}) TO '{path / 'part-0.parquet'}' (FORMAT parquet)")
+        (path / "part-0.parquet").chmod(0o600)
+        return target
+
+    def _candidate(self, dataset: str) -> str:
+        return f"{self.paths.root.rstrip('/')}/staged/{dataset}"
+
+    def deidentify(self, raw, view, con, staged, contract, ctx, *, model_name, known, chunk_rows, exclude):
+        spark = self.session()
+        source = self._export(raw, view, self.paths.raw(contract.dataset))
+        candidate = self._candidate(contract.dataset)
+        result = deidentify_parquet(
+            spark, source, candidate, contract, ctx, model_name=model_name, known=known, exclude=exclude
+        )
+        # the staged copy the privacy suite, the requests' scrub and the retention check read (as on DuckDB)
+        _load(con, quote_ident(staged), _naive_timestamps(spark.read.parquet(candidate).toArrow()))
+        return result
+
+    def publish(self, con, staged, dataset, *, changed):
+        spark = self.session()
+        candidate, target = self._candidate(dataset), self.paths.deidentified(dataset)
+        publish_staged(con, staged, dataset)
+        if changed:  # mentions of requested people were masked in the staged copy: that copy is what is published
+            from pyspark.sql import functions as F
+
+            schema = spark.read.parquet(candidate).schema
+            frame = spark.createDataFrame(con.sql(f"SELECT * FROM {quote_ident(dataset)}").to_arrow_table())
+            frame = frame.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema])
+            frame.write.mode("overwrite").parquet(candidate + ".__masked")
+            _delete(spark, candidate)
+            candidate += ".__masked"
+        replace_path(spark, candidate, target)
+        return {"table_location": target, "engine": self.name}
+
+    @contextlib.contextmanager
+    def dbt_environment(self) -> Iterator[dict[str, str]]:
+        from pipelines.engines.spark.dbt_session import SESSION_ENV, session_settings
+        from pipelines.engines.tables import environment
+
+        _delete(self.session(), self.warehouse)  # the last build's tables: Spark makes no managed table over a location
+        variables = {
+            "DBT_TARGET": self.dbt_target,  # `dbt compile` (the approval gate) and `dbt build` read the same target
+            SESSION_ENV: session_settings(
+                self.resource.master, self.resource.conf, self.scratch / "dbt", self.warehouse, self.paths.root
+            ),
+        }
+        with environment(variables):
+            yield variables
+
+    def after_dbt_build(self, manifest: dict, warehouse_db: Path) -> None:
+        import duckdb
+
+        spark = self.session()
+        jvm = spark.sparkContext._jvm
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        tables = sorted(
+            node["name"]
+            for node in manifest["nodes"].values()
+            if node["resource_type"] == "model" and node["config"].get("materialized") in ("table", "incremental")
+        )
+        con = duckdb.connect(str(warehouse_db))
+        try:
+            for name in tables:
+                location = f"{self.warehouse}/{WAREHOUSE_SCHEMA}.db/{name}"
+                path = jvm.org.apache.hadoop.fs.Path(location)
+                if not path.getFileSystem(conf).exists(path):  # not built in this run (failed, or not selected)
+                    continue
+                _load(con, f"main.{quote_ident(name)}", _naive_timestamps(spark.read.parquet(location).toArrow()))
+        finally:
+            con.close()
+
+
+def spark_tables(resource: SparkSessionResource, data_dir: Path) -> SparkTables:
+    return SparkTables(resource, data_dir)
+
+
+def _load(con, table: str, rows) -> None:
+    """An Arrow table into DuckDB as `table` (replacing it)."""
+    con.register("__arrow_rows", rows)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __arrow_rows")
+    finally:
+        con.unregister("__arrow_rows")
