@@ -55,6 +55,14 @@ from pipelines.contracts import load_contracts
 from pipelines.paths import CONTRACTS_DIR, DBT_PROJECT_DIR
 
 DIALECT = "duckdb"
+DIALECTS = {"duckdb": "duckdb", "spark": "spark"}  # dbt adapter -> sqlglot dialect of the SQL it compiles
+
+
+def dialect_of(manifest: Mapping[str, Any]) -> str:
+    """The SQL dialect of a compiled manifest: its adapter's (DuckDB for one that does not say)."""
+    return DIALECTS.get(manifest.get("metadata", {}).get("adapter_type") or "", DIALECT)
+
+
 DEIDENTIFIED_SOURCE = "deidentified"  # source name and attached database alias (profiles.yml)
 ALLOWED_RESOURCE_TYPES = {"model", "seed"}
 # Table functions that generate values rather than read a file or a database.
@@ -402,6 +410,10 @@ def _resolved_relations(manifest: Mapping[str, Any], node: Mapping[str, Any]) ->
         if dep is not node and dep.get("config", {}).get("materialized") == "ephemeral":
             out |= {k: v for k, v in _resolved_relations(manifest, dep).items() if v != uid}
             continue
+        if dep.get("relation_name"):  # as dbt renders it (Spark has no database: `schema.table`)
+            table = exp.to_table(dep["relation_name"], dialect=dialect_of(manifest))
+            out[_relation_key(table.catalog, table.db, table.name)] = uid
+            continue
         identifier = dep.get("identifier") if dep["resource_type"] == "source" else dep.get("alias")
         out[_relation_key(dep.get("database"), dep.get("schema"), identifier or dep["name"])] = uid
     return out
@@ -431,12 +443,12 @@ def _with_placeholders(query: exp.Query, known: Mapping[tuple[str, str, str], st
 # --- parsing and column lineage --------------------------------------------------------------------
 
 
-def _parse_query(sql: str) -> exp.Query:
+def _parse_query(sql: str, dialect: str = DIALECT) -> exp.Query:
     """The single SELECT (or set operation) a model must consist of."""
     try:
-        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except SqlglotError as e:
-        raise _Unreadable(f"its SQL does not parse as {DIALECT} ({type(e).__name__})") from None
+        raise _Unreadable(f"its SQL does not parse as {dialect} ({type(e).__name__})") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise _Unreadable("its SQL is not a single SELECT statement")
     return statements[0]
@@ -531,7 +543,8 @@ def _compiled_sql(node: Mapping[str, Any]) -> str:
 
 def _parse_model(project: _Project, node: Mapping[str, Any]) -> _Parsed:
     """Parse the compiled SQL and (where possible) qualify it against its upstream relations' columns."""
-    query = _parse_query(_compiled_sql(node))
+    dialect = dialect_of(project.manifest)
+    query = _parse_query(_compiled_sql(node), dialect)
     relations = _with_placeholders(query, _resolved_relations(project.manifest, node))
     schema = {
         name: {column: "unknown" for column in columns}
@@ -542,7 +555,7 @@ def _parse_model(project: _Project, node: Mapping[str, Any]) -> _Parsed:
         query = qualify(
             query.copy(),
             schema=schema,
-            dialect=DIALECT,
+            dialect=dialect,
             validate_qualify_columns=False,
             quote_identifiers=False,
             identify=False,

@@ -21,6 +21,7 @@ from sqlglot.lineage import lineage as sqlglot_lineage
 from sqlglot.optimizer.qualify import qualify
 
 from pipelines.contracts import Contract
+from pipelines.governance.approvals import dialect_of
 from pipelines.lineage.classification import ANONYMIZING_AGGREGATES
 
 DIALECT = "duckdb"
@@ -71,10 +72,15 @@ def _base_table(name: str, ctes: dict[str, exp.Expression], asset_of: dict[str, 
 
 
 def _origin(
-    column: str, sql: str, schema: dict, asset_of: dict[str, str], ctes: dict[str, exp.Expression] | None = None
+    column: str,
+    sql: str,
+    schema: dict,
+    asset_of: dict[str, str],
+    ctes: dict[str, exp.Expression] | None = None,
+    dialect: str = DIALECT,
 ) -> ColumnOrigin:
     ctes = ctes or {}
-    root = sqlglot_lineage(column, sql, schema=schema, dialect=DIALECT)
+    root = sqlglot_lineage(column, sql, schema=schema, dialect=dialect)
     origin = ColumnOrigin()
     kinds: set[str] = set()
     renamed = False
@@ -132,6 +138,7 @@ def model_lineage(
         if contract is not None:
             schema[alias] = {c.name: "varchar" for c in contract.published_columns}
     nodes = {n["name"]: n for n in manifest["nodes"].values() if n.get("resource_type") in {"model", "seed"}}
+    dialect = dialect_of(manifest)  # the adapter the manifest was parsed for (DuckDB or Spark SQL)
     for name, node in nodes.items():
         asset_of.setdefault(name, name)
         if node["resource_type"] == "seed":
@@ -154,10 +161,10 @@ def model_lineage(
             pending.remove(node)
             sql = render(node["raw_code"], source_alias)
             try:
-                parsed = qualify(sqlglot.parse_one(sql, dialect=DIALECT), schema=schema, dialect=DIALECT)
+                parsed = qualify(sqlglot.parse_one(sql, dialect=dialect), schema=schema, dialect=dialect)
                 columns = list(parsed.named_selects)
                 ctes = {c.alias_or_name: c.this for c in parsed.find_all(exp.CTE)}
-                out[node["name"]] = {c: _origin(c, sql, schema, asset_of, ctes) for c in columns}
+                out[node["name"]] = {c: _origin(c, sql, schema, asset_of, ctes, dialect) for c in columns}
             except Exception:  # noqa: BLE001 - a model sqlglot cannot read gets its declared columns, without deps
                 columns = list(node.get("columns", {}))
                 out[node["name"]] = {c: ColumnOrigin(transform="expression") for c in columns}
