@@ -92,16 +92,14 @@ def _contract_metadata(contract: Contract) -> dict:
 _known_cache: dict[tuple, KnownIdentifiers] = {}
 
 
-def cached_known_identifiers(
-    con, raw_db: Path, contracts_dir: Path, index: type[KnownIdentifiers] | None = None
-) -> KnownIdentifiers:
+def cached_known_identifiers(con, raw_db: Path, contracts_dir: Path) -> KnownIdentifiers:
     """One index per state of the raw database in this process: the four de-identification steps of a
     run share it instead of hashing every department's identifiers four times. Memory only, never stored."""
     stat = raw_db.stat()
-    key = (str(raw_db), stat.st_mtime_ns, stat.st_size, str(contracts_dir), index)
+    key = (str(raw_db), stat.st_mtime_ns, stat.st_size, str(contracts_dir))
     if key not in _known_cache:
         _known_cache.clear()
-        _known_cache[key] = known_identifiers_from_raw(con, load_contracts(contracts_dir), index=index)
+        _known_cache[key] = known_identifiers_from_raw(con, load_contracts(contracts_dir))
     return _known_cache[key]
 
 
@@ -340,11 +338,7 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                     raise dg.Failure(description=f"{error} {kept}") from None
             if not plan.in_place:
                 # every department's identifiers: a name HR knows is found in Finance's memos too
-                known = (
-                    cached_known_identifiers(raw, storage.raw_db, contract.path.parent, tables.known_index)
-                    if contract.path
-                    else None
-                )
+                known = cached_known_identifiers(raw, storage.raw_db, contract.path.parent) if contract.path else None
                 try:
                     # streamed a chunk at a time into a staged table, which must pass the residual-PII gate and k
                     result = tables.deidentify(

@@ -20,7 +20,7 @@ from pipelines.contracts import Contract
 from pipelines.engines import Engine, engine_setting
 from pipelines.engines.spark.session import SparkSessionResource, spark_resource
 from pipelines.privacy.deidentify import DeidentifiedTable
-from pipelines.privacy.known import CompactKnownIdentifiers, KnownIdentifiers
+from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
 
 
@@ -29,7 +29,6 @@ class Tables(Protocol):
 
     name: str
     dbt_target: str | None  # the profiles.yml target; None: the profile's default
-    known_index: type[KnownIdentifiers]  # the known-identifier index class the engine searches
     fetch_dbt_metadata: bool  # dagster-dbt may read row counts and column types through an in-process adapter
 
     def deidentify(
@@ -68,7 +67,6 @@ class DuckDBTables:
 
     name = Engine.duckdb.value
     dbt_target = None
-    known_index = CompactKnownIdentifiers  # 8 bytes per identifier, as Spark broadcasts
     fetch_dbt_metadata = True
 
     def deidentify(self, raw, view, con, staged, contract, ctx, *, model_name, known, chunk_rows, exclude):

@@ -45,7 +45,40 @@ def run_dbt(args: list[str]) -> int:
         paths = TablePaths(settings["tables"])
         register_deidentified(spark, deidentified_datasets(spark, paths.root), paths)
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {WAREHOUSE_SCHEMA}")
+        _build_upstream(args)
     result = dbtRunner().invoke(args)
     if result.success:
         return 0
     return 1 if result.exception is None else 2
+
+
+def _selected(args: list[str], option: str) -> list[str]:
+    """The values after `option` (up to the next option), as dagster-dbt passes a selection."""
+    if option not in args:
+        return []
+    rest = args[args.index(option) + 1 :]
+    return rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]
+
+
+def _build_upstream(args: list[str]) -> None:
+    """This session's catalog starts empty: the models and seeds a partial selection reads are built first (from the
+    same de-identified tables, quietly, in a scratch target: they are not this run's outputs). DuckDB keeps them in
+    its warehouse file between runs."""
+    from dbt.cli.main import dbtRunner
+
+    selected = [s for value in _selected(args, "--select") for s in value.split()]
+    if not selected or any(s in ("fqn:*", "*") for s in selected):
+        return
+    scratch = Path(os.environ.get("DBT_TARGET_PATH", "target")) / "upstream"
+    upstream = [
+        "build",
+        *("--resource-type", "model", "--resource-type", "seed"),
+        *("--select", *[f"+{s}" for s in selected]),
+        *("--exclude", *selected),
+        *("--target-path", str(scratch), "--log-path", str(scratch), "--log-level", "none"),
+    ]
+    if "--target" in args:
+        upstream += ["--target", args[args.index("--target") + 1]]
+    result = dbtRunner().invoke(upstream)
+    if not result.success:
+        raise SystemExit(f"dbt could not build the models the selection reads ({result.exception or 'failed'})")

@@ -15,7 +15,6 @@ from pipelines.engines.spark.deidentify import _delete, _naive_timestamps, deide
 from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, TablePaths
 from pipelines.engines.spark.session import SparkSessionResource
 from pipelines.ingest import publish_staged, quote_ident
-from pipelines.privacy.known import CompactKnownIdentifiers
 
 _started: list = []  # sessions this module started (stopped when the run's resources are torn down)
 
@@ -32,7 +31,6 @@ def _is_remote(path: str) -> bool:
 class SparkTables:
     name = Engine.spark.value
     dbt_target = "spark"
-    known_index = CompactKnownIdentifiers  # 8 bytes per identifier, broadcast to the executors
     fetch_dbt_metadata = False  # dagster-dbt would query through an in-process adapter, not dbt's session
 
     def __init__(self, resource: SparkSessionResource, data_dir: Path) -> None:
@@ -109,7 +107,11 @@ class SparkTables:
         from pipelines.engines.spark.dbt_session import SESSION_ENV, session_settings
         from pipelines.engines.tables import environment
 
-        _delete(self.session(), self.warehouse)  # the last build's tables: Spark makes no managed table over a location
+        # the last build's tables: Spark makes no managed table over an existing location
+        if _is_remote(self.warehouse):
+            _delete(self.session(), self.warehouse)
+        else:  # a local directory needs no JVM in this process
+            shutil.rmtree(self.warehouse, ignore_errors=True)
         variables = {
             "DBT_TARGET": self.dbt_target,  # `dbt compile` (the approval gate) and `dbt build` read the same target
             SESSION_ENV: session_settings(
@@ -122,24 +124,32 @@ class SparkTables:
     def after_dbt_build(self, manifest: dict, warehouse_db: Path) -> None:
         import duckdb
 
-        spark = self.session()
-        jvm = spark.sparkContext._jvm
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
         tables = sorted(
             node["name"]
             for node in manifest["nodes"].values()
-            if node["resource_type"] == "model" and node["config"].get("materialized") in ("table", "incremental")
+            if node["resource_type"] == "seed"
+            or (node["resource_type"] == "model" and node["config"].get("materialized") in ("table", "incremental"))
         )
         con = duckdb.connect(str(warehouse_db))
         try:
             for name in tables:
-                location = f"{self.warehouse}/{WAREHOUSE_SCHEMA}.db/{name}"
-                path = jvm.org.apache.hadoop.fs.Path(location)
-                if not path.getFileSystem(conf).exists(path):  # not built in this run (failed, or not selected)
-                    continue
-                _load(con, f"main.{quote_ident(name)}", _naive_timestamps(spark.read.parquet(location).toArrow()))
+                rows = self._read_built(f"{self.warehouse}/{WAREHOUSE_SCHEMA}.db/{name}")
+                if rows is not None:  # else not built in this run (failed, or not selected)
+                    _load(con, f"main.{quote_ident(name)}", _naive_timestamps(rows))
         finally:
             con.close()
+
+    def _read_built(self, location: str):
+        """A table dbt-spark wrote, as Arrow (None if there is none): read by Spark on an object store, else directly."""
+        if not _is_remote(location):
+            import pyarrow.dataset as ds
+
+            return ds.dataset(location, format="parquet").to_table() if Path(location).is_dir() else None
+        spark = self.session()
+        path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
+        if not path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path):
+            return None
+        return spark.read.parquet(location).toArrow()
 
 
 def spark_tables(resource: SparkSessionResource, data_dir: Path) -> SparkTables:
