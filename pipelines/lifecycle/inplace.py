@@ -26,8 +26,9 @@ from pipelines.contracts import Contract, Role
 from pipelines.ingest import quote_ident
 from pipelines.lifecycle import matching
 from pipelines.lifecycle import requests as store
-from pipelines.privacy.deidentify import ColumnRecord, DeidentifiedTable, enforce_k_anonymity
+from pipelines.privacy.deidentify import ColumnRecord, DeidentifiedTable
 from pipelines.privacy.operators import apply_column
+from pipelines.privacy.suppression import enforce_k_anonymity
 
 BASIS_METADATA = "in_place_basis"  # what the table was built from: the next request compares against it
 APPLIED_METADATA = "request_application"  # how this materialization applied the requests: in place or rebuilt
@@ -85,7 +86,7 @@ def quasi_identifiers(contract: Contract) -> list[str]:
 def _terms(raw_con, view: str, contract: Contract) -> dict[str, Any]:
     """The declared non-personal terms' parameters of every free-text column, as the full path would read them now."""
     from pipelines.privacy.analyzer import MAX_TERMS
-    from pipelines.privacy.deidentify import declared_terms
+    from pipelines.privacy.free_text import declared_terms
 
     src, k = quote_ident(view), contract.privacy.k_anonymity
 
