@@ -220,8 +220,8 @@ def application(result: dg.ExecuteInProcessResult, dataset: str) -> dict:
 
 
 def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(world, capsys, monkeypatch):
-    import pipelines.defs.departments as departments
     import pipelines.privacy.deidentify as deidentify
+    from pipelines.engines.tables import DuckDBTables
 
     assert application(world.baseline, "hr_employees") == {
         "mode": "full rebuild",
@@ -230,7 +230,8 @@ def test_opt_out_removes_the_person_from_every_de_identified_table_and_mart(worl
         "free_text_scanned": True,
     }
     scans = []  # every call that would de-identify (and scan the free text of) a table again
-    for module, name in ((departments, "deidentify_table"), (deidentify, "scan_text_column")):
+    # a department's step de-identifies through its engine (pipelines/engines/tables.py)
+    for module, name in ((DuckDBTables, "deidentify"), (deidentify, "scan_text_column")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **kw: scans.append(_n) or _f(*a, **kw))
     person = pick_employee(world)
