@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import re
 import statistics
 import subprocess
 import time
@@ -289,3 +290,16 @@ def md_table(header: list[str], rows: list[list[Any]], align: str | None = None)
 
 def contracts_dir() -> Path:
     return CONTRACTS_DIR
+
+
+def splice_marked(path: Path, begin: str, end: str, section: str, *, before_optimizations: bool = True) -> None:
+    """Write `section` (which starts with `begin` and ends with `end`) into the report at `path`: in place of the
+    text between those markers, else before the optimizations log (if `before_optimizations`), else at the end."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: section, text, flags=re.S)
+    elif before_optimizations and "\n## Optimizations" in text:
+        text = text.replace("\n## Optimizations", "\n" + section + "\n\n## Optimizations", 1)
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
+    path.write_text(text, encoding="utf-8")

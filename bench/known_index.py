@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from bench.common import PROJECT_ROOT, machine, md_table
+from bench.common import PROJECT_ROOT, machine, md_table, splice_marked
 
 INDEXES = ("KnownIdentifiers", "CompactKnownIdentifiers")
 
@@ -139,15 +138,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def splice(path: Path, section: str) -> None:
-    """Replace this section in the report, or put it before the optimizations log (or at the end)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: section, text, flags=re.S)
-    elif "\n## Optimizations" in text:
-        text = text.replace("\n## Optimizations", "\n" + section + "\n\n## Optimizations", 1)
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    splice_marked(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> None:

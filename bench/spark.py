@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.common import splice_marked
 from bench.data import base_rows_for, bench_context, prepare
 
 BEGIN, END = "<!-- spark-engine:begin -->", "<!-- spark-engine:end -->"
@@ -272,12 +272,7 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def splice(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: section, text, flags=re.S)
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    splice_marked(path, BEGIN, END, section, before_optimizations=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
