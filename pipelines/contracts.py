@@ -476,6 +476,17 @@ class Contract(_Strict):
         """Columns that reach the de-identified table (everything not suppressed)."""
         return [c for c in self.columns if c.deidentify.operator != "suppress"]
 
+    @property
+    def published_quasi_identifiers(self) -> list[str]:
+        """The published quasi-identifiers, in contract order: the columns whose combination forms the equivalence
+        classes that k, l and re-identification risk are measured over."""
+        return [c.name for c in self.published_columns if c.role == Role.quasi_identifier]
+
+    @property
+    def published_sensitive_attributes(self) -> list[str]:
+        """The published sensitive attributes, in contract order: what l-diversity is measured on."""
+        return [c.name for c in self.published_columns if c.role == Role.sensitive_attribute]
+
 
 def _number(value: float) -> str:
     """A threshold as the author wrote it: 1000000, not 1e+06 or 1000000.0."""

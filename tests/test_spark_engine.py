@@ -90,9 +90,9 @@ def test_compact_index_finds_exactly_what_the_index_finds(pipeline_run, spark):
     contracts = load_contracts()
     con = duckdb.connect(str(pipeline_run.data_dir / "raw.duckdb"), read_only=True)
     try:
-        old = known_identifiers_from_raw(con, contracts)
+        old = known_identifiers_from_raw(con, contracts, index=KnownIdentifiers)
         compact = known_identifiers_from_raw(con, contracts, index=CompactKnownIdentifiers)
-        assert type(old) is KnownIdentifiers
+        assert type(known_identifiers_from_raw(con, contracts)) is CompactKnownIdentifiers  # the default
         assert compact.counts() == old.counts() and compact.size == old.size > 5000
         assert compact.nbytes / compact.size <= 16
         for c in contracts:  # every column's cells, distinct values by entity (structured residual's figures)

@@ -91,7 +91,8 @@ def ui(tmp_path_factory, demo_landing, pipeline_env):
     root = tmp_path_factory.mktemp("ui")
     home, data = root / "dagster_home", root / "data"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # sqlite storage under DAGSTER_HOME
+    # sqlite storage under DAGSTER_HOME; no community sign-up dialog (it covers the page it opens on)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     shutil.copytree(demo_landing, data / "landing")
     web_port, docs_port = _free_port(), _free_port()
     docs = f"http://127.0.0.1:{docs_port}"

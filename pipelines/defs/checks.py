@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from pipelines.contracts import Contract, Role
+from pipelines.contracts import Contract
 from pipelines.ingest import SOURCE_FILE_COLUMN
 from pipelines.privacy.disclosure import class_sizes
 from pipelines.quality.features import risk_features, suite_columns, with_risk_features
@@ -129,8 +129,7 @@ def privacy_check(
     con, table: str, contract: Contract, storage: PipelineStorage, suites_dir: Path = EXPECTATIONS_DIR
 ) -> dg.AssetCheckResult:
     """The contract's privacy suite on a (staged) de-identified table."""
-    quasi = [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
-    sensitive = [c.name for c in contract.published_columns if c.role == Role.sensitive_attribute]
+    quasi, sensitive = contract.published_quasi_identifiers, contract.published_sensitive_attributes
     suite = _reviewed_suite(contract, f"{contract.dataset}.privacy", suites_dir)
     frame = risk_features(con, table, quasi, sensitive, columns=suite_columns(suite))
     outcome = run_suite(suite, frame, storage.gx_dir, privacy_parameters(contract), docs_url=storage.data_docs_url)

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from pipelines.contracts import Contract, Role
+from pipelines.contracts import Contract
 from pipelines.ingest import quote_ident
 from pipelines.lifecycle import matching
 from pipelines.lifecycle import requests as store
@@ -77,10 +77,6 @@ def pseudonymized_linking(contract: Contract) -> list[str]:
         and c.deidentify.operator == "pseudonymize"
         and (getattr(c.deidentify, "domain", None) or c.entity) == c.entity
     ]
-
-
-def quasi_identifiers(contract: Contract) -> list[str]:
-    return [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
 
 
 def _terms(raw_con, view: str, contract: Contract) -> dict[str, Any]:
@@ -251,7 +247,7 @@ def apply(
     k is decided as the full path decides it, by `enforce_k_anonymity` over the quasi-identifiers the contract's
     operators give the rows left (structured columns only: no text is read); the recount in the table must agree."""
     base, previous = plan_.previous[BASIS_METADATA], plan_.previous
-    quasi = quasi_identifiers(contract)
+    quasi = contract.published_quasi_identifiers
     by_name = {c.name: c for c in contract.columns}
     view = quote_ident(matching.view_name(contract.dataset))
     selected = ", ".join(quote_ident(q) for q in quasi)

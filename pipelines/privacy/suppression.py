@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from pipelines.contracts import Contract, Role
+from pipelines.contracts import Contract
 from pipelines.privacy.disclosure import SQL, k_anonymous_query, records_below_k, table
 from pipelines.sql import quote_ident, read_frame
 
@@ -20,11 +20,6 @@ ROW_COLUMN = "__deidentify_row"  # keeps the input order through the k-anonymity
 
 class PrivacyThresholdError(ValueError):
     """De-identified output would break a privacy threshold that suppression cannot fix within its limit."""
-
-
-def quasi_identifiers(contract: Contract) -> list[str]:
-    """The published quasi-identifiers: the columns whose combination forms the equivalence classes."""
-    return [c.name for c in contract.published_columns if c.role == Role.quasi_identifier]
 
 
 def k_threshold_error(contract: Contract, small: int, rows: int, quasi: list[str]) -> PrivacyThresholdError:
@@ -78,7 +73,7 @@ def plan_suppression(
     `count_small(blanked)`: records in classes smaller than k with those columns blanked; `quasi_values()`: the
     quasi-identifier columns of every record in input order (read only if a blanking has to be searched).
     """
-    quasi = quasi_identifiers(contract)
+    quasi = contract.published_quasi_identifiers
     k, limit = contract.privacy.k_anonymity, contract.privacy.max_suppression
     params: dict[str, Any] = {"quasi_identifiers": quasi, "k": k, "max_suppression": limit, "blanked": []}
     if not quasi or k <= 1 or rows == 0:
@@ -99,7 +94,7 @@ def plan_suppression(
 def publish_k_anonymous(con, staging: str, target: str, contract: Contract, rows: int) -> Suppression:
     """Replace the table `target` with the k-anonymous rows of the table (or view) `staging`, in input order
     (`ROW_COLUMN`, dropped), in DuckDB's SQL (class sizes as `disclosure` counts them)."""
-    quasi = quasi_identifiers(contract)
+    quasi = contract.published_quasi_identifiers
     row = quote_ident(ROW_COLUMN)
 
     def blanked_out(blanked: list[str]) -> SQL:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipelines.contracts import Column, Contract, Role
+from pipelines.contracts import Column, Contract
 from pipelines.privacy.disclosure import CLASS_SIZE, DISTINCT_PREFIX, RECORD_RISK
 
 __all__ = ["CLASS_SIZE", "DISTINCT_PREFIX", "RECORD_RISK"]  # re-exported: the suites' column names
@@ -125,7 +125,7 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                 regex_list=list(PII_PATTERNS.values()),
             )
         )
-    quasi = [c.name for c in published if c.role == Role.quasi_identifier]
+    quasi = contract.published_quasi_identifiers
     if quasi:
         items += [
             _expectation(
@@ -148,23 +148,22 @@ def privacy_suite(contract: Contract) -> dict[str, Any]:
                 max_value=parameter("max_prosecutor_risk"),
             ),
         ]
-        for c in published:
-            if c.role == Role.sensitive_attribute:
-                items.append(
-                    _expectation(
-                        "expect_column_min_to_be_between",
-                        f"distinct l-diversity of {c.name}",
-                        column=DISTINCT_PREFIX + c.name,
-                        min_value=parameter("l_diversity"),
-                    )
+        for name in contract.published_sensitive_attributes:
+            items.append(
+                _expectation(
+                    "expect_column_min_to_be_between",
+                    f"distinct l-diversity of {name}",
+                    column=DISTINCT_PREFIX + name,
+                    min_value=parameter("l_diversity"),
                 )
+            )
     return {
         "name": f"{contract.dataset}.privacy",
         "meta": {
             "dataset": contract.dataset,
             "layer": "deidentified",
             "quasi_identifiers": quasi,
-            "sensitive_attributes": [c.name for c in published if c.role == Role.sensitive_attribute],
+            "sensitive_attributes": contract.published_sensitive_attributes,
         },
         "expectations": items,
     }

@@ -31,7 +31,7 @@ from pipelines.privacy.deidentify import (
 from pipelines.privacy.free_text import table_terms
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
-from pipelines.privacy.suppression import ROW_COLUMN, Suppression, plan_suppression, quasi_identifiers
+from pipelines.privacy.suppression import ROW_COLUMN, Suppression, plan_suppression
 
 MIN_ROWS_PER_TASK = 2_000  # fewer rows than this per task cost more in scheduling than they gain
 TASKS_PER_CORE = 4  # uneven free text (some batches far slower) evens out over several tasks per core
@@ -144,7 +144,7 @@ def k_anonymous(spark, data, contract: Contract, rows: int) -> tuple[Any, Suppre
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    quasi = quasi_identifiers(contract)
+    quasi = contract.published_quasi_identifiers
 
     def sized(blanked: list[str]):
         frame = data
