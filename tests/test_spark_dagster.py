@@ -179,7 +179,8 @@ def test_the_graph_is_the_same_on_both_engines(monkeypatch, tmp_path):
             (k.to_user_string(), sorted(p.to_user_string() for p in asset_graph.get(k).parent_keys))
             for k in asset_graph.get_all_asset_keys()
         )
-        engine = defs.resources["engine"]
+        with dg.build_resources({"engine": defs.resources["engine"]}) as resolved:  # EnvVars resolved, as in a run
+            engine = resolved.engine
         return (deps, checks, sorted(j.name for j in repo.get_all_jobs())), engine
 
     monkeypatch.delenv("PIPELINES_ENGINE", raising=False)

@@ -4,6 +4,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
@@ -32,9 +33,11 @@ def test_engine_setting(monkeypatch):
 def test_session_settings_from_env(monkeypatch):
     monkeypatch.setenv("PIPELINES_SPARK_MASTER", "spark://head:7077")
     monkeypatch.setenv("PIPELINES_SPARK_CONF", "spark.executor.memory=4g; spark.sql.shuffle.partitions=64")
-    resource = spark_resource()
-    assert resource.master == "spark://head:7077"
-    assert parse_conf(resource.conf) == {"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "64"}
+    resource = spark_resource()  # the variables' names, resolved when a run starts (shown by name in the UI)
+    assert isinstance(resource.master, dg.EnvVar) and resource.master.env_var_name == "PIPELINES_SPARK_MASTER"
+    with dg.build_resources({"spark": resource}) as resolved:
+        assert resolved.spark.master == "spark://head:7077"
+        assert parse_conf(resolved.spark.conf) == {"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "64"}
     monkeypatch.delenv("PIPELINES_SPARK_MASTER")
     assert spark_resource().master == "local[2]"
     with pytest.raises(ValueError, match="key=value"):

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import dagster as dg
 
 from pipelines.contracts import Contract
-from pipelines.engines import Engine, engine_setting
+from pipelines.engines import ENGINE_ENV, Engine, engine_setting
 from pipelines.engines.spark.session import SparkSessionResource, spark_resource
 from pipelines.privacy.deidentify import DeidentifiedTable
 from pipelines.privacy.known import KnownIdentifiers
@@ -121,8 +121,13 @@ class EngineResource(dg.ConfigurableResource):
 
 
 def engine_resource() -> EngineResource:
-    """The engine as the environment configures it (read when the definitions are built, not at import)."""
-    return EngineResource(engine=engine_setting().value, spark=spark_resource())
+    """The engine and its session, each setting a `dg.EnvVar` where the environment sets it (resolved when a run
+    starts, shown by name in the UI), else the default. A value that names no engine is refused when the definitions
+    load, and again when a run starts."""
+    from pipelines.resources import from_env
+
+    engine_setting()
+    return EngineResource(engine=from_env(ENGINE_ENV, Engine.duckdb.value), spark=spark_resource())
 
 
 @contextlib.contextmanager

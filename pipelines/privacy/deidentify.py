@@ -375,14 +375,19 @@ def deidentify_table(
     )
 
 
+DUCKDB_VECTOR_ROWS = 2048  # rows per DuckDB vector (fetch_df_chunk counts in vectors)
+
+
 def _chunks(result, rows: int, empty):
-    """DataFrames of exactly `rows` rows (the last may be shorter) from a DuckDB result, read 2,048 rows at a
-    time as `.df()` would convert them; one empty frame if there are no rows (so the table still gets its columns)."""
+    """DataFrames of exactly `rows` rows (the last may be shorter) from a DuckDB result, converted as `.df()` would
+    convert them; one empty frame if there are no rows (so the table still gets its columns). Read a chunk's worth of
+    DuckDB's 2,048-row vectors at a time: each read is one conversion to pandas, and one per vector cost 2.4x more."""
+    vectors = max(1, -(-rows // DUCKDB_VECTOR_ROWS))
     buffer: list[pd.DataFrame] = []
     size = 0
     produced = False
     while True:
-        part = result.fetch_df_chunk(1)
+        part = result.fetch_df_chunk(vectors)
         if part.empty:
             break
         buffer.append(part)

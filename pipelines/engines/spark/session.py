@@ -80,9 +80,10 @@ class SparkSessionResource(dg.ConfigurableResource):
 
 
 def spark_resource() -> SparkSessionResource:
-    """The resource as the environment configures it (read when the definitions are built, not at import)."""
+    """The session's settings, each a `dg.EnvVar` where the environment sets it (resolved when a run starts, shown
+    by name in the UI), else the default."""
+    from pipelines.resources import from_env
+
     return SparkSessionResource(
-        master=os.environ.get(MASTER_ENV) or DEFAULT_MASTER,
-        conf=os.environ.get(CONF_ENV, ""),
-        tables_path=os.environ.get(TABLES_ENV, ""),
+        master=from_env(MASTER_ENV, DEFAULT_MASTER), conf=from_env(CONF_ENV, ""), tables_path=from_env(TABLES_ENV, "")
     )
