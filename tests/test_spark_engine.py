@@ -95,7 +95,7 @@ def test_compact_index_finds_exactly_what_the_index_finds(pipeline_run, spark):
     try:
         old = known_identifiers_from_raw(con, contracts, index=KnownIdentifiers)
         compact = known_identifiers_from_raw(con, contracts, index=CompactKnownIdentifiers)
-        assert type(known_identifiers_from_raw(con, contracts)) is CompactKnownIdentifiers  # the default
+        assert type(known_identifiers_from_raw(con, [])) is CompactKnownIdentifiers  # the default (nothing indexed)
         assert compact.counts() == old.counts() and compact.size == old.size > 5000
         assert compact.nbytes / compact.size <= 16
         for c in contracts:  # every column's cells, distinct values by entity (structured residual's figures)

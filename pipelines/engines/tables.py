@@ -22,6 +22,7 @@ from pipelines.engines.spark.session import SparkSessionResource, spark_resource
 from pipelines.privacy.deidentify import DeidentifiedTable
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
+from pipelines.resources import from_env
 
 
 class Tables(Protocol):
@@ -124,8 +125,6 @@ def engine_resource() -> EngineResource:
     """The engine and its session, each setting a `dg.EnvVar` where the environment sets it (resolved when a run
     starts, shown by name in the UI), else the default. A value that names no engine is refused when the definitions
     load, and again when a run starts."""
-    from pipelines.resources import from_env
-
     engine_setting()
     return EngineResource(engine=from_env(ENGINE_ENV, Engine.duckdb.value), spark=spark_resource())
 

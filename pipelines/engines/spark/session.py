@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.resources import from_env
+
 MASTER_ENV = "PIPELINES_SPARK_MASTER"  # e.g. local[2] (default), spark://host:7077, yarn, k8s://...
 CONF_ENV = "PIPELINES_SPARK_CONF"  # extra settings, "key=value;key=value"
 TABLES_ENV = "PIPELINES_SPARK_TABLES"  # where the engine's Parquet tables live (a local dir or s3a://, abfss://, gs://)
@@ -82,8 +84,6 @@ class SparkSessionResource(dg.ConfigurableResource):
 def spark_resource() -> SparkSessionResource:
     """The session's settings, each a `dg.EnvVar` where the environment sets it (resolved when a run starts, shown
     by name in the UI), else the default."""
-    from pipelines.resources import from_env
-
     return SparkSessionResource(
         master=from_env(MASTER_ENV, DEFAULT_MASTER), conf=from_env(CONF_ENV, ""), tables_path=from_env(TABLES_ENV, "")
     )
