@@ -9,6 +9,8 @@ uses the public names of all three.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +28,7 @@ from pipelines.privacy.suppression import (
     Suppression,
     publish_k_anonymous,
 )
-from pipelines.sql import quote_ident, read_frame
+from pipelines.sql import quote_ident
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -273,28 +275,78 @@ def deidentify_frame(
     known: KnownIdentifiers | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> DeidentifiedTable:
-    """`deidentify_table` on an in-memory frame (copied into an in-memory DuckDB): the published rows in `.frame`."""
+    """`deidentify_table` on an in-memory frame: the same stream, staging and k-anonymity in SQL (on an in-memory
+    DuckDB), with the frame's own slices as chunks; the published rows in `.frame`."""
     source, target = duckdb.connect(), duckdb.connect()
     try:
-        source.register("frame", frame)
-        source.execute("CREATE TABLE raw AS SELECT * FROM frame")  # a table: the stream reads it on a cursor
-        source.unregister("frame")
-        result = deidentify_table(
-            source,
-            "raw",
-            target,
-            "deidentified",
-            contract,
-            ctx,
-            model_name=model_name,
-            known=known,
-            chunk_rows=chunk_rows,
+        source.register("frame", frame)  # a view on the frame (no copy): the distinct-value queries read it
+        rows = _FrameRows(source, "frame", frame)
+        result = _stream(
+            rows, target, "deidentified", contract, ctx, model_name=model_name, known=known, chunk_rows=chunk_rows
         )
-        result.frame = read_frame(target, "SELECT * FROM deidentified")
+        # in one piece: the frame is in memory anyway, and chunked reads (read_frame) cost twice as much here
+        result.frame = target.execute("SELECT * FROM deidentified").df()
     finally:
         source.close()
         target.close()
     return result
+
+
+class _TableRows:
+    """The rows to de-identify, as a DuckDB table: its columns, value queries and chunks read on a cursor."""
+
+    def __init__(self, source, table: str, exclude: tuple[str, ...] = ()):
+        self.source, self.src = source, quote_ident(table)
+        described = source.execute(f"SELECT column_name FROM (DESCRIBE {self.src})").fetchall()
+        self.names = [r[0] for r in described if r[0] not in exclude]
+
+    def count(self) -> int:
+        return self.source.execute(f"SELECT count(*) FROM {self.src}").fetchone()[0]
+
+    def distinct(self, name: str) -> pd.Series:
+        column = quote_ident(name)
+        return (
+            self.source.execute(f"SELECT DISTINCT {column} FROM {self.src} WHERE {column} IS NOT NULL").df().iloc[:, 0]
+        )
+
+    def frequent(self, name: str, k: int, limit: int) -> pd.Series:
+        return (
+            self.source.execute(
+                f"SELECT CAST({quote_ident(name)} AS VARCHAR) AS v FROM {self.src} WHERE v IS NOT NULL GROUP BY v "
+                f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}"
+            )
+            .df()
+            .iloc[:, 0]
+        )
+
+    @contextmanager
+    def chunks(self, rows: int) -> Iterator[Iterator[pd.DataFrame]]:
+        selected = ", ".join(quote_ident(n) for n in self.names)
+        reader = self.source.cursor()
+        try:
+            result = reader.execute(f"SELECT {selected} FROM {self.src}")
+            yield _chunks(
+                result, rows, empty=lambda: self.source.execute(f"SELECT {selected} FROM {self.src} LIMIT 0").df()
+            )
+        finally:
+            reader.close()
+
+
+class _FrameRows(_TableRows):
+    """The rows as an in-memory frame registered on `source`: the same value queries; chunks are slices of it."""
+
+    def __init__(self, source, view: str, frame: pd.DataFrame):
+        super().__init__(source, view)
+        self.frame = frame
+
+    def count(self) -> int:
+        return len(self.frame)
+
+    @contextmanager
+    def chunks(self, rows: int) -> Iterator[Iterator[pd.DataFrame]]:
+        frame = self.frame[self.names]
+        starts = range(0, len(frame), rows) if len(frame) else (0,)
+        yield (frame.iloc[i : i + rows].reset_index(drop=True) for i in starts)
 
 
 def deidentify_table(
@@ -316,59 +368,54 @@ def deidentify_table(
     Memory is bounded by the chunk (plus the distinct values of classified columns and, if suppression has to be
     searched, the quasi-identifier columns). Output and metadata do not depend on `chunk_rows`.
     """
+    rows = _TableRows(source, table, exclude)
+    return _stream(rows, target, target_table, contract, ctx, model_name=model_name, known=known, chunk_rows=chunk_rows)
+
+
+def _stream(
+    rows: _TableRows,
+    target,
+    target_table: str,
+    contract: Contract,
+    ctx: OperatorContext,
+    *,
+    model_name: str | None,
+    known: KnownIdentifiers | None,
+    chunk_rows: int,
+) -> DeidentifiedTable:
+    """The one de-identification path: classify, de-identify chunk by chunk into a staging table, gate, publish."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    src = quote_ident(table)
-    names = [
-        r[0] for r in source.execute(f"SELECT column_name FROM (DESCRIBE {src})").fetchall() if r[0] not in exclude
-    ]
+    names = rows.names
     check_declared_columns(names, contract)
-
-    def distinct(name: str) -> pd.Series:
-        column = quote_ident(name)
-        return source.execute(f"SELECT DISTINCT {column} FROM {src} WHERE {column} IS NOT NULL").df().iloc[:, 0]
-
-    def frequent(name: str, k: int, limit: int) -> pd.Series:
-        return (
-            source.execute(
-                f"SELECT CAST({quote_ident(name)} AS VARCHAR) AS v FROM {src} WHERE v IS NOT NULL GROUP BY v "
-                f"HAVING count(*) >= {int(k)} ORDER BY count(*) DESC, v LIMIT {int(limit)}"
-            )
-            .df()
-            .iloc[:, 0]
-        )
-
-    values = {c.name: distinct(c.name) for c in columns_to_classify(contract)}
-    rows = source.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
-    classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=rows * len(names))
+    values = {c.name: rows.distinct(c.name) for c in columns_to_classify(contract)}
+    count = rows.count()
+    classifying = SharedClassification(values, contract, known=known, model_name=model_name, cells=count * len(names))
     del values
-    terms = table_terms(contract, distinct, frequent)
+    terms = table_terms(contract, rows.distinct, rows.frequent)
     staging = f"{target_table}__staging"
     totals = BatchTotals()
-    reader = source.cursor()
     try:
-        selected = ", ".join(quote_ident(n) for n in names)
-        result = reader.execute(f"SELECT {selected} FROM {src}")
-        for frame in _chunks(
-            result, chunk_rows, empty=lambda: source.execute(f"SELECT {selected} FROM {src} LIMIT 0").df()
-        ):
-            chunk = deidentify_batch(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
-            out = chunk.frame
-            out[ROW_COLUMN] = range(totals.rows, totals.rows + len(out))
-            target.register("deidentified_chunk", out)
-            if not totals.batches:  # the first chunk creates the staging table
-                target.execute(f"CREATE OR REPLACE TABLE {quote_ident(staging)} AS SELECT * FROM deidentified_chunk")
-            else:
-                target.execute(f"INSERT INTO {quote_ident(staging)} BY NAME SELECT * FROM deidentified_chunk")
-            target.unregister("deidentified_chunk")
-            totals.add(chunk.records, chunk.residual, len(frame))
-            classifying.poll()  # undeclared PII stops the stream as soon as the helper finds it
+        with rows.chunks(chunk_rows) as chunks:
+            for frame in chunks:
+                chunk = deidentify_batch(frame, contract, ctx, model_name=model_name, known=known, terms=terms)
+                out = chunk.frame
+                out[ROW_COLUMN] = range(totals.rows, totals.rows + len(out))
+                target.register("deidentified_chunk", out)
+                if not totals.batches:  # the first chunk creates the staging table
+                    target.execute(
+                        f"CREATE OR REPLACE TABLE {quote_ident(staging)} AS SELECT * FROM deidentified_chunk"
+                    )
+                else:
+                    target.execute(f"INSERT INTO {quote_ident(staging)} BY NAME SELECT * FROM deidentified_chunk")
+                target.unregister("deidentified_chunk")
+                totals.add(chunk.records, chunk.residual, len(frame))
+                classifying.poll()  # undeclared PII stops the stream as soon as the helper finds it
         classification = classifying.result()  # raises UndeclaredPIIError before anything is published
         check_residual(contract, totals.residual)
         suppression = publish_k_anonymous(target, staging, target_table, contract, totals.rows)
     finally:
         classifying.cancel()
-        reader.close()
         target.execute(f"DROP TABLE IF EXISTS {quote_ident(staging)}")
     return table_result(
         contract, totals, suppression, classification, model_name=model_name, known=known, chunk_rows=chunk_rows
