@@ -174,7 +174,7 @@ def test_noise_scale_matches_the_declared_epsilon(epsilon):
     # P(|X| <= floor(interval)) = 1 - 2 r^(floor(interval) + 1) / (1 + r), r = exp(-1/scale): above 95% by
     # a margin that depends on the scale (97.3% at scale 1), so the draws are held to that figure, within
     # 4.5 binomial standard errors, not to a fixed window.
-    r = math.exp(-epsilon / 2)
+    r = math.exp(-1 / prepared.accuracy["n"]["scale"])
     expected = 1 - 2 * r ** (math.floor(interval) + 1) / (1 + r)
     assert expected >= 0.95
     assert abs(inside - expected) <= 4.5 * math.sqrt(expected * (1 - expected) / len(draws))

@@ -284,7 +284,7 @@ def deidentify_frame(
         result = _stream(
             rows, target, "deidentified", contract, ctx, model_name=model_name, known=known, chunk_rows=chunk_rows
         )
-        # in one piece: the frame is in memory anyway, and chunked reads (read_frame) cost twice as much here
+        # in one piece: read_frame's chunks bound memory, which a result held in memory anyway does not need
         result.frame = target.execute("SELECT * FROM deidentified").df()
     finally:
         source.close()
