@@ -176,7 +176,8 @@ def findings(cfg: BenchConfig, data: dict) -> str:
                 f"(largest process); {top[0]} takes {100 * top[1] / total:.0f}% of the step time, the slowest step is "
                 f"`{slow[0]}` ({fmt_s(slow[1])} s)."
             )
-        stage = "de-identify (deidentified_*)"
+        from bench.pipeline_run import DEIDENTIFY_STAGE as stage
+
         for a, b in zip(ok, ok[1:]):  # each step up in size: the wall time and the stage that grows with the rows
             rows, wall = b["rows"] / a["rows"], b["wall_seconds"] / a["wall_seconds"]
             deid = b["stages"].get(stage, 0) / a["stages"][stage] if a["stages"].get(stage) else None

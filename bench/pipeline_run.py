@@ -16,13 +16,17 @@ from typing import Any
 from bench.common import BENCH_KEY, PROJECT_ROOT, fmt_rate, fmt_s, md_table, stamp
 from demo.generator import dataset_rows
 
-STAGES = (
-    ("ingest (raw_*)", lambda k: k.startswith("raw_") and not k.endswith("_quality_suite")),
-    ("quality checks (GE on raw)", lambda k: k.endswith("_quality_suite")),
-    ("de-identify (deidentified_*)", lambda k: k.startswith("deidentified_") and not k.endswith("_privacy_suite")),
-    ("privacy checks (GE + risk)", lambda k: k.endswith("_privacy_suite")),
-    ("dbt build (staging + marts + tests)", lambda k: True),
+DEIDENTIFY_STAGE = "de-identify + privacy suite and gates (deidentified_*)"  # the stage that grows with the rows
+STAGES = (  # step key -> stage, first match wins; a raw or de-identified asset's blocking suites run in its own step
+    ("ingest + quality suite (raw_*)", lambda k: k.startswith("raw_")),
+    ("known identifiers, subject requests", lambda k: k in ("known_identifiers", "subject_requests")),
+    (DEIDENTIFY_STAGE, lambda k: k.startswith("deidentified_")),
+    ("dbt build (approved_models)", lambda k: k == "approved_models"),
+    ("mart checks (privacy suites, subject absence)", lambda k: k.endswith(("_privacy_suite", "_subject_absence"))),
+    ("publish (marts, DP release)", lambda k: k.startswith("publish")),
+    ("other steps", lambda k: True),
 )
+WORKER_MARK = "execute_run"  # the run worker Dagster's launcher starts: `dagster api execute_run ...`
 TAIL_LINES = 12
 
 
@@ -37,8 +41,8 @@ class PipelineResult:
     generate_seconds: float | None = None
     wall_seconds: float | None = None
     run_seconds: float | None = None  # RUN_START -> RUN_SUCCESS/FAILURE
-    max_rss_mib: float | None = None  # ru_maxrss: the largest process of the tree (the pipeline, or dbt's subprocess)
-    own_peak_mib: float | None = None  # VmHWM of the pipeline process itself (polled)
+    max_rss_mib: float | None = None  # the largest process of the tree: polled VmHWM, or ru_maxrss of waited children
+    own_peak_mib: float | None = None  # VmHWM of the run worker (the process that runs the steps), polled
     steps: dict[str, float] = field(default_factory=dict)  # step key -> seconds
     unfinished: list[str] = field(default_factory=list)  # steps started, never finished (timeout)
     failures: list[str] = field(default_factory=list)
@@ -88,12 +92,47 @@ def _vm_hwm_mib(pid: int) -> float | None:
     return None
 
 
+def _descendants(root: int) -> list[int]:
+    """Live processes under `root` (its children, theirs...), by parent id from /proc."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        children[int(fields[1])].append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _poll_tree(root: int, peaks: dict[int, tuple[float, bool]]) -> None:
+    """Record each live process's peak RSS under `root` (the command line, `dagster job launch`, the daemon, the
+    run worker it launches, dbt...): none of them is waited for by the command, so `ru_maxrss` would miss them."""
+    for pid in [root, *_descendants(root)]:
+        peak = _vm_hwm_mib(pid)
+        if peak is None:
+            continue
+        try:
+            worker = WORKER_MARK in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            worker = False
+        before = peaks.get(pid, (0.0, worker))
+        peaks[pid] = (max(before[0], peak), before[1] or worker)
+
+
 def _run(
     cmd: list[str], env: dict[str, str], log: Path, timeout: float
 ) -> tuple[int | None, float, float, bool, float | None]:
-    """Run in its own process group; return (exit code, wall s, ru_maxrss MiB, timed out, own peak RSS MiB)."""
+    """Run in its own process group; return (exit code, wall s, largest peak RSS MiB, timed out, run worker's peak MiB)."""
     started = time.perf_counter()
-    own_peak = None
+    peaks: dict[int, tuple[float, bool]] = {}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -104,7 +143,7 @@ def _run(
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            own_peak = _vm_hwm_mib(proc.pid) or own_peak
+            _poll_tree(proc.pid, peaks)
             if time.perf_counter() > deadline:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -118,7 +157,9 @@ def _run(
             time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return proc.returncode, wall, usage.ru_maxrss / 1024, timed_out, own_peak  # ru_maxrss is in KiB on Linux
+    largest = max([usage.ru_maxrss / 1024, *(peak for peak, _ in peaks.values())])  # ru_maxrss is in KiB on Linux
+    worker = max((peak for peak, is_worker in peaks.values() if is_worker), default=None)
+    return proc.returncode, wall, largest, timed_out, worker
 
 
 def _read_events(home: Path) -> dict[str, Any]:
@@ -272,7 +313,7 @@ def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) ->
         *[f"{s} (s)" for s in stage_names],
         "startup + teardown (s)",
         "peak RSS, largest process (MiB)",
-        "peak RSS, pipeline process (MiB)",
+        "peak RSS, run worker (MiB)",
         "total rows/s",
         f"wall vs {base.rows:,}" if base else "wall ratio",
     ]
@@ -348,10 +389,13 @@ def render_pipeline(results: list[PipelineResult], seed: int, timeout: float) ->
             "main job runs in a **separate process** (`python -m pipelines run --data-dir DIR`, with `PIPELINES_DATA_DIR` and "
             "`DAGSTER_HOME` pointing into that directory and a fixed `PIPELINES_PSEUDONYM_KEY`). Stage times are the sums of "
             "step durations (STEP_START to STEP_SUCCESS/FAILURE) from that run's Dagster event log; steps run one at a time "
-            '(in-process executor), so stages add up to the run. "Startup + teardown" is process wall minus run (imports, '
-            "definitions, dbt manifest; the spaCy model loads inside the first de-identification step). Peak RSS, largest "
-            "process: `ru_maxrss` from `wait4` (the pipeline process or any subprocess it waited for, e.g. dbt); pipeline "
-            'process: its own `VmHWM`, polled every 0.5 s ("-" where not recorded). Rows per department: the generator\'s '
+            "(in-process executor), so stages add up to the run; a raw or de-identified asset's blocking suites and gates run "
+            'inside its own step. "Startup + teardown" is process wall minus run: the command queues the run through '
+            "`dagster job launch`, starts a `dagster-daemon` whose queue coordinator launches the run worker (`dagster api "
+            "execute_run`: imports, definitions, dbt manifest; the spaCy model loads inside the first de-identification "
+            "step), then writes the run's OpenLineage events. Peak RSS: `VmHWM` of every process under the command (none of "
+            "them is waited for by it), polled every 0.5 s, and `ru_maxrss` of what it waited for; the largest process, and "
+            'the run worker that runs the steps ("-" where not recorded). Rows per department: the generator\'s '
             "`--rows` (HR and support that many, finance twice, IT half). Timeout per run: "
             f"{timeout / 60:.0f} min (SIGTERM to the process group). Below ~2,000 rows the k-anonymity gates fail by design. "
             "De-identification streams each raw table in chunks of `PIPELINES_CHUNK_ROWS` (default 100,000) rows and scans "

@@ -121,6 +121,7 @@ def test_small_pipeline_reports_its_outcome(report):
 
 def test_scaling_finding_judges_the_stage_that_grows_with_the_rows():
     from bench import findings
+    from bench.pipeline_run import DEIDENTIFY_STAGE
 
     def run(rows, wall, deid):
         return {
@@ -128,7 +129,7 @@ def test_scaling_finding_judges_the_stage_that_grows_with_the_rows():
             "status": "success",
             "wall_seconds": wall,
             "max_rss_mib": 100.0,
-            "stages": {"de-identify (deidentified_*)": deid, "dbt build (staging + marts + tests)": 15.0},
+            "stages": {DEIDENTIFY_STAGE: deid, "dbt build (approved_models)": 15.0},
             "steps": {"deidentified_x": deid},
         }
 
