@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from bench.common import fmt_rate, fmt_s, git_revision, machine, versions
 from bench.methods import processes
+from bench.profile import WHOLE
 from bench.sections import BenchConfig
 
 SECTION_NAMES = {
@@ -128,7 +129,7 @@ def findings(cfg: BenchConfig, data: dict) -> str:
         prof = data[1].get("profile")
         if prof:
             comps = prof["components"]
-            total = comps["whole de-identification (deidentify_frame)"] or 1.0
+            total = comps[WHOLE] or 1.0
             top = sorted(
                 ((k, v) for k, v in comps.items() if not k.startswith("whole") and not k.startswith("free-text")),
                 key=lambda kv: -kv[1],
@@ -305,6 +306,7 @@ def _optimizations_log(cfg: BenchConfig) -> str:
 
 
 SPLICED_STAMP = (
+    1,
     7,
     8,
     10,

@@ -16,6 +16,8 @@ from pipelines.privacy import free_text, suppression
 from pipelines.privacy.known import KnownIdentifiers
 from pipelines.privacy.operators import OperatorContext
 
+WHOLE = "whole de-identification (deidentify_table)"
+
 
 def _components() -> list[tuple[str, object]]:
     """(label, function): cumulative time of these functions (they nest: shares overlap)."""
@@ -28,7 +30,7 @@ def _components() -> list[tuple[str, object]]:
     from pipelines.privacy.analyzer import StreetAddressRecognizer
 
     return [
-        ("whole de-identification (deidentify_frame)", deid.deidentify_frame),
+        (WHOLE, deid.deidentify_table),
         ("free-text detection (_findings: Presidio + known identifiers)", free_text._findings),
         ("spaCy tokenizer + NER (Language.pipe)", Language.pipe),
         ("Presidio recognizers (AnalyzerEngine.analyze, after NLP)", AnalyzerEngine.analyze),
@@ -68,19 +70,21 @@ def _timed_passes(passes: list[tuple[int, float]]):
 
 
 def profile_project(frame: pd.DataFrame, contract: Contract, ctx: OperatorContext, known: KnownIdentifiers) -> dict:
-    from bench.methods import k_anonymity_reachable, one_process, relaxed, run_project
+    from bench.methods import k_anonymity_reachable, one_process, project_run, relaxed
 
     if not k_anonymity_reachable(frame, contract, ctx):
         contract = relaxed(contract)
     passes: list[tuple[int, float]] = []
     with one_process(), _timed_passes(passes):  # in workers, the passes would run where this cannot time them
+        run = project_run(frame, contract, ctx, known)
         started = time.perf_counter()
-        run_project(frame.copy(), contract, ctx, known)
+        run.work()
         wall = time.perf_counter() - started
     profiler = cProfile.Profile()
     with one_process():  # the profiler sees only its own process: scan in it
+        run = project_run(frame, contract, ctx, known)
         profiler.enable()
-        run_project(frame.copy(), contract, ctx, known)
+        run.work()
         profiler.disable()
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     components = {label: (stats[_key(fn)][3] if _key(fn) in stats else 0.0) for label, fn in _components()}
@@ -88,7 +92,7 @@ def profile_project(frame: pd.DataFrame, contract: Contract, ctx: OperatorContex
 
 
 def profile_markdown(profile: dict, rows: int, dataset: str) -> str:
-    total = profile["components"]["whole de-identification (deidentify_frame)"] or 1.0
+    total = profile["components"][WHOLE] or 1.0
     pass_rows = [
         [
             f"pass {i}" + (" (first scan)" if i == 0 else " (rescan of texts that changed)"),
