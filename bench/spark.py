@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import splice_marked
+from bench.common import git_revision, splice_marked
 from bench.data import base_rows_for, bench_context, prepare
 
 BEGIN, END = "<!-- spark-engine:begin -->", "<!-- spark-engine:end -->"
@@ -266,6 +266,9 @@ def report(figures: dict[str, Any]) -> str:
         f"bytes per row per k-anonymity pass x {K_PASSES} passes, and the driver's classification wait D as "
         "measured. Measured at small sizes W includes Spark's per-job overheads (seconds per stage), so the "
         "projection is pessimistic there; dbt on the de-identified tables is not projected (aggregates).",
+        "",
+        f"_Run: {figures.get('started', '?')} UTC, code {figures.get('revision', '?')}, "
+        f"`python -m bench.spark --rows {figures['rows']}`._",
         END,
     ]
     return "\n".join(lines)
@@ -290,9 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for ds in ("hr_employees", "support_tickets", "finance_expense_claims", "it_security_incidents")
     )
     load_before = os.getloadavg()[0]
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     prepared = prepare(workdir, base, args.seed)
     ctx = bench_context()
-    figures: dict[str, Any] = {"rows": args.rows, "base_rows": base, "seed": args.seed, "load_before": load_before}
+    figures: dict[str, Any] = {
+        "rows": args.rows,
+        "base_rows": base,
+        "seed": args.seed,
+        "load_before": load_before,
+        "started": started,
+        "revision": git_revision(),
+    }
     figures["duckdb"] = _duckdb_engine(prepared, ctx)
     figures["spark_1"] = _spark_engine(prepared, ctx, 1, workdir / "spark_1")
     figures["spark_2"] = _spark_engine(prepared, ctx, 2, workdir / "spark_2")

@@ -26,12 +26,14 @@ def spark_engine(monkeypatch):
 
 @pytest.fixture(scope="module")
 def spark_job_run(tmp_path_factory, demo_landing, pipeline_env) -> PipelineRun:
-    """integrate_all on the Spark engine, on the landed files and key of the DuckDB run (`pipeline_run`)."""
+    """integrate_all on the Spark engine, on the landed files and key of the DuckDB run (`pipeline_run`). The tables
+    root is given as a URL, as an object store's would be (s3a://...), so every table is written and read through
+    Spark's file systems; it is the local directory `<data>/spark`, which the tests read."""
     data_dir = tmp_path_factory.mktemp("spark_job") / "data"
     shutil.copytree(demo_landing, data_dir / "landing")
     old = {k: os.environ.get(k) for k in [*SPARK_ENV, "PIPELINES_SPARK_TABLES"]}
     os.environ.update(SPARK_ENV)
-    os.environ.pop("PIPELINES_SPARK_TABLES", None)
+    os.environ["PIPELINES_SPARK_TABLES"] = (data_dir / "spark").as_uri()
     try:
         result, instance = run_job(data_dir)
     finally:
@@ -100,7 +102,7 @@ def test_spark_job_deidentified_tables_and_metadata_equal_duckdb(pipeline_run, s
             parquet = _sorted(to_pandas(spark.read.parquet(str(root / "deidentified" / ds))))
             pd.testing.assert_frame_equal(parquet, expected[ds][0])
             a, b = duck[f"deidentified_{ds}"], mine[f"deidentified_{ds}"]
-            assert b["table_location"].value == str(root / "deidentified" / ds)
+            assert b["table_location"].value == f"{root.as_uri()}/deidentified/{ds}"
             assert set(b) - set(a) == {"table_location", "engine"} and set(a) <= set(b)
             for key in ("rows_in", "rows_out", "rows_suppressed", "entities_masked", "k_anonymity"):
                 assert b[key].value == a[key].value, (ds, key)

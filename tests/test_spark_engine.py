@@ -211,3 +211,55 @@ def test_spark_deidentified_tables_equal_duckdb(pipeline_run, spark, spark_run):
         assert suppressed > 0  # the demo data has records withheld for k-anonymity: the same on both engines
     finally:
         con.close()
+
+
+def test_a_tables_root_url_goes_through_spark_file_systems(spark, tmp_path):
+    """A tables root given as a URL (file:// here; s3a://, abfss:// or gs:// on a cluster) is written and read only
+    through Spark's Hadoop file systems, with the same rows and types as a local directory (DuckDB writes the export,
+    pyarrow reads dbt's tables): the raw export that replaces the last one, and the read of a table dbt built."""
+    from pipelines.engines.spark.deidentify import _naive_timestamps, to_pandas
+    from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, publish_marts
+    from pipelines.engines.spark.session import SparkSessionResource
+    from pipelines.engines.spark.steps import SparkTables
+
+    raw = duckdb.connect()
+    raw.execute(
+        "CREATE TABLE people AS SELECT i AS id, 'name ' || i AS name, DATE '2024-01-01' + CAST(i AS INTEGER) AS day, "
+        "TIMESTAMP '2024-01-01 08:00:00' + to_minutes(i) AS at, CAST(i * 1.25 AS DECIMAL(10, 2)) AS amount, "
+        "CASE WHEN i % 7 = 0 THEN NULL ELSE i % 3 END AS grade FROM range(500) r(i)"
+    )
+    engines = {
+        "local": SparkTables(SparkSessionResource(tables_path=str(tmp_path / "local")), tmp_path),
+        "url": SparkTables(SparkSessionResource(tables_path=f"file://{tmp_path / 'url'}"), tmp_path),
+    }
+    exported, built = {}, {}
+    for name, tables in engines.items():
+        raw.execute("UPDATE people SET grade = -1 WHERE id = 1")  # the second export must replace the first
+        tables._export(raw, "people", tables.paths.raw("people"))
+        raw.execute("UPDATE people SET grade = 1 WHERE id = 1")
+        location = tables._export(raw, "people", tables.paths.raw("people"))
+        assert location == tables.paths.raw("people")
+        exported[name] = spark.read.parquet(location)
+        table = f"{tables.warehouse}/{WAREHOUSE_SCHEMA}.db/people"
+        assert tables._read_built(table) is None  # not built in this run
+        exported[name].write.parquet(table)
+        built[name] = _naive_timestamps(tables._read_built(table))
+    assert exported["url"].schema == exported["local"].schema
+    expected = _sorted(raw.execute("SELECT * FROM people").df())
+    for name in engines:
+        pd.testing.assert_frame_equal(_sorted(to_pandas(exported[name])), expected)
+    assert built["url"].schema == built["local"].schema
+    assert built["url"].sort_by("id").equals(built["local"].sort_by("id"))
+    # a published mart, as Parquet under the root and in the analysts' DuckDB file
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {WAREHOUSE_SCHEMA}")
+    exported["local"].write.mode("overwrite").saveAsTable(f"{WAREHOUSE_SCHEMA}.people_mart")
+    marts = {}
+    for name, tables in engines.items():
+        db = tmp_path / f"marts_{name}.duckdb"
+        assert publish_marts(spark, ["people_mart"], tables.paths, db) == {"people_mart": 500}
+        with duckdb.connect(str(db), read_only=True) as con:
+            marts[name] = [con.execute(q).fetchall() for q in ("DESCRIBE people_mart", "FROM people_mart ORDER BY id")]
+    assert marts["url"] == marts["local"] and len(marts["url"][1]) == 500
+    assert sorted(p.name for p in (tmp_path / "url" / "raw").iterdir()) == ["people"]  # no staged copy left
+    files = [p for p in (tmp_path / "url").rglob("*") if p.is_file()]
+    assert files and [p for p in files if p.stat().st_mode & 0o077] == []  # Spark writes owner-only (umask 077)

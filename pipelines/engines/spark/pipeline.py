@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.contracts import Contract
-from pipelines.engines.spark.deidentify import deidentify_parquet
+from pipelines.engines.spark.deidentify import _naive_timestamps, deidentify_parquet, replace_path
 from pipelines.engines.spark.known import known_identifiers_from_parquet
 from pipelines.ingest import quote_ident
 from pipelines.privacy.deidentify import DeidentifiedTable
@@ -48,21 +48,52 @@ class SparkRun:
     failed: dict[str, str] = field(default_factory=dict)  # dataset -> the gate's message (keep_going only)
 
 
-def export_raw(con, contracts: list[Contract], paths: TablePaths) -> dict[str, str]:
+def is_remote(path: str) -> bool:
+    """A URL (s3a://, abfss://, gs://, file://): written and read through Spark's Hadoop file systems only."""
+    return "://" in path
+
+
+def arrow_to_spark(spark, rows):
+    """An Arrow table as a Spark DataFrame of the types DuckDB's Parquet export gives Spark: Spark would read a
+    timestamp without a zone as an instant in the session's zone (`timestamp`); DuckDB's are wall-clock times, which
+    Spark reads from DuckDB's Parquet as `timestamp_ntz`."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    naive = {f.name for f in rows.schema if pa.types.is_timestamp(f.type) and f.type.tz is None}
+    frame = spark.createDataFrame(rows)
+    if not naive:
+        return frame
+    return frame.select(
+        *[(F.col(f"`{c}`").cast("timestamp_ntz") if c in naive else F.col(f"`{c}`")).alias(c) for c in frame.columns]
+    )
+
+
+def export_parquet(con, select: str, target: str, spark=None) -> str:
+    """The rows of the DuckDB query `select` as the Parquet table `target`, replacing the last export: DuckDB writes
+    it into an owner-only local directory; to a URL, Spark writes it (staged beside it, then swapped in)."""
+    if is_remote(target):
+        if spark is None:
+            raise ValueError("a Parquet table at a URL is written through Spark: pass the session")
+        arrow_to_spark(spark, con.sql(select).to_arrow_table()).write.mode("overwrite").parquet(target + ".__new")
+        replace_path(spark, target + ".__new", target)
+        return target
+    path = Path(target)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    con.execute(f"COPY ({select}) TO '{path / 'part-0.parquet'}' (FORMAT parquet)")
+    (path / "part-0.parquet").chmod(0o600)
+    return target
+
+
+def export_raw(con, contracts: list[Contract], paths: TablePaths, spark=None) -> dict[str, str]:
     """The typed raw DuckDB tables (strict ingest and the quality suite stay DuckDB's) as Parquet, owner-only."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    out = {}
-    for contract in contracts:
-        if contract.dataset not in tables:
-            continue
-        target = Path(paths.raw(contract.dataset))
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True, mode=0o700)
-        con.execute(f"COPY {quote_ident(contract.dataset)} TO '{target / 'part-0.parquet'}' (FORMAT parquet)")
-        (target / "part-0.parquet").chmod(0o600)
-        out[contract.dataset] = str(target)
-    return out
+    return {
+        c.dataset: export_parquet(con, f"SELECT * FROM {quote_ident(c.dataset)}", paths.raw(c.dataset), spark)
+        for c in contracts
+        if c.dataset in tables
+    }
 
 
 def register_deidentified(spark, datasets: list[str], paths: TablePaths) -> None:
@@ -131,10 +162,16 @@ def publish_marts(spark, names: list[str], paths: TablePaths, marts_db: Path | N
         con = duckdb.connect(str(marts_db))
         try:
             con.execute("BEGIN")
-            for name in names:  # all together, in one transaction (local Parquet; object storage needs httpfs)
-                con.execute(
-                    f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM read_parquet('{paths.mart(name)}/*.parquet')"
-                )
+            for name in names:  # all together, in one transaction
+                location = paths.mart(name)
+                if is_remote(location):  # DuckDB would need its httpfs extension (a download): Spark reads it
+                    con.register("__mart", _naive_timestamps(spark.read.parquet(location).toArrow()))
+                    source = "__mart"
+                else:
+                    source = f"read_parquet('{location}/*.parquet')"
+                con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM {source}")
+                if source == "__mart":
+                    con.unregister("__mart")
             con.execute("COMMIT")
         finally:
             con.close()
@@ -162,10 +199,10 @@ def run_spark_pipeline(
     from pipelines.privacy.deidentify import PrivacyThresholdError, ResidualPIIError
 
     run = SparkRun(paths)
-    if "://" not in paths.root:
+    if not is_remote(paths.root):
         Path(paths.root).mkdir(parents=True, exist_ok=True, mode=0o700)  # raw and de-identified rows: owner-only
     t = time.perf_counter()
-    tables = export_raw(raw_con, contracts, paths)
+    tables = export_raw(raw_con, contracts, paths, spark)
     run.seconds["export_raw"] = time.perf_counter() - t
     t = time.perf_counter()
     known = known_identifiers_from_parquet(spark, tables, contracts)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipelines.engines import Engine
 from pipelines.engines.spark.deidentify import _delete, _naive_timestamps, deidentify_parquet, replace_path
-from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, TablePaths
+from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, TablePaths, arrow_to_spark, export_parquet, is_remote
 from pipelines.engines.spark.session import SparkSessionResource
 from pipelines.ingest import publish_staged, quote_ident
 
@@ -22,10 +22,6 @@ _started: list = []  # sessions this module started (stopped when the run's reso
 def stop_sessions() -> None:
     while _started:
         _started.pop().stop()
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
 
 
 class SparkTables:
@@ -53,24 +49,14 @@ class SparkTables:
         return spark
 
     def _private_root(self) -> None:
-        if not _is_remote(self.paths.root):
+        if not is_remote(self.paths.root):
             Path(self.paths.root).mkdir(parents=True, exist_ok=True, mode=0o700)  # rows, even de-identified: owner-only
 
     def _export(self, raw, view: str, target: str) -> str:
         """The rows de-identification may read (the requests' filtered view) as Parquet, replacing the last export."""
         self._private_root()
-        select = f"SELECT * FROM {quote_ident(view)}"
-        if _is_remote(target):
-            spark = self.session()
-            spark.createDataFrame(raw.sql(select).to_arrow_table()).write.mode("overwrite").parquet(target + ".__new")
-            replace_path(spark, target + ".__new", target)
-            return target
-        path = Path(target)
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True, mode=0o700)
-        raw.execute(f"COPY ({select}) TO '{path / 'part-0.parquet'}' (FORMAT parquet)")
-        (path / "part-0.parquet").chmod(0o600)
-        return target
+        spark = self.session() if is_remote(target) else None  # a local export needs no JVM in this process
+        return export_parquet(raw, f"SELECT * FROM {quote_ident(view)}", target, spark)
 
     def _candidate(self, dataset: str) -> str:
         return f"{self.paths.root.rstrip('/')}/staged/{dataset}"
@@ -94,7 +80,7 @@ class SparkTables:
             from pyspark.sql import functions as F
 
             schema = spark.read.parquet(candidate).schema
-            frame = spark.createDataFrame(con.sql(f"SELECT * FROM {quote_ident(dataset)}").to_arrow_table())
+            frame = arrow_to_spark(spark, con.sql(f"SELECT * FROM {quote_ident(dataset)}").to_arrow_table())
             frame = frame.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema])
             frame.write.mode("overwrite").parquet(candidate + ".__masked")
             _delete(spark, candidate)
@@ -108,7 +94,7 @@ class SparkTables:
         from pipelines.engines.tables import environment
 
         # the last build's tables: Spark makes no managed table over an existing location
-        if _is_remote(self.warehouse):
+        if is_remote(self.warehouse):
             _delete(self.session(), self.warehouse)
         else:  # a local directory needs no JVM in this process
             shutil.rmtree(self.warehouse, ignore_errors=True)
@@ -141,7 +127,7 @@ class SparkTables:
 
     def _read_built(self, location: str):
         """A table dbt-spark wrote, as Arrow (None if there is none): read by Spark on an object store, else directly."""
-        if not _is_remote(location):
+        if not is_remote(location):
             import pyarrow.dataset as ds
 
             return ds.dataset(location, format="parquet").to_table() if Path(location).is_dir() else None
