@@ -216,7 +216,8 @@ def test_spark_deidentified_tables_equal_duckdb(pipeline_run, spark, spark_run):
 def test_a_tables_root_url_goes_through_spark_file_systems(spark, tmp_path):
     """A tables root given as a URL (file:// here; s3a://, abfss:// or gs:// on a cluster) is written and read only
     through Spark's Hadoop file systems, with the same rows and types as a local directory (DuckDB writes the export,
-    pyarrow reads dbt's tables): the raw export that replaces the last one, and the read of a table dbt built."""
+    pyarrow reads dbt's tables): the raw export that replaces the last one, the read of a table dbt built, and a mart
+    published into the analysts' DuckDB file."""
     from pipelines.engines.spark.deidentify import _naive_timestamps, to_pandas
     from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, publish_marts
     from pipelines.engines.spark.session import SparkSessionResource

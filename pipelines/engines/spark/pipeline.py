@@ -69,6 +69,15 @@ def arrow_to_spark(spark, rows):
     )
 
 
+def load_arrow(con, table: str, rows) -> None:
+    """An Arrow table into DuckDB as `table` (a quoted name; replacing it)."""
+    con.register("__arrow_rows", rows)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __arrow_rows")
+    finally:
+        con.unregister("__arrow_rows")
+
+
 def export_parquet(con, select: str, target: str, spark=None) -> str:
     """The rows of the DuckDB query `select` as the Parquet table `target`, replacing the last export: DuckDB writes
     it into an owner-only local directory; to a URL, Spark writes it (staged beside it, then swapped in)."""
@@ -165,13 +174,11 @@ def publish_marts(spark, names: list[str], paths: TablePaths, marts_db: Path | N
             for name in names:  # all together, in one transaction
                 location = paths.mart(name)
                 if is_remote(location):  # DuckDB would need its httpfs extension (a download): Spark reads it
-                    con.register("__mart", _naive_timestamps(spark.read.parquet(location).toArrow()))
-                    source = "__mart"
+                    load_arrow(con, quote_ident(name), _naive_timestamps(spark.read.parquet(location).toArrow()))
                 else:
-                    source = f"read_parquet('{location}/*.parquet')"
-                con.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM {source}")
-                if source == "__mart":
-                    con.unregister("__mart")
+                    con.execute(
+                        f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM read_parquet('{location}/*.parquet')"
+                    )
             con.execute("COMMIT")
         finally:
             con.close()

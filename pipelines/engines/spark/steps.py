@@ -12,7 +12,14 @@ from pathlib import Path
 
 from pipelines.engines import Engine
 from pipelines.engines.spark.deidentify import _delete, _naive_timestamps, deidentify_parquet, replace_path
-from pipelines.engines.spark.pipeline import WAREHOUSE_SCHEMA, TablePaths, arrow_to_spark, export_parquet, is_remote
+from pipelines.engines.spark.pipeline import (
+    WAREHOUSE_SCHEMA,
+    TablePaths,
+    arrow_to_spark,
+    export_parquet,
+    is_remote,
+    load_arrow,
+)
 from pipelines.engines.spark.session import SparkSessionResource
 from pipelines.ingest import publish_staged, quote_ident
 
@@ -69,7 +76,7 @@ class SparkTables:
             spark, source, candidate, contract, ctx, model_name=model_name, known=known, exclude=exclude
         )
         # the staged copy the privacy suite, the requests' scrub and the retention check read (as on DuckDB)
-        _load(con, quote_ident(staged), _naive_timestamps(spark.read.parquet(candidate).toArrow()))
+        load_arrow(con, quote_ident(staged), _naive_timestamps(spark.read.parquet(candidate).toArrow()))
         return result
 
     def publish(self, con, staged, dataset, *, changed):
@@ -121,7 +128,7 @@ class SparkTables:
             for name in tables:
                 rows = self._read_built(f"{self.warehouse}/{WAREHOUSE_SCHEMA}.db/{name}")
                 if rows is not None:  # else not built in this run (failed, or not selected)
-                    _load(con, f"main.{quote_ident(name)}", _naive_timestamps(rows))
+                    load_arrow(con, f"main.{quote_ident(name)}", _naive_timestamps(rows))
         finally:
             con.close()
 
@@ -140,12 +147,3 @@ class SparkTables:
 
 def spark_tables(resource: SparkSessionResource, data_dir: Path) -> SparkTables:
     return SparkTables(resource, data_dir)
-
-
-def _load(con, table: str, rows) -> None:
-    """An Arrow table into DuckDB as `table` (replacing it)."""
-    con.register("__arrow_rows", rows)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM __arrow_rows")
-    finally:
-        con.unregister("__arrow_rows")
