@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.common import git_revision, splice_marked
 from bench.data import base_rows_for, bench_context, prepare
+from demo.generator import MAX_ROWS
 
 BEGIN, END = "<!-- spark-engine:begin -->", "<!-- spark-engine:end -->"
 PROJECTED_ROWS = 100_000_000
@@ -350,6 +351,7 @@ def report(state: dict[str, Any]) -> str:
         "## 9. The Spark engine (local) against DuckDB"
         if rows_per_dept == 100_000
         else f"### 9b. The Spark engine (local) against DuckDB at {rows_per_dept:,} rows per department"
+        + (" (the generator's --rows, as in section 5)" if state["base_rows"] == rows_per_dept else "")
     )
     stamps = [st for e in (duck, one, two) for st in e["stages"].values() if "started" in st]
     runs = sorted({(st["started"][:13], st["revision"]) for st in stamps})
@@ -359,8 +361,8 @@ def report(state: dict[str, Any]) -> str:
         begin,
         title,
         "",
-        f"{rows_per_dept:,} rows per department (generator --rows {state['base_rows']:,}, seed {state['seed']}), "
-        f"all four departments; measured on {', '.join(machines) or '?'}. Spark: `local[1]` and `local[2]`, one "
+        "Rows per department: " + ", ".join(f"{ds} {d['rows']:,}" for ds, d in sorted(state["data"].items())) + " "
+        f"(generator --rows {state['base_rows']:,}, seed {state['seed']}); measured on {', '.join(machines) or '?'}. Spark: `local[1]` and `local[2]`, one "
         "Python worker per core (the analyzer loads once in each); DuckDB: the streaming engine with its NLP worker "
         "processes (2 on this machine). "
         + (
@@ -499,6 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="resume the measurement recorded in this JSON file (written after every stage): stages already in it "
         "are not run again, on the same generated data (checked)",
     )
+    parser.add_argument(
+        "--generator-rows",
+        type=int,
+        default=None,
+        help="the demo generator's --rows (default: the least that gives every department at least --rows rows)",
+    )
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"which to run now (of {', '.join(ENGINES)})")
     parser.add_argument("--datasets", default="", help="which departments' tables to de-identify now (default all)")
     args = parser.parse_args(argv)
@@ -510,10 +518,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PIPELINES_PSEUDONYM_KEY", "bench-pseudonym-key-" + "7" * 40)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pipelines-bench-spark-"))
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    base = max(
+    base = args.generator_rows or max(
         base_rows_for(ds, args.rows)
         for ds in ("hr_employees", "support_tickets", "finance_expense_claims", "it_security_incidents")
     )
+    if base > MAX_ROWS:
+        parser.error(
+            f"--rows {args.rows:,} in every department needs the generator's --rows {base:,}, above its {MAX_ROWS:,}: "
+            "give --generator-rows (the rows per department of section 5's runs: HR and support that many, finance "
+            "two claims per employee, IT one incident per two)"
+        )
     prepared = prepare(workdir, base, args.seed)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] or [c.dataset for c in prepared.contracts]
     if unknown := sorted(set(datasets) - {c.dataset for c in prepared.contracts}):
