@@ -9,6 +9,7 @@ projection for 100 million rows per department on 16, 64 and 256 cores from the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -40,11 +41,17 @@ class StateMismatch(RuntimeError):
     """A resumed measurement whose generated data or settings differ from those its state file recorded."""
 
 
+@functools.cache
+def _revision() -> str:
+    """The code this process runs: read once, at its start (a later edit of the work tree is not what runs)."""
+    return git_revision()
+
+
 def _stamp() -> dict[str, Any]:
     """When, on which code and how busy the machine was as a stage started (stages may run in separate sessions)."""
     return {
         "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "revision": git_revision(),
+        "revision": _revision(),
         "load_before": round(os.getloadavg()[0], 2),
         "machine": _machine(),
     }
@@ -366,7 +373,8 @@ def report(state: dict[str, Any]) -> str:
         "Python worker per core (the analyzer loads once in each); DuckDB: the streaming engine with its NLP worker "
         "processes (2 on this machine). "
         + (
-            f"Load average before a stage: {min(loads):.1f}-{max(loads):.1f} (1.0 or more means other work ran)."
+            f"1-minute load average as a stage started: {min(loads):.1f}-{max(loads):.1f} (it includes the bench's own "
+            "previous stage)."
             if loads
             else ""
         ),
@@ -510,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"which to run now (of {', '.join(ENGINES)})")
     parser.add_argument("--datasets", default="", help="which departments' tables to de-identify now (default all)")
     args = parser.parse_args(argv)
+    _revision()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if unknown := sorted(set(engines) - set(ENGINES)):
         parser.error(f"unknown engine(s): {', '.join(unknown)} (choose from {', '.join(ENGINES)})")

@@ -324,11 +324,11 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
             # new opt-outs only, nothing else changed: the person's rows leave the published table in SQL, no text is
             # scanned again; otherwise (and saying why) the whole table is de-identified again
             plan = lifecycle_inplace.plan(
-                context, contract, every_contract, ctx.pseudonym_key.key_id, requests, horizon, raw, con
+                context, contract, every_contract, ctx.pseudonym_key.key_id, requests, horizon, raw, con, tables.name
             )
             applied: dict = {}
-            if plan.in_place and tables.name != "duckdb":
-                plan.in_place, plan.reason = False, f"the {tables.name} engine de-identifies the whole table again"
+            if plan.in_place and (why := tables.copy_differs(ds, plan.rows_out)):
+                plan.in_place, plan.reason = False, why  # on Spark: the Parquet table is what is changed in place
             if plan.in_place:
                 try:
                     result, applied = lifecycle_inplace.apply(raw, con, ds, staged, contract, ctx, plan, requests)
@@ -401,7 +401,9 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                     "request_application": application,  # in place (rows removed, newly withheld) or rebuilt, and why
                 },
             )
-            stored = tables.publish(con, staged, ds, changed=bool(masked))  # and the engine's copy (Spark: Parquet)
+            stored = tables.publish(
+                con, staged, ds, changed=bool(masked), in_place=plan.in_place
+            )  # and the engine's copy (Spark: Parquet)
         storage.deidentified_db.chmod(0o600)  # row-level, even if de-identified: dbt only, never analysts
         columns = [r.to_dict() for r in result.columns]
         context.log.info(f"{ds}: de-identified {result.rows_in} rows, {result.entities_masked} PII values masked")
@@ -430,6 +432,7 @@ def build_department(contract: Contract, suites_dir: Path = EXPECTATIONS_DIR) ->
                         lifecycle_inplace.raw_versions(context.instance, every_contract),
                         horizon,
                         result,
+                        tables.name,
                     )
                 ),
                 "retention": dg.MetadataValue.json(lifecycle_retention.metadata(contract, retention_state)),

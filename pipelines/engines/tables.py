@@ -49,9 +49,15 @@ class Tables(Protocol):
         """The rows of `view` (raw DuckDB) de-identified into `staged` (de-identified DuckDB), every gate passed."""
         ...
 
-    def publish(self, con, staged: str, dataset: str, *, changed: bool) -> dict[str, Any]:
+    def publish(self, con, staged: str, dataset: str, *, changed: bool, in_place: bool = False) -> dict[str, Any]:
         """Swap `staged` in as `dataset` (its checks passed), and the engine's copy with it; `changed`: the staged
-        table was modified after `deidentify` (mentions of requested people masked). Metadata entries to add."""
+        table was modified after `deidentify` (mentions of requested people masked); `in_place`: it was not made by
+        `deidentify` at all but from the published table (opt-outs applied in SQL). Metadata entries to add."""
+        ...
+
+    def copy_differs(self, dataset: str, rows: int) -> str | None:
+        """Why the engine's copy of the published `dataset` is not the table of `rows` rows that deidentified.duckdb
+        holds (so opt-outs cannot be applied to it in place), or None."""
         ...
 
     def dbt_environment(self) -> contextlib.AbstractContextManager[dict[str, str]]:
@@ -86,11 +92,14 @@ class DuckDBTables:
             exclude=exclude,
         )
 
-    def publish(self, con, staged, dataset, *, changed):
+    def publish(self, con, staged, dataset, *, changed, in_place=False):
         from pipelines.ingest import publish_staged
 
         publish_staged(con, staged, dataset)
         return {}
+
+    def copy_differs(self, dataset, rows):
+        return None  # deidentified.duckdb is this engine's table
 
     @contextlib.contextmanager
     def dbt_environment(self) -> Iterator[dict[str, str]]:

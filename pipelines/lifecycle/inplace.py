@@ -126,6 +126,7 @@ class Plan:
     previous_run: str | None = None
     new_requests: list[str] = field(default_factory=list)
     rows_in: int = 0  # what the full path would read now (the filtered raw view)
+    rows_out: int = 0  # the published table's rows, as the last materialization recorded them
 
     def metadata(self, **applied: Any) -> dict[str, Any]:
         mode = "applied in place" if self.in_place else "full rebuild"
@@ -139,10 +140,12 @@ def basis(
     raw: dict[str, str | None],
     horizon: date | None,
     result: DeidentifiedTable,
+    engine: str = "duckdb",
 ) -> dict[str, Any]:
     """Recorded with every materialization: what a later in-place application must find unchanged."""
     return {
         "format": FORMAT,
+        "engine": engine,  # the engine's copy of the table (Spark: Parquet) is the one changed in place
         "code": code_fingerprint(),
         "contract_version_hash": contract.version_hash,
         "pseudonym_key_id": key_id,
@@ -165,6 +168,7 @@ def plan(
     horizon: date | None,
     raw_con,
     con,
+    engine: str = "duckdb",
 ) -> Plan:
     """In place when the previous table is exactly what the full path would have built before the new opt-outs."""
     ds = contract.dataset
@@ -179,6 +183,8 @@ def plan(
     reject = lambda why: Plan(False, why, previous, run)  # noqa: E731
     if not isinstance(base, dict) or base.get("format") != FORMAT:
         return reject("the previous table was built by an older code version (no in-place basis recorded)")
+    if base.get("engine", "duckdb") != engine:  # recorded since the Spark engine: older tables are DuckDB's
+        return reject(f"the table was built on the {base.get('engine', 'duckdb')} engine, this run uses {engine}")
     if base["code"] != code_fingerprint():
         return reject("the de-identification code or detector changed since the table was built")
     if base["contract_version_hash"] != contract.version_hash:
@@ -230,6 +236,7 @@ def plan(
     if out.rows_in > base["rows_in"]:
         out.reason = "the raw view holds more rows than the table was built from"
         return out
+    out.rows_out = base["rows_out"]
     out.in_place, out.reason = True, "only opt-outs since the last build, nothing else changed"
     return out
 

@@ -79,21 +79,40 @@ class SparkTables:
         load_arrow(con, quote_ident(staged), _naive_timestamps(spark.read.parquet(candidate).toArrow()))
         return result
 
-    def publish(self, con, staged, dataset, *, changed):
+    def publish(self, con, staged, dataset, *, changed, in_place=False):
         spark = self.session()
         candidate, target = self._candidate(dataset), self.paths.deidentified(dataset)
         publish_staged(con, staged, dataset)
-        if changed:  # mentions of requested people were masked in the staged copy: that copy is what is published
+        if changed or in_place:
+            # the staged copy is what is published: mentions of requested people were masked in it, or (in place)
+            # it is the published table without the people who opted out; written with the Parquet table's types
             from pyspark.sql import functions as F
 
-            schema = spark.read.parquet(candidate).schema
+            schema = spark.read.parquet(target if in_place else candidate).schema
             frame = arrow_to_spark(spark, con.sql(f"SELECT * FROM {quote_ident(dataset)}").to_arrow_table())
             frame = frame.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema])
-            frame.write.mode("overwrite").parquet(candidate + ".__masked")
-            _delete(spark, candidate)
-            candidate += ".__masked"
+            frame.write.mode("overwrite").parquet(candidate + ".__rewritten")
+            _delete(spark, candidate)  # in place: a candidate left by a failed run is not this table
+            candidate += ".__rewritten"
         replace_path(spark, candidate, target)
         return {"table_location": target, "engine": self.name}
+
+    def copy_differs(self, dataset, rows):
+        target = self.paths.deidentified(dataset)
+        if not is_remote(target):  # a local table is counted from its Parquet footers, without a JVM
+            import pyarrow.dataset as ds
+
+            found = ds.dataset(target, format="parquet").count_rows() if Path(target).is_dir() else None
+        else:
+            spark = self.session()
+            path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target)
+            exists = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path)
+            found = spark.read.parquet(target).count() if exists else None
+        if found is None:
+            return "the Spark engine holds no published copy of the table"
+        if found != rows:
+            return f"the Spark engine's copy holds {found} rows, the de-identified table {rows}"
+        return None
 
     @contextlib.contextmanager
     def dbt_environment(self) -> Iterator[dict[str, str]]:
