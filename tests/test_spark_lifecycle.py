@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from pipelines.lifecycle import requests as store
 from pipelines.lifecycle.assets import REQUESTS_JOB
 from pipelines.lifecycle.inplace import BASIS_METADATA, FULL_REBUILD_TAG
 from tests.test_lifecycle import (
@@ -104,7 +105,7 @@ def test_opt_out_is_applied_in_place_to_the_spark_tables(spark_world, capsys, mo
     assert not [p for p in pseudonyms_of(person) if p in text]
     assert not [p for p in pseudonyms_of(person) if p in w.all_text("deidentified.duckdb", DATASETS)]
     published = {e.asset_key.to_user_string() for e in results[1].get_asset_materialization_events()}
-    assert {f"published_{m}" for m in MARTS} <= published
+    assert "published_mart_org_unit_activity" in published  # the mart that counts them (support's holds no one)
 
 
 def test_in_place_on_spark_gives_what_a_full_rebuild_on_spark_gives(spark_world):
@@ -139,7 +140,8 @@ def test_a_table_built_on_the_other_engine_is_rebuilt_not_changed_in_place(spark
     rid = add_request(w, "opt-out", person["email"], capsys)
     results = w.apply_requests()
     applied = application(results[-1], "hr_employees")
-    assert applied["mode"] == "full rebuild" and applied["requests"] == [rid], applied
+    assert applied["mode"] == "full rebuild" and applied["free_text_scanned"], applied
     assert applied["reason"] == "the table was built on the spark engine, this run uses duckdb", applied
     text = w.all_text("deidentified.duckdb", DATASETS) + w.all_text("marts.duckdb", MARTS)
     assert not [p for p in pseudonyms_of(person) + pseudonyms_of(w.opted_out) if p in text]
+    assert store.status(store.load(w.paths)[rid])["state"].startswith("applied in run")
