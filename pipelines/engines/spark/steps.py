@@ -105,9 +105,7 @@ class SparkTables:
             found = ds.dataset(target, format="parquet").count_rows() if Path(target).is_dir() else None
         else:
             spark = self.session()
-            path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target)
-            exists = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path)
-            found = spark.read.parquet(target).count() if exists else None
+            found = spark.read.parquet(target).count() if _exists(spark, target) else None
         if found is None:
             return "the Spark engine holds no published copy of the table"
         if found != rows:
@@ -158,10 +156,13 @@ class SparkTables:
 
             return ds.dataset(location, format="parquet").to_table() if Path(location).is_dir() else None
         spark = self.session()
-        path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
-        if not path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path):
-            return None
-        return spark.read.parquet(location).toArrow()
+        return spark.read.parquet(location).toArrow() if _exists(spark, location) else None
+
+
+def _exists(spark, location: str) -> bool:
+    """Whether a path exists on the Hadoop file system of its URL."""
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(location)
+    return bool(path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path))
 
 
 def spark_tables(resource: SparkSessionResource, data_dir: Path) -> SparkTables:
